@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Runs a single-node Apache Kafka 4.x broker (KRaft, combined broker and
+# controller) for local development, the demo and the test suite.
+#
+#   scripts/kafka-local.sh start|stop|status|restart|fetch
+#   scripts/kafka-local.sh create-topic NAME [PARTITIONS]
+#
+# The broker's jars come from Maven Central (org.apache.kafka:kafka_2.13 with
+# its runtime dependencies, kafka-tools, and a log4j2 backend), fetched once
+# with Maven into $KAFKA_CACHE and reused afterwards.
+#
+# Environment:
+#   KAFKA_VERSION     broker version                       (default 4.1.1)
+#   KAFKA_PORT        client listener on 127.0.0.1         (default 9092)
+#   KAFKA_CONTROLLER_PORT  KRaft controller listener       (default KAFKA_PORT+1)
+#   KAFKA_CACHE       where the jars live                  (default ~/.cache/identify-connector/kafka-$KAFKA_VERSION)
+#   KAFKA_STATE_DIR   data, config, pid file and log file  (default ~/.cache/identify-connector/broker-$KAFKA_PORT)
+#   KAFKA_HEAP        JVM heap                             (default 512m)
+#   KAFKA_START_TIMEOUT  seconds to wait for the broker    (default 60)
+set -euo pipefail
+
+KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
+CACHE_ROOT=${XDG_CACHE_HOME:-$HOME/.cache}/identify-connector
+KAFKA_CACHE=${KAFKA_CACHE:-$CACHE_ROOT/kafka-$KAFKA_VERSION}
+KAFKA_STATE_DIR=${KAFKA_STATE_DIR:-$CACHE_ROOT/broker-$KAFKA_PORT}
+KAFKA_HEAP=${KAFKA_HEAP:-512m}
+KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-60}
+LOG4J_VERSION=2.24.3
+
+PID_FILE=$KAFKA_STATE_DIR/kafka.pid
+LOG_FILE=$KAFKA_STATE_DIR/kafka.log
+CONFIG=$KAFKA_STATE_DIR/server.properties
+BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+
+log() { printf 'kafka-local: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+java_cp() { printf '%s/libs/*' "$KAFKA_CACHE"; }
+
+run_java() {
+  java -Xmx256m -cp "$(java_cp)" -Dlog4j2.configurationFile="$KAFKA_CACHE/log4j2-tools.properties" "$@"
+}
+
+fetch() {
+  if [ -f "$KAFKA_CACHE/.complete" ]; then
+    return 0
+  fi
+  command -v mvn >/dev/null || die "Maven (mvn) is required to fetch the Kafka jars"
+  command -v java >/dev/null || die "Java 17+ is required to run Kafka"
+  mkdir -p "$KAFKA_CACHE"
+  log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_CACHE (first run only)"
+  cat > "$KAFKA_CACHE/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.identify-connector</groupId>
+  <artifactId>kafka-local</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId><version>2.0.17</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
+  </dependencies>
+</project>
+EOF
+  local started=$SECONDS
+  rm -rf "$KAFKA_CACHE/libs"
+  mvn -B -q -f "$KAFKA_CACHE/pom.xml" \
+    org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+    -DoutputDirectory="$KAFKA_CACHE/libs" -DincludeScope=runtime \
+    || die "Maven could not fetch org.apache.kafka:kafka_2.13:$KAFKA_VERSION"
+  cat > "$KAFKA_CACHE/log4j2.properties" <<'EOF'
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+EOF
+  cat > "$KAFKA_CACHE/log4j2-tools.properties" <<'EOF'
+rootLogger.level = WARN
+rootLogger.appenderRef.stderr.ref = STDERR
+appender.stderr.type = Console
+appender.stderr.name = STDERR
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = %p %m%n
+EOF
+  touch "$KAFKA_CACHE/.complete"
+  log "fetched $(ls "$KAFKA_CACHE/libs" | wc -l) jars, $(du -sh "$KAFKA_CACHE/libs" | cut -f1), in $((SECONDS - started)) s"
+}
+
+running_pid() {
+  [ -f "$PID_FILE" ] || return 1
+  local pid
+  pid=$(cat "$PID_FILE")
+  # Only a process we started: its command line names our config file.
+  if [ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$CONFIG"; then
+    echo "$pid"
+    return 0
+  fi
+  return 1
+}
+
+write_config() {
+  mkdir -p "$KAFKA_STATE_DIR/data"
+  cat > "$CONFIG" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$KAFKA_STATE_DIR/data
+auto.create.topics.enable=false
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
+log.segment.bytes=67108864
+log.retention.hours=24
+EOF
+}
+
+broker_answers() {
+  # A metadata request through Kafka's own admin client (kafka-topics --list).
+  timeout 20 java -Xmx128m -cp "$(java_cp)" \
+    -Dlog4j2.configurationFile="$KAFKA_CACHE/log4j2-tools.properties" \
+    org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1
+}
+
+start() {
+  if pid=$(running_pid); then
+    log "already running (pid $pid) on $BOOTSTRAP"
+    return 0
+  fi
+  fetch
+  write_config
+  if [ ! -f "$KAFKA_STATE_DIR/data/meta.properties" ]; then
+    local cluster_id
+    cluster_id=$(run_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)
+    log "formatting storage in $KAFKA_STATE_DIR/data (cluster $cluster_id)"
+    run_java kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" >/dev/null
+  fi
+  log "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (log: $LOG_FILE)"
+  nohup java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -XX:TieredStopAtLevel=1 \
+    -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_CACHE/log4j2.properties" \
+    -cp "$(java_cp)" kafka.Kafka "$CONFIG" >"$LOG_FILE" 2>&1 < /dev/null &
+  local pid=$!
+  echo "$pid" > "$PID_FILE"
+  local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+  while [ $SECONDS -lt $deadline ]; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "the broker exited during start-up; last lines of $LOG_FILE:"
+      tail -n 40 "$LOG_FILE" >&2
+      exit 1
+    fi
+    if broker_answers; then
+      log "ready on $BOOTSTRAP (pid $(cat "$PID_FILE")) after $((SECONDS + KAFKA_START_TIMEOUT - deadline)) s"
+      return 0
+    fi
+    sleep 1
+  done
+  log "not ready within ${KAFKA_START_TIMEOUT}s; last lines of $LOG_FILE:"
+  tail -n 40 "$LOG_FILE" >&2
+  stop || true
+  exit 1
+}
+
+stop() {
+  local pid
+  if ! pid=$(running_pid); then
+    log "not running"
+    rm -f "$PID_FILE"
+    return 0
+  fi
+  log "stopping pid $pid"
+  kill "$pid"
+  for _ in $(seq 1 30); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$PID_FILE"; log "stopped"; return 0; }
+    sleep 1
+  done
+  log "still running after 30 s; killing"
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$PID_FILE"
+}
+
+status() {
+  local pid
+  if pid=$(running_pid); then
+    echo "running (pid $pid) on $BOOTSTRAP"
+  else
+    echo "not running"
+    return 1
+  fi
+}
+
+create_topic() {
+  local name=${1:?topic name}
+  local partitions=${2:-1}
+  fetch
+  run_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" \
+    --create --if-not-exists --topic "$name" --partitions "$partitions" --replication-factor 1
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  restart) stop; start ;;
+  fetch) fetch ;;
+  create-topic) shift; create_topic "$@" ;;
+  *) echo "usage: $0 start|stop|status|restart|fetch|create-topic NAME [PARTITIONS]" >&2; exit 2 ;;
+esac
