@@ -1,1 +1,59 @@
-fn main(){}
+//! The `identify-connector` binary: parses the command line, loads the
+//! configuration, installs signal handlers and runs the pipeline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use identify_connector::config::Config;
+use identify_connector::{logging, pipeline};
+
+/// Kafka connector for Crustdata's batch reverse-identify API.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (environment variables IDENTIFY_* and
+    /// CRUSTDATA_API_KEY override it).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    logging::init(cfg.log.format);
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let result = match pipeline::start(cfg, shutdown).await {
+        Ok(running) => running.wait().await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "identify-connector failed");
+            eprintln!("identify-connector: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! Configuration: one serde struct per pipeline stage under [`Config`], loaded
+//! from a TOML file and the environment with figment, then checked by
+//! [`Config::validate`], which names the offending key in every message.
+//!
+//! Precedence (last wins): built-in defaults, the TOML file, `IDENTIFY_*`
+//! environment variables (`__` separates nesting levels, e.g.
+//! `IDENTIFY_KAFKA__BROKERS`), and `CRUSTDATA_API_KEY` for `api.key`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer};
+
+use crate::decode::IdentifierType;
+
+/// Errors while loading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be parsed into the schema.
+    #[error("configuration error: {0}")]
+    Load(String),
+    /// Values parsed but are not acceptable; one line per problem.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// The API key. Its value never appears in `Debug`, `Display`, logs or errors.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+    /// The secret itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// True when no key was configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(ApiKey)
+    }
+}
+
+/// Serde helper for human-readable durations such as `"500ms"`, `"2s"`, `"30m"`.
+pub mod duration {
+    use super::*;
+
+    /// Deserializes a duration string (or a number of seconds).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Seconds(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Seconds(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {t:?} ({e}); use e.g. \"500ms\", \"2s\", \"30m\""
+                ))
+            }),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Kafka source and sink.
+    pub kafka: KafkaConfig,
+    /// How an identifier is read from each input record.
+    pub input: InputConfig,
+    /// Micro-batching.
+    pub batch: BatchConfig,
+    /// The Crustdata API.
+    pub api: ApiConfig,
+    /// Webhook completion (optional).
+    pub webhook: WebhookConfig,
+    /// The result cache.
+    pub cache: CacheConfig,
+    /// The HTTP server (metrics, health, webhooks).
+    pub server: ServerConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Consumer group. Default `identify-connector`.
+    pub group_id: String,
+    /// Topics to consume. Required.
+    pub input_topics: Vec<String>,
+    /// Topic for result records. Required.
+    pub output_topic: String,
+    /// Topic for records that cannot be resolved. Required.
+    pub dead_letter_topic: String,
+    /// Records held in memory (consumed, not yet published) before every
+    /// partition is paused. Default 20000.
+    pub max_in_flight: usize,
+    /// Bytes of record values held in memory before pausing. Default 64 MiB.
+    pub max_in_flight_bytes: usize,
+    /// How often safe offsets are committed. Default `1s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub commit_interval: Duration,
+    /// How long a revoked partition may drain before its rest is dropped
+    /// uncommitted. Default `10s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub rebalance_drain_timeout: Duration,
+    /// Extra librdkafka consumer properties, passed through verbatim.
+    pub consumer: BTreeMap<String, String>,
+    /// Extra librdkafka producer properties, passed through verbatim.
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "identify-connector".into(),
+            input_topics: Vec::new(),
+            output_topic: String::new(),
+            dead_letter_topic: String::new(),
+            max_in_flight: 20_000,
+            max_in_flight_bytes: 64 << 20,
+            commit_interval: Duration::from_secs(1),
+            rebalance_drain_timeout: Duration::from_secs(10),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+/// How input record values are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// A JSON document; the identifier sits at `input.field`.
+    Json,
+    /// The whole value, as UTF-8 text, is the identifier.
+    Text,
+}
+
+/// Which identifier type input records carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentifierTypeSetting {
+    /// Business emails.
+    BusinessEmail,
+    /// Professional-network profile URLs.
+    ProfileUrl,
+    /// Decided per record: an `http(s)://` URL is a profile URL, anything
+    /// else is an email.
+    Auto,
+}
+
+impl IdentifierTypeSetting {
+    /// The fixed type, or `None` for `auto`.
+    pub fn fixed(self) -> Option<IdentifierType> {
+        match self {
+            Self::BusinessEmail => Some(IdentifierType::BusinessEmail),
+            Self::ProfileUrl => Some(IdentifierType::ProfileUrl),
+            Self::Auto => None,
+        }
+    }
+}
+
+/// `[input]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// `json` (default) or `text`.
+    pub format: InputFormat,
+    /// JSON pointer to the identifier. Default `/email`.
+    pub field: String,
+    /// `business_email` (default), `profile_url` or `auto`.
+    pub identifier_type: IdentifierTypeSetting,
+    /// Larger values are dead-lettered as `oversized`. Default 65536.
+    pub max_value_bytes: usize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            format: InputFormat::Json,
+            field: "/email".into(),
+            identifier_type: IdentifierTypeSetting::BusinessEmail,
+            max_value_bytes: 65_536,
+        }
+    }
+}
+
+/// `[batch]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Unique identifiers per job, 1 to 300. Default 300.
+    pub max_size: usize,
+    /// Time after a batch's first record before it is submitted. Default `2s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub linger: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_size: crate::batch::API_MAX_BATCH,
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Base URL. Default `https://api.crustdata.com`.
+    pub base_url: String,
+    /// The API key; prefer the `CRUSTDATA_API_KEY` environment variable.
+    pub key: ApiKey,
+    /// Jobs active at once (submitted, results not yet published). Default 5.
+    pub max_active_jobs: usize,
+    /// Requests per minute across all endpoints. Default 300.
+    pub requests_per_minute: u32,
+    /// A job not finished within this is abandoned and resubmitted. Default `30m`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub job_timeout: Duration,
+    /// Timeout of each HTTP request. Default `30s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub request_timeout: Duration,
+    /// First status poll after a submit (until durations are learnt). Default `1s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub poll_initial: Duration,
+    /// Longest wait between two status polls. Default `30s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub poll_max: Duration,
+    /// Attempts of one request before a job attempt is given up. Default 8.
+    pub max_request_retries: u32,
+    /// Longest backoff between two request retries. Default `60s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_backoff: Duration,
+    /// Job submissions for the same identifiers before they are dead-lettered
+    /// as `job_failed`. Default 3.
+    pub max_job_attempts: u32,
+    /// Largest result file accepted, compressed and decompressed. Default 256 MiB.
+    pub max_result_bytes: u64,
+    /// Hosts result files may be downloaded from; `*.` prefixes match
+    /// subdomains. Empty (default): the host of `base_url` and
+    /// `*.amazonaws.com`.
+    pub download_allowed_hosts: Vec<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.crustdata.com".into(),
+            key: ApiKey::default(),
+            max_active_jobs: 5,
+            requests_per_minute: 300,
+            job_timeout: Duration::from_secs(30 * 60),
+            request_timeout: Duration::from_secs(30),
+            poll_initial: Duration::from_secs(1),
+            poll_max: Duration::from_secs(30),
+            max_request_retries: 8,
+            max_backoff: Duration::from_secs(60),
+            max_job_attempts: 3,
+            max_result_bytes: 256 << 20,
+            download_allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+/// `[webhook]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Public base URL under which `/webhooks/crustdata/{token}` reaches this
+    /// service. Empty (default): completion by polling only.
+    pub public_url: String,
+    /// Poll interval while waiting for a callback. Default `60s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub fallback_poll_interval: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            public_url: String::new(),
+            fallback_poll_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long a resolved identifier is answered from memory. `0s` disables
+    /// the cache. Default `24h`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub ttl: Duration,
+    /// Most identifiers kept. Default 1000000.
+    pub max_entries: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(24 * 3600),
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the HTTP server. Default `0.0.0.0:8080`.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (default) or `json`. Levels come from `RUST_LOG`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long in-flight jobs may finish after SIGTERM. Default `30s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig
+            .merge(Env::prefixed("IDENTIFY_").split("__"))
+            .merge(Env::raw().only(&["CRUSTDATA_API_KEY"]).map(|_| "api.key".into()));
+        Self::from_figment(fig)
+    }
+
+    /// Parses a TOML string (no environment); for tests and `--check` tooling.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
+        let config: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Load(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; one message per mistake, each naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        let mut need = |ok: bool, msg: String| {
+            if !ok {
+                errs.push(msg)
+            }
+        };
+        let k = &self.kafka;
+        need(!k.brokers.trim().is_empty(), "kafka.brokers must not be empty".into());
+        need(!k.group_id.trim().is_empty(), "kafka.group_id must not be empty".into());
+        need(
+            !k.input_topics.is_empty(),
+            "kafka.input_topics must list at least one topic".into(),
+        );
+        for t in &k.input_topics {
+            need(
+                valid_topic(t),
+                format!("kafka.input_topics: {t:?} is not a valid topic name"),
+            );
+        }
+        need(
+            valid_topic(&k.output_topic),
+            format!(
+                "kafka.output_topic: {:?} is not a valid topic name (required)",
+                k.output_topic
+            ),
+        );
+        need(
+            valid_topic(&k.dead_letter_topic),
+            format!(
+                "kafka.dead_letter_topic: {:?} is not a valid topic name (required)",
+                k.dead_letter_topic
+            ),
+        );
+        need(
+            !k.input_topics.contains(&k.output_topic) && !k.input_topics.contains(&k.dead_letter_topic),
+            "kafka.output_topic and kafka.dead_letter_topic must differ from every input topic".into(),
+        );
+        need(k.max_in_flight >= 1, "kafka.max_in_flight must be at least 1".into());
+        need(
+            k.max_in_flight_bytes >= self.input.max_value_bytes,
+            "kafka.max_in_flight_bytes must be at least input.max_value_bytes".into(),
+        );
+        need(
+            !k.commit_interval.is_zero(),
+            "kafka.commit_interval must be greater than 0".into(),
+        );
+        for key in [
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "group.id",
+            "bootstrap.servers",
+        ] {
+            need(
+                !k.consumer.contains_key(key),
+                format!("kafka.consumer.\"{key}\" is managed by the connector and must not be set"),
+            );
+        }
+        for key in ["enable.idempotence", "bootstrap.servers"] {
+            need(
+                !k.producer.contains_key(key),
+                format!("kafka.producer.\"{key}\" is managed by the connector and must not be set"),
+            );
+        }
+        if self.input.format == InputFormat::Json {
+            need(
+                self.input.field.is_empty() || self.input.field.starts_with('/'),
+                format!(
+                    "input.field: {:?} must be a JSON pointer such as \"/email\"",
+                    self.input.field
+                ),
+            );
+        }
+        need(
+            self.input.max_value_bytes >= 64,
+            "input.max_value_bytes must be at least 64".into(),
+        );
+        need(
+            (1..=crate::batch::API_MAX_BATCH).contains(&self.batch.max_size),
+            format!("batch.max_size must be between 1 and {}", crate::batch::API_MAX_BATCH),
+        );
+        let a = &self.api;
+        match url::Url::parse(&a.base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => errs.push(format!("api.base_url: {:?} must be an http(s) URL", a.base_url)),
+        }
+        let mut need = |ok: bool, msg: &str| {
+            if !ok {
+                errs.push(msg.to_string())
+            }
+        };
+        need(
+            !a.key.is_empty(),
+            "api.key is missing: set CRUSTDATA_API_KEY (or IDENTIFY_API__KEY)",
+        );
+        need(a.max_active_jobs >= 1, "api.max_active_jobs must be at least 1");
+        need(a.requests_per_minute >= 1, "api.requests_per_minute must be at least 1");
+        need(!a.job_timeout.is_zero(), "api.job_timeout must be greater than 0");
+        need(
+            !a.request_timeout.is_zero(),
+            "api.request_timeout must be greater than 0",
+        );
+        need(!a.poll_initial.is_zero(), "api.poll_initial must be greater than 0");
+        need(
+            a.poll_max >= a.poll_initial,
+            "api.poll_max must be at least api.poll_initial",
+        );
+        need(a.max_job_attempts >= 1, "api.max_job_attempts must be at least 1");
+        need(a.max_result_bytes >= 1024, "api.max_result_bytes must be at least 1024");
+        if !self.webhook.public_url.is_empty() {
+            match url::Url::parse(&self.webhook.public_url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => need(false, "webhook.public_url must be an http(s) URL or empty"),
+            }
+        }
+        need(
+            !self.webhook.fallback_poll_interval.is_zero(),
+            "webhook.fallback_poll_interval must be greater than 0",
+        );
+        need(self.cache.max_entries >= 1, "cache.max_entries must be at least 1");
+        need(
+            self.server.listen.parse::<SocketAddr>().is_ok(),
+            "server.listen must be an address such as \"0.0.0.0:8080\"",
+        );
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errs))
+        }
+    }
+}
+
+/// Kafka's topic-name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

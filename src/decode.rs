@@ -1,0 +1,264 @@
+//! Decode: turns an input record's value into a normalised, validated
+//! identifier, or into a [`DecodeError`] that names the dead-letter reason.
+//!
+//! Normalisation and validation rules (documented in `docs/CONFIG.md`):
+//! - the value (JSON string at `input.field`, or the whole text) is trimmed;
+//! - a **business email** is lowercased, at most 254 bytes, ASCII only, one
+//!   `@`; the local part is 1–64 bytes of letters, digits and
+//!   ``!#$%&'*+/=?^_`{|}~.-`` (no leading, trailing or double dot; quoted
+//!   local parts are refused); the domain has at least two labels of
+//!   letters, digits and `-` (1–63 bytes, not starting or ending with `-`)
+//!   and a top-level label of at least two letters (or an `xn--` label);
+//! - a **profile URL** is an absolute `http`/`https` URL with a host, at most
+//!   2048 bytes, without whitespace; scheme and host are lowercased and a
+//!   fragment is removed;
+//! - with `identifier_type = "auto"`, a value starting with `http://` or
+//!   `https://` is a profile URL and anything else an email.
+
+use crate::config::{IdentifierTypeSetting, InputConfig, InputFormat};
+
+/// The two identifier kinds the API accepts; one kind per job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IdentifierType {
+    /// `business_emails`
+    BusinessEmail,
+    /// `professional_network_profile_urls`
+    ProfileUrl,
+}
+
+impl IdentifierType {
+    /// Both kinds, in a fixed order.
+    pub const ALL: [IdentifierType; 2] = [Self::BusinessEmail, Self::ProfileUrl];
+
+    /// Name used in output records and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BusinessEmail => "business_email",
+            Self::ProfileUrl => "profile_url",
+        }
+    }
+
+    /// The submit body's field for this kind.
+    pub fn request_field(self) -> &'static str {
+        match self {
+            Self::BusinessEmail => "business_emails",
+            Self::ProfileUrl => "professional_network_profile_urls",
+        }
+    }
+
+    /// Index into per-type arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A valid identifier, normalised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identifier {
+    /// Which kind.
+    pub kind: IdentifierType,
+    /// Normalised value, as submitted to the API and used as output key.
+    pub value: String,
+}
+
+/// Why a record cannot be resolved. The reason string is the dead-letter
+/// header `identify.error.reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The record has no value (a tombstone).
+    #[error("record has no value")]
+    Empty,
+    /// Larger than `input.max_value_bytes`.
+    #[error("value is {size} bytes, more than input.max_value_bytes = {max}")]
+    Oversized {
+        /// Size of the value.
+        size: usize,
+        /// The configured bound.
+        max: usize,
+    },
+    /// Not UTF-8 (text) or not JSON (json).
+    #[error("value is not valid {0}")]
+    NotParseable(&'static str, String),
+    /// The JSON pointer finds nothing.
+    #[error("field {0} is missing")]
+    MissingField(String),
+    /// The JSON pointer finds something other than a string.
+    #[error("field {0} is not a string")]
+    NotAString(String),
+    /// The identifier breaks the validation rule.
+    #[error("invalid {kind}: {why}")]
+    InvalidIdentifier {
+        /// The kind it was checked as.
+        kind: &'static str,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+impl DecodeError {
+    /// Bounded reason label for headers and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty_value",
+            Self::Oversized { .. } => "oversized",
+            Self::NotParseable(..) => "not_parseable",
+            Self::MissingField(_) => "missing_field",
+            Self::NotAString(_) => "not_a_string",
+            Self::InvalidIdentifier { .. } => "invalid_identifier",
+        }
+    }
+}
+
+/// Decodes record values according to `[input]`.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    format: InputFormat,
+    field: String,
+    kind: IdentifierTypeSetting,
+    max_bytes: usize,
+}
+
+impl Decoder {
+    /// A decoder for the given input settings.
+    pub fn new(cfg: &InputConfig) -> Self {
+        Self {
+            format: cfg.format,
+            field: cfg.field.clone(),
+            kind: cfg.identifier_type,
+            max_bytes: cfg.max_value_bytes,
+        }
+    }
+
+    /// Decodes one record value.
+    pub fn decode(&self, value: Option<&[u8]>) -> Result<Identifier, DecodeError> {
+        let value = value.ok_or(DecodeError::Empty)?;
+        if value.len() > self.max_bytes {
+            return Err(DecodeError::Oversized {
+                size: value.len(),
+                max: self.max_bytes,
+            });
+        }
+        match self.format {
+            InputFormat::Text => {
+                let text = std::str::from_utf8(value).map_err(|e| DecodeError::NotParseable("UTF-8", e.to_string()))?;
+                self.identifier(text)
+            }
+            InputFormat::Json => {
+                let doc: serde_json::Value =
+                    serde_json::from_slice(value).map_err(|e| DecodeError::NotParseable("JSON", e.to_string()))?;
+                match doc.pointer(&self.field) {
+                    None => Err(DecodeError::MissingField(self.field.clone())),
+                    Some(serde_json::Value::String(s)) => self.identifier(s),
+                    Some(_) => Err(DecodeError::NotAString(self.field.clone())),
+                }
+            }
+        }
+    }
+
+    fn identifier(&self, raw: &str) -> Result<Identifier, DecodeError> {
+        let raw = raw.trim();
+        let kind = self.kind.fixed().unwrap_or_else(|| detect(raw));
+        normalize(kind, raw).map(|value| Identifier { kind, value })
+    }
+}
+
+/// Auto-detection: `http://` or `https://` means a profile URL.
+pub fn detect(raw: &str) -> IdentifierType {
+    let lower = raw.get(..8).unwrap_or(raw).to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        IdentifierType::ProfileUrl
+    } else {
+        IdentifierType::BusinessEmail
+    }
+}
+
+/// Normalises and validates a trimmed identifier of the given kind.
+pub fn normalize(kind: IdentifierType, raw: &str) -> Result<String, DecodeError> {
+    match kind {
+        IdentifierType::BusinessEmail => normalize_email(raw),
+        IdentifierType::ProfileUrl => normalize_url(raw),
+    }
+}
+
+fn bad(kind: &'static str, why: &'static str) -> DecodeError {
+    DecodeError::InvalidIdentifier { kind, why }
+}
+
+fn normalize_email(raw: &str) -> Result<String, DecodeError> {
+    let e = |why| bad("business_email", why);
+    if raw.is_empty() {
+        return Err(e("empty"));
+    }
+    if raw.len() > 254 {
+        return Err(e("longer than 254 bytes"));
+    }
+    if !raw.is_ascii() {
+        return Err(e("not ASCII (give international domains in punycode)"));
+    }
+    let email = raw.to_ascii_lowercase();
+    let (local, domain) = email.split_once('@').ok_or(e("no @"))?;
+    if domain.contains('@') {
+        return Err(e("more than one @"));
+    }
+    if local.is_empty() || local.len() > 64 {
+        return Err(e("local part must be 1 to 64 bytes"));
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err(e("misplaced dot in local part"));
+    }
+    let local_ok = local
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b));
+    if !local_ok {
+        return Err(e("forbidden character in local part"));
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Err(e("domain needs at least two labels"));
+    }
+    for l in &labels {
+        if l.is_empty() || l.len() > 63 {
+            return Err(e("domain label must be 1 to 63 bytes"));
+        }
+        if l.starts_with('-') || l.ends_with('-') {
+            return Err(e("domain label starts or ends with '-'"));
+        }
+        if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(e("forbidden character in domain"));
+        }
+    }
+    let tld = labels[labels.len() - 1];
+    if !(tld.starts_with("xn--") || (tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))) {
+        return Err(e("top-level domain must be letters"));
+    }
+    Ok(email)
+}
+
+fn normalize_url(raw: &str) -> Result<String, DecodeError> {
+    let e = |why| bad("profile_url", why);
+    if raw.is_empty() {
+        return Err(e("empty"));
+    }
+    if raw.len() > 2048 {
+        return Err(e("longer than 2048 bytes"));
+    }
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(e("contains whitespace or control characters"));
+    }
+    let mut url = url::Url::parse(raw).map_err(|_| e("not an absolute URL"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(e("scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(|h| h.is_empty()) {
+        return Err(e("no host"));
+    }
+    url.set_fragment(None);
+    Ok(url.to_string())
+}
+
+/// Lookup key for matching a result line's `matched_on` to a submitted
+/// identifier: trimmed and lowercased (the API echoes what it was sent, and
+/// matching is case-insensitive).
+pub fn match_key(value: &str) -> String {
+    value.trim().to_lowercase()
+}

@@ -1,0 +1,340 @@
+//! Source: the Kafka consumer, on a thread of its own so that it polls
+//! continuously (heartbeats, rebalances) whatever the rest of the pipeline
+//! does. It decodes each record, tracks its offset, dead-letters bad input
+//! directly and hands valid identifiers to the dispatcher. Back-pressure
+//! pauses every partition while the in-flight budget is spent. Commits
+//! advance only to each partition's contiguous watermark (see [`offsets`]).
+//!
+//! Rebalances: on revoke, records of the revoked partitions get a bounded
+//! time to finish, what is safe is committed synchronously, and the rest is
+//! forgotten uncommitted; on assign, each partition starts a fresh epoch.
+
+pub mod offsets;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, error, info, warn};
+
+use crate::config::KafkaConfig;
+use crate::decode::{Decoder, Identifier};
+use crate::metrics::Metrics;
+use crate::server::Health;
+use crate::sink::{InputRecord, Sink};
+use offsets::{OffsetTracker, TopicPartition};
+
+/// A decoded record on its way to the dispatcher.
+#[derive(Debug)]
+pub struct Work {
+    /// The record.
+    pub rec: InputRecord,
+    /// Its identifier.
+    pub id: Identifier,
+}
+
+/// Flags the pipeline uses to steer the consumer thread.
+#[derive(Debug, Default)]
+pub struct SourceControl {
+    /// Stop taking new records (shutdown has begun).
+    pub stop_taking: AtomicBool,
+    /// Commit what is safe and leave the group.
+    pub close: AtomicBool,
+}
+
+/// Consumer callbacks.
+pub struct SourceContext {
+    tracker: Arc<Mutex<OffsetTracker>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    control: Arc<SourceControl>,
+    drain_timeout: Duration,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics.set_consumer_lag(topic, *p, part.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let revoked: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
+            .collect();
+        // Let what is in flight finish, within a bound.
+        let bound = if self.control.close.load(Ordering::Relaxed) {
+            Duration::ZERO
+        } else {
+            self.drain_timeout
+        };
+        let deadline = Instant::now() + bound;
+        loop {
+            let pending: usize = {
+                let t = self.tracker.lock().expect("tracker");
+                revoked.iter().map(|tp| t.pending_in(tp)).sum()
+            };
+            if pending == 0 || Instant::now() >= deadline {
+                if pending > 0 {
+                    warn!(
+                        pending,
+                        "revoked partitions not drained in time; their rest is dropped uncommitted"
+                    );
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut t = self.tracker.lock().expect("tracker");
+            for tp in &revoked {
+                if let Some(off) = t.safe_offset(tp) {
+                    let _ = commit.add_partition_offset(&tp.0, tp.1, Offset::Offset(off));
+                }
+                t.revoke(tp);
+                self.metrics.forget_partition(&tp.0, tp.1);
+            }
+            self.metrics.set_in_flight(t.in_flight());
+        }
+        if commit.count() > 0 {
+            let result = consumer.commit(&commit, CommitMode::Sync);
+            self.metrics.commit(result.is_ok());
+            match result {
+                Ok(()) => info!(
+                    partitions = commit.count(),
+                    "committed safe offsets of revoked partitions"
+                ),
+                Err(e) => warn!(error = %e, "commit on revoke failed; those records will be processed again"),
+            }
+        }
+        info!(partitions = ?revoked.iter().map(|(t, p)| format!("{t}/{p}")).collect::<Vec<_>>(), "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut t = self.tracker.lock().expect("tracker");
+                for e in tpl.elements() {
+                    t.assign((Arc::from(e.topic()), e.partition()));
+                }
+                self.health.set_joined(true);
+                info!(
+                    partitions = ?tpl.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect::<Vec<_>>(),
+                    "partitions assigned"
+                );
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        self.metrics.commit(result.is_ok());
+        match result {
+            Ok(()) => {
+                let mut t = self.tracker.lock().expect("tracker");
+                for e in offsets.elements() {
+                    if let Offset::Offset(o) = e.offset() {
+                        t.mark_committed(&(Arc::from(e.topic()), e.partition()), o);
+                    }
+                }
+            }
+            Err(KafkaError::ConsumerCommit(rdkafka::error::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => warn!(error = %e, "offset commit failed; will retry"),
+        }
+    }
+}
+
+/// Settings of the consumer thread.
+pub struct SourceParts {
+    /// Kafka settings.
+    pub cfg: KafkaConfig,
+    /// Record decoder.
+    pub decoder: Decoder,
+    /// Shared offset tracker.
+    pub tracker: Arc<Mutex<OffsetTracker>>,
+    /// For dead letters of undecodable records.
+    pub sink: Arc<Sink>,
+    /// To the dispatcher.
+    pub tx: UnboundedSender<Work>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Health flags.
+    pub health: Arc<Health>,
+    /// Steering flags.
+    pub control: Arc<SourceControl>,
+}
+
+/// Creates the consumer (so configuration errors surface at once) and
+/// starts its thread.
+pub fn spawn(parts: SourceParts) -> Result<JoinHandle<Result<(), String>>, KafkaError> {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &parts.cfg.brokers)
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000")
+        .set("client.id", "identify-connector");
+    for (k, v) in &parts.cfg.consumer {
+        cc.set(k, v);
+    }
+    cc.set("group.id", &parts.cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let ctx = SourceContext {
+        tracker: parts.tracker.clone(),
+        metrics: parts.metrics.clone(),
+        health: parts.health.clone(),
+        control: parts.control.clone(),
+        drain_timeout: parts.cfg.rebalance_drain_timeout,
+    };
+    let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx)?;
+    let topics: Vec<&str> = parts.cfg.input_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    std::thread::Builder::new()
+        .name("source".into())
+        .spawn(move || run(consumer, parts))
+        .map_err(|e| KafkaError::Subscription(format!("cannot start consumer thread: {e}")))
+}
+
+fn commit_safe(consumer: &BaseConsumer<SourceContext>, tracker: &Mutex<OffsetTracker>, mode: CommitMode) {
+    let candidates = tracker.lock().expect("tracker").commit_candidates();
+    if candidates.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::with_capacity(candidates.len());
+    for ((topic, partition), off) in &candidates {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
+    }
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        warn!(error = %e, "offset commit failed; will retry");
+        if matches!(mode, CommitMode::Sync) {
+            consumer.context().metrics.commit(false);
+        }
+    } else if matches!(mode, CommitMode::Sync) {
+        consumer.context().metrics.commit(true);
+        let mut t = tracker.lock().expect("tracker");
+        for (tp, off) in &candidates {
+            t.mark_committed(tp, *off);
+        }
+    }
+}
+
+fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), String> {
+    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    let mut paused = false;
+    let mut last_commit = Instant::now();
+    let high = p.cfg.max_in_flight;
+    let high_bytes = p.cfg.max_in_flight_bytes;
+    loop {
+        if p.control.close.load(Ordering::Relaxed) {
+            commit_safe(&consumer, &p.tracker, CommitMode::Sync);
+            info!("leaving the consumer group");
+            drop(consumer); // closes: revoke callback commits what is safe
+            return Ok(());
+        }
+        let stop = p.control.stop_taking.load(Ordering::Relaxed);
+        // Back-pressure: pause everything at the budget, resume below 80%.
+        let (in_flight, bytes) = {
+            let t = p.tracker.lock().expect("tracker");
+            (t.in_flight(), t.in_flight_bytes())
+        };
+        p.metrics.set_in_flight(in_flight);
+        let over = stop || in_flight >= high || bytes >= high_bytes;
+        let under = !stop && in_flight * 5 < high * 4 && bytes / 5 < high_bytes / 5 * 4;
+        if over || under {
+            // A rebalance resumes newly assigned partitions; re-apply each time.
+            if let Ok(assignment) = consumer.assignment() {
+                if over {
+                    if consumer.pause(&assignment).is_ok() {
+                        if !paused {
+                            debug!(in_flight, bytes, "in-flight budget reached; partitions paused");
+                        }
+                        paused = true;
+                        p.metrics.set_paused_partitions(assignment.count());
+                    }
+                } else if paused && consumer.resume(&assignment).is_ok() {
+                    debug!(in_flight, "partitions resumed");
+                    paused = false;
+                    p.metrics.set_paused_partitions(0);
+                }
+            }
+        }
+        if last_commit.elapsed() >= p.cfg.commit_interval {
+            commit_safe(&consumer, &p.tracker, CommitMode::Async);
+            last_commit = Instant::now();
+        }
+        let msg = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => {
+                if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+                    error!(error = %e, "fatal consumer error");
+                    return Err(e.to_string());
+                }
+                warn!(error = %e, "consumer error");
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        if stop {
+            // Not tracked, so never committed: the next owner reads it again.
+            continue;
+        }
+        let topic = match topics.get(msg.topic()) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = Arc::from(msg.topic());
+                topics.insert(msg.topic().to_string(), t.clone());
+                t
+            }
+        };
+        let value = msg.payload().map(Bytes::copy_from_slice);
+        let size = value.as_ref().map_or(0, |v| v.len()) + msg.key().map_or(0, |k| k.len());
+        let Some(pos) = p
+            .tracker
+            .lock()
+            .expect("tracker")
+            .track_consumed(&topic, msg.partition(), msg.offset(), size)
+        else {
+            continue;
+        };
+        p.metrics.record_consumed();
+        let rec = InputRecord {
+            pos,
+            key: msg.key().map(Bytes::copy_from_slice),
+            value,
+            timestamp_ms: msg.timestamp().to_millis(),
+        };
+        match p.decoder.decode(rec.value.as_deref()) {
+            Ok(id) => {
+                if p.tx.send(Work { rec, id }).is_err() {
+                    return Err("dispatcher stopped".into());
+                }
+            }
+            Err(e) => {
+                if let Err(err) = p.sink.send_dead_letter_blocking(&rec, e.reason(), &e.to_string()) {
+                    return Err(err.to_string());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Offset tracking: which consumed offsets are still in flight, and which
+//! offset is safe to commit per partition.
+//!
+//! A partition's commit watermark only advances over a contiguous run of
+//! finished offsets: the safe offset is the smallest offset still in flight,
+//! or one past the last consumed offset when nothing is. A later batch that
+//! finishes first therefore never commits past an earlier unfinished one.
+//! Every assignment gets a fresh epoch; completions that carry an older
+//! epoch (work of a partition since revoked) are ignored.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// A topic-partition.
+pub type TopicPartition = (Arc<str>, i32);
+
+/// Where a record came from, plus the assignment epoch it was consumed in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourcePos {
+    /// Input topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// Offset of the record.
+    pub offset: i64,
+    /// Assignment epoch (see [`OffsetTracker::assign`]).
+    pub epoch: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    offset: i64,
+    bytes: usize,
+    done: bool,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    epoch: u64,
+    pending: VecDeque<Entry>,
+    /// One past the highest consumed offset, once something was consumed.
+    next: Option<i64>,
+    /// Last offset committed (or known committed) in this assignment.
+    committed: Option<i64>,
+}
+
+/// The offset a partition may commit: the first unfinished offset, else one
+/// past the last consumed offset, else nothing (nothing consumed yet).
+pub fn safe_commit_offset(first_unfinished: Option<i64>, next: Option<i64>) -> Option<i64> {
+    first_unfinished.or(next)
+}
+
+/// Per-partition in-flight offsets and the totals used for back-pressure.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    parts: HashMap<TopicPartition, PartitionState>,
+    next_epoch: u64,
+    in_flight: usize,
+    in_flight_bytes: usize,
+}
+
+impl OffsetTracker {
+    /// An empty tracker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a clean assignment of `tp`; returns its epoch.
+    pub fn assign(&mut self, tp: TopicPartition) -> u64 {
+        self.revoke(&tp);
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        self.parts.insert(
+            tp,
+            PartitionState {
+                epoch,
+                pending: VecDeque::new(),
+                next: None,
+                committed: None,
+            },
+        );
+        epoch
+    }
+
+    /// Forgets `tp` and everything still in flight for it.
+    pub fn revoke(&mut self, tp: &TopicPartition) {
+        if let Some(state) = self.parts.remove(tp) {
+            for e in state.pending.iter().filter(|e| !e.done) {
+                self.in_flight -= 1;
+                self.in_flight_bytes -= e.bytes;
+            }
+        }
+    }
+
+    /// The current epoch of `tp`, if assigned.
+    pub fn epoch(&self, tp: &TopicPartition) -> Option<u64> {
+        self.parts.get(tp).map(|s| s.epoch)
+    }
+
+    /// True if `pos` belongs to the current assignment of its partition.
+    pub fn is_live(&self, pos: &SourcePos) -> bool {
+        self.parts
+            .get(&(pos.topic.clone(), pos.partition))
+            .is_some_and(|s| s.epoch == pos.epoch)
+    }
+
+    /// Registers a consumed record. Returns false (and tracks nothing) if the
+    /// partition is not assigned in that epoch or the offset goes backwards.
+    pub fn track(&mut self, pos: &SourcePos, bytes: usize) -> bool {
+        let Some(state) = self.parts.get_mut(&(pos.topic.clone(), pos.partition)) else {
+            return false;
+        };
+        if state.epoch != pos.epoch || state.next.is_some_and(|n| pos.offset < n) {
+            return false;
+        }
+        state.pending.push_back(Entry {
+            offset: pos.offset,
+            bytes,
+            done: false,
+        });
+        state.next = Some(pos.offset + 1);
+        self.in_flight += 1;
+        self.in_flight_bytes += bytes;
+        true
+    }
+
+    /// Registers a consumed record of the current assignment of its
+    /// partition; `None` if the partition is not assigned.
+    pub fn track_consumed(&mut self, topic: &Arc<str>, partition: i32, offset: i64, bytes: usize) -> Option<SourcePos> {
+        let epoch = self.parts.get(&(topic.clone(), partition))?.epoch;
+        let pos = SourcePos {
+            topic: topic.clone(),
+            partition,
+            offset,
+            epoch,
+        };
+        self.track(&pos, bytes).then_some(pos)
+    }
+
+    /// Marks a record finished (its output acknowledged). Returns false when
+    /// the record is unknown, already finished or from an older epoch.
+    pub fn complete(&mut self, pos: &SourcePos) -> bool {
+        let Some(state) = self.parts.get_mut(&(pos.topic.clone(), pos.partition)) else {
+            return false;
+        };
+        if state.epoch != pos.epoch {
+            return false;
+        }
+        let Ok(i) = state.pending.binary_search_by_key(&pos.offset, |e| e.offset) else {
+            return false;
+        };
+        let entry = &mut state.pending[i];
+        if entry.done {
+            return false;
+        }
+        entry.done = true;
+        self.in_flight -= 1;
+        self.in_flight_bytes -= entry.bytes;
+        while state.pending.front().is_some_and(|e| e.done) {
+            state.pending.pop_front();
+        }
+        true
+    }
+
+    /// The offset `tp` may commit now, if any.
+    pub fn safe_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        let s = self.parts.get(tp)?;
+        safe_commit_offset(s.pending.front().map(|e| e.offset), s.next)
+    }
+
+    /// Partitions whose safe offset moved past what was last committed.
+    pub fn commit_candidates(&self) -> Vec<(TopicPartition, i64)> {
+        self.parts
+            .iter()
+            .filter_map(|(tp, s)| {
+                let safe = safe_commit_offset(s.pending.front().map(|e| e.offset), s.next)?;
+                (s.committed.is_none_or(|c| safe > c)).then(|| (tp.clone(), safe))
+            })
+            .collect()
+    }
+
+    /// Records that `offset` was committed for `tp`.
+    pub fn mark_committed(&mut self, tp: &TopicPartition, offset: i64) {
+        if let Some(s) = self.parts.get_mut(tp) {
+            if s.committed.is_none_or(|c| offset > c) {
+                s.committed = Some(offset);
+            }
+        }
+    }
+
+    /// Records still in flight for `tp`.
+    pub fn pending_in(&self, tp: &TopicPartition) -> usize {
+        self.parts
+            .get(tp)
+            .map_or(0, |s| s.pending.iter().filter(|e| !e.done).count())
+    }
+
+    /// Records in flight across all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Value bytes in flight across all partitions.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.in_flight_bytes
+    }
+
+    /// Currently assigned partitions.
+    pub fn assigned(&self) -> Vec<TopicPartition> {
+        self.parts.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp() -> TopicPartition {
+        (Arc::from("in"), 0)
+    }
+
+    fn pos(offset: i64, epoch: u64) -> SourcePos {
+        SourcePos {
+            topic: Arc::from("in"),
+            partition: 0,
+            offset,
+            epoch,
+        }
+    }
+
+    #[test]
+    fn nothing_consumed_nothing_to_commit() {
+        let mut t = OffsetTracker::new();
+        t.assign(tp());
+        assert_eq!(t.safe_offset(&tp()), None);
+        assert!(t.commit_candidates().is_empty());
+    }
+
+    #[test]
+    fn out_of_order_completion_never_commits_past_unfinished() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        for o in 10..20 {
+            assert!(t.track(&pos(o, e), 1));
+        }
+        // The later half finishes first.
+        for o in 15..20 {
+            assert!(t.complete(&pos(o, e)));
+        }
+        assert_eq!(t.safe_offset(&tp()), Some(10));
+        for o in 10..14 {
+            t.complete(&pos(o, e));
+        }
+        assert_eq!(t.safe_offset(&tp()), Some(14));
+        t.complete(&pos(14, e));
+        assert_eq!(t.safe_offset(&tp()), Some(20));
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.in_flight_bytes(), 0);
+    }
+
+    #[test]
+    fn gaps_in_offsets_are_fine() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        for o in [3, 7, 8, 20] {
+            t.track(&pos(o, e), 5);
+        }
+        assert_eq!(t.in_flight_bytes(), 20);
+        t.complete(&pos(7, e));
+        assert_eq!(t.safe_offset(&tp()), Some(3));
+        t.complete(&pos(3, e));
+        assert_eq!(t.safe_offset(&tp()), Some(8));
+        t.complete(&pos(8, e));
+        t.complete(&pos(20, e));
+        assert_eq!(t.safe_offset(&tp()), Some(21));
+    }
+
+    #[test]
+    fn stale_epoch_is_ignored_and_revoke_releases_budget() {
+        let mut t = OffsetTracker::new();
+        let e1 = t.assign(tp());
+        t.track(&pos(0, e1), 10);
+        t.track(&pos(1, e1), 10);
+        assert_eq!(t.in_flight(), 2);
+        t.revoke(&tp());
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.in_flight_bytes(), 0);
+        let e2 = t.assign(tp());
+        assert_ne!(e1, e2);
+        assert!(!t.complete(&pos(0, e1)));
+        assert!(!t.track(&pos(5, e1), 1));
+        assert!(t.track(&pos(0, e2), 1));
+        assert!(!t.is_live(&pos(0, e1)));
+        assert!(t.is_live(&pos(0, e2)));
+    }
+
+    #[test]
+    fn double_completion_and_unknown_offsets_are_rejected() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        t.track(&pos(0, e), 1);
+        t.track(&pos(1, e), 1);
+        assert!(t.complete(&pos(1, e)));
+        assert!(!t.complete(&pos(1, e)));
+        assert!(!t.complete(&pos(9, e)));
+        assert_eq!(t.in_flight(), 1);
+    }
+
+    #[test]
+    fn commit_candidates_only_when_moved() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        t.track(&pos(0, e), 1);
+        t.complete(&pos(0, e));
+        assert_eq!(t.commit_candidates(), vec![(tp(), 1)]);
+        t.mark_committed(&tp(), 1);
+        assert!(t.commit_candidates().is_empty());
+        t.track(&pos(1, e), 1);
+        assert!(t.commit_candidates().is_empty());
+        t.complete(&pos(1, e));
+        assert_eq!(t.commit_candidates(), vec![(tp(), 2)]);
+    }
+
+    #[test]
+    fn backwards_offsets_are_not_tracked() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        assert!(t.track(&pos(5, e), 1));
+        assert!(!t.track(&pos(4, e), 1));
+        assert!(!t.track(&pos(5, e), 1));
+    }
+}
