@@ -10,6 +10,8 @@
 #    with kubernetes-validate against Kubernetes $KUBE_VERSION (strict), checks
 #    the ServiceMonitor (a CRD kubernetes-validate has no schema for) on its
 #    own, and checks the rendered config.toml and the wiring between objects;
+#    deploy/config.toml (the image's default config) must equal the default
+#    rendering;
 # 3. the checksum/config annotation changes with the config, and only then;
 # 4. invalid values are rejected: each case must make `helm template` fail,
 #    with the expected reason.
@@ -129,11 +131,7 @@ for combo in "${COMBOS[@]}"; do
 done
 
 echo "== helm template + offline validation (Kubernetes $KUBE_VERSION)"
-config_out=()
-if [ -n "${HELM_RENDERED_CONFIG_DIR:-}" ]; then
-  mkdir -p "$HELM_RENDERED_CONFIG_DIR"
-  config_out=(--config-out "$HELM_RENDERED_CONFIG_DIR")
-fi
+CONFIGS=$WORK/configs
 for combo in "${COMBOS[@]}"; do
   mapfile -t vargs < <(values_args "$combo")
   out=$WORK/$combo.yaml
@@ -145,12 +143,22 @@ for combo in "${COMBOS[@]}"; do
   validator_values=()
   [ "$combo" = default ] || validator_values=(--values "$CHART/ci/$combo-values.yaml")
   if "$VENV/bin/python" "$VALIDATOR" --chart "$CHART" --combo "$combo" --manifest "$out" \
-    --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" "${validator_values[@]}" "${config_out[@]}"; then
+    --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" "${validator_values[@]}" --config-out "$CONFIGS"; then
     pass "template+validate $combo"
   else
     fail "template+validate $combo"
   fi
 done
+
+echo "== deploy/config.toml (baked into the image) equals the chart's default config"
+if [ -f "$CONFIGS/default.toml" ] && "$VENV/bin/python" -c '
+import sys, tomllib
+a, b = (tomllib.load(open(p, "rb")) for p in sys.argv[1:])
+sys.exit(a != b)' "$ROOT/deploy/config.toml" "$CONFIGS/default.toml"; then
+  pass "deploy/config.toml matches"
+else
+  fail "deploy/config.toml differs from the default rendering (re-render it from the chart)"
+fi
 
 echo "== checksum/config rolls the pods exactly when the config changes"
 checksum() { # checksum [helm template args...]
@@ -169,6 +177,14 @@ if [ -n "$base" ] && [ "$base" = "$same" ]; then
   pass "checksum stays with replicaCount"
 else
   fail "checksum stays with replicaCount ($base vs $same)"
+fi
+
+echo "== a config key set to null is left out of config.toml"
+if render "$WORK/null.yaml" --show-only templates/configmap.yaml --set config.webhook.public_url=null &&
+  grep -q 'fallback_poll_interval' "$WORK/null.yaml" && ! grep -q 'public_url' "$WORK/null.yaml"; then
+  pass "config.webhook.public_url=null drops the key"
+else
+  fail "config.webhook.public_url=null drops the key"
 fi
 
 echo "== invalid values are rejected"
@@ -207,7 +223,9 @@ done
 
 echo "== summary"
 if [ -n "${HELM_RENDERED_CONFIG_DIR:-}" ]; then
-  echo "rendered config.toml files: $HELM_RENDERED_CONFIG_DIR"
+  mkdir -p "$HELM_RENDERED_CONFIG_DIR"
+  cp "$CONFIGS"/*.toml "$HELM_RENDERED_CONFIG_DIR"/
+  echo "rendered config.toml files ($(find "$CONFIGS" -name '*.toml' | wc -l)): $HELM_RENDERED_CONFIG_DIR"
 fi
 echo "${#PASSED[@]} passed, ${#FAILED[@]} failed"
 if [ "${#FAILED[@]}" -gt 0 ]; then
