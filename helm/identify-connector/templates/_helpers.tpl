@@ -145,7 +145,7 @@ librdkafka property "security.protocol") are quoted.
 {{- end }}
 
 {{/*
-A TOML value. JSON string escapes (\" \\ \n \t \uXXXX ...) are all valid in
+A TOML value. JSON string escapes (\" \\ \n \t \u00fc ...) are all valid in
 TOML basic strings, so strings go through toJson. YAML numbers arrive as
 float64; whole ones are written as integers.
 */}}
