@@ -1,0 +1,177 @@
+{{/*
+Chart name, truncated to the 63 characters Kubernetes allows in a label.
+*/}}
+{{- define "identify-connector.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name. If the release name already contains the chart
+name it is not repeated.
+*/}}
+{{- define "identify-connector.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "identify-connector.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "identify-connector.labels" -}}
+helm.sh/chart: {{ include "identify-connector.chart" . }}
+{{ include "identify-connector.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: connector
+{{- end }}
+
+{{- define "identify-connector.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "identify-connector.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "identify-connector.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "identify-connector.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "identify-connector.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name and key of the Secret that holds the Crustdata API key, or nothing when
+neither apiKey nor existingSecret is set.
+*/}}
+{{- define "identify-connector.secretName" -}}
+{{- if and .Values.apiKey .Values.existingSecret }}
+{{- fail "set either apiKey or existingSecret, not both" }}
+{{- end }}
+{{- if .Values.existingSecret }}
+{{- .Values.existingSecret }}
+{{- else if .Values.apiKey }}
+{{- include "identify-connector.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{- define "identify-connector.secretKey" -}}
+{{- if .Values.existingSecret }}
+{{- .Values.existingSecretKey | default "api-key" }}
+{{- else }}
+{{- print "api-key" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The config.toml the connector reads: configToml verbatim when set, otherwise
+the structured `config` map rendered to TOML.
+*/}}
+{{- define "identify-connector.configToml" -}}
+{{- if .Values.configToml }}
+{{- .Values.configToml }}
+{{- else }}
+{{- include "identify-connector.toml.table" (dict "prefix" "" "table" .Values.config) | trimAll "\n" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Port of the HTTP server (metrics, probes, webhook), taken from the
+server.listen address of the config ("0.0.0.0:8080" -> 8080).
+*/}}
+{{- define "identify-connector.httpPort" -}}
+{{- $listen := "" }}
+{{- if .Values.configToml }}
+{{- $m := regexFind "(?m)^\\s*listen\\s*=\\s*\"[^\"]*:[0-9]+\"" .Values.configToml }}
+{{- $listen = $m | trimSuffix "\"" }}
+{{- else if and .Values.config .Values.config.server }}
+{{- $listen = .Values.config.server.listen | default "" }}
+{{- end }}
+{{- $port := regexFind "[0-9]+$" $listen }}
+{{- $port | default "8080" }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------------
+A small TOML renderer.
+
+identify-connector.toml.table renders a map: first its scalar and array
+entries as `key = value`, then each nested map as a `[dotted.path]` table
+(recursively), so a table's own keys always precede its sub-tables, as TOML
+requires. Keys with a nil value are skipped (set a key to null in your values
+to drop it from the file). Keys that are not bare TOML keys (for example the
+librdkafka property "security.protocol") are quoted.
+--------------------------------------------------------------------- */}}
+{{- define "identify-connector.toml.table" -}}
+{{- $prefix := .prefix }}
+{{- range $k, $v := .table }}
+{{- if not (or (kindIs "map" $v) (kindIs "invalid" $v)) }}
+{{ include "identify-connector.toml.key" $k }} = {{ include "identify-connector.toml.value" $v }}
+{{- end }}
+{{- end }}
+{{- range $k, $v := .table }}
+{{- if kindIs "map" $v }}
+{{- $path := include "identify-connector.toml.key" $k }}
+{{- if $prefix }}
+{{- $path = printf "%s.%s" $prefix $path }}
+{{- end }}
+
+[{{ $path }}]
+{{- include "identify-connector.toml.table" (dict "prefix" $path "table" $v) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "identify-connector.toml.key" -}}
+{{- if regexMatch "^[A-Za-z0-9_-]+$" . }}
+{{- . }}
+{{- else }}
+{{- toJson . }}
+{{- end }}
+{{- end }}
+
+{{/*
+A TOML value. JSON string escapes (\" \\ \n \t \u00fc ...) are all valid in
+TOML basic strings, so strings go through toJson. YAML numbers arrive as
+float64; whole ones are written as integers.
+*/}}
+{{- define "identify-connector.toml.value" -}}
+{{- if kindIs "string" . }}
+{{- toJson . }}
+{{- else if kindIs "bool" . }}
+{{- ternary "true" "false" . }}
+{{- else if or (kindIs "float64" .) (kindIs "float32" .) }}
+{{- if eq (float64 (int64 .)) (float64 .) }}
+{{- int64 . }}
+{{- else }}
+{{- . }}
+{{- end }}
+{{- else if or (kindIs "int" .) (kindIs "int64" .) (kindIs "int32" .) (kindIs "uint64" .) }}
+{{- . }}
+{{- else if kindIs "slice" . }}
+{{- $items := list }}
+{{- range . }}
+{{- if or (kindIs "map" .) (kindIs "slice" .) (kindIs "invalid" .) }}
+{{- fail "config: arrays may only hold strings, numbers and booleans" }}
+{{- end }}
+{{- $items = append $items (include "identify-connector.toml.value" .) }}
+{{- end }}
+{{- printf "[%s]" (join ", " $items) }}
+{{- else }}
+{{- fail (printf "config: cannot render a %s as TOML" (kindOf .)) }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Offline checks of one `helm template` rendering of the identify-connector chart.
+
+Used by scripts/helm-check.sh (run it with the kubernetes-validate venv's
+python). For the rendered manifests it checks:
+
+* every manifest against the Kubernetes OpenAPI schemas of a fixed Kubernetes
+  version with kubernetes-validate (strict: unknown fields are errors); a kind
+  without a schema is an error, except the ServiceMonitor CRD, which gets its
+  own structural check here;
+* the rendered config.toml parses, equals the `config` values the chart was
+  given (chart defaults deep-merged with the values files, Helm style: null
+  removes a key) or the raw configToml, and matches the config part of
+  values.schema.json;
+* the wiring between the objects (selectors, ports, probes, the config mount,
+  the API key Secret, the security context, the grace period) and that the
+  values that should reach the pod spec did.
+
+Exit status 0 when every check passes, 1 otherwise.
+"""
+
+import argparse
+import copy
+import json
+import os
+import re
+import sys
+import tomllib
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+CONFIG_DIR = "/etc/identify-connector"
+CONFIG_FILE = CONFIG_DIR + "/config.toml"
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+SERVICEMONITOR_ENDPOINT_KEYS = {
+    "port", "path", "scheme", "interval", "scrapeTimeout", "relabelings",
+    "metricRelabelings", "honorLabels", "tlsConfig", "bearerTokenSecret",
+    "authorization", "basicAuth", "params", "targetPort", "followRedirects",
+}
+SERVICEMONITOR_SPEC_KEYS = {
+    "jobLabel", "namespaceSelector", "selector", "endpoints", "targetLabels",
+    "podTargetLabels", "sampleLimit", "attachMetadata",
+}
+PROM_DURATION = re.compile(r"^(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$")
+HUMANTIME_UNITS = {
+    "ns": 1e-9, "nsec": 1e-9, "us": 1e-6, "usec": 1e-6, "µs": 1e-6, "ms": 1e-3, "msec": 1e-3,
+    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+}
+
+
+class Checker:
+    def __init__(self, combo):
+        self.combo = combo
+        self.failures = []
+        self.passed = 0
+
+    def check(self, ok, what):
+        if ok:
+            self.passed += 1
+        else:
+            self.failures.append(what)
+        return ok
+
+
+def coalesce(base, override):
+    """Helm's merge of a values file over the chart defaults."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = coalesce(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def strip_nulls(value):
+    if isinstance(value, dict):
+        return {k: strip_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def humantime_seconds(text):
+    parts = re.findall(r"([0-9]+)\s*([a-zA-Zµ]+)", text)
+    if not parts or re.sub(r"[0-9]+\s*[a-zA-Zµ]+|\s", "", text):
+        raise ValueError("not a humantime duration: %r" % text)
+    return sum(int(n) * HUMANTIME_UNITS[u] for n, u in parts)
+
+
+def subset(small, big):
+    return all(big.get(k) == v for k, v in (small or {}).items())
+
+
+def main():  # noqa: C901 (one linear list of checks)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chart", required=True)
+    ap.add_argument("--combo", required=True)
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--values", action="append", default=[])
+    ap.add_argument("--namespace", required=True)
+    ap.add_argument("--kube-version", required=True)
+    ap.add_argument("--config-out", default="")
+    args = ap.parse_args()
+
+    c = Checker(args.combo)
+    with open(os.path.join(args.chart, "values.yaml")) as f:
+        values = yaml.safe_load(f)
+    for path in args.values:
+        with open(path) as f:
+            values = coalesce(values, yaml.safe_load(f))
+    with open(os.path.join(args.chart, "Chart.yaml")) as f:
+        app_version = str(yaml.safe_load(f)["appVersion"])
+    with open(os.path.join(args.chart, "values.schema.json")) as f:
+        config_schema = json.load(f)["properties"]["config"]
+
+    with open(args.manifest) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+
+    by_kind = {}
+    for doc in docs:
+        kind, api = doc.get("kind"), doc.get("apiVersion")
+        name = (doc.get("metadata") or {}).get("name")
+        label = "%s/%s" % (kind, name)
+        if not c.check(kind and api and name, "%s: apiVersion, kind and metadata.name are required" % label):
+            continue
+        by_kind.setdefault(kind, []).append(doc)
+        c.check((doc["metadata"].get("labels") or {}).get("app.kubernetes.io/name") == "identify-connector",
+                "%s: missing label app.kubernetes.io/name=identify-connector" % label)
+        if (api, kind) in CRD_KINDS:
+            continue
+        c.check(doc["metadata"].get("namespace") == args.namespace,
+                "%s: namespace is not %s" % (label, args.namespace))
+        try:
+            kubernetes_validate.validate(doc, args.kube_version, strict=True)
+            c.check(True, "")
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            c.check(False, "%s: invalid for Kubernetes %s at %s: %s" % (label, args.kube_version, path, e.message))
+        except kubernetes_validate.SchemaNotFoundError as e:
+            c.check(False, "%s: %s" % (label, e.message))
+
+    def one(kind):
+        items = by_kind.get(kind, [])
+        c.check(len(items) == 1, "expected exactly one %s, found %d" % (kind, len(items)))
+        return items[0] if items else None
+
+    deploy, service, cm = one("Deployment"), one("Service"), one("ConfigMap")
+    if not (deploy and service and cm):
+        return report(c, len(docs))
+
+    # --- config.toml -------------------------------------------------------
+    toml_text = (cm.get("data") or {}).get("config.toml")
+    config = None
+    if c.check(isinstance(toml_text, str), "ConfigMap has no data.config.toml"):
+        try:
+            config = tomllib.loads(toml_text)
+        except tomllib.TOMLDecodeError as e:
+            c.check(False, "config.toml does not parse: %s" % e)
+    if config is not None:
+        if values.get("configToml"):
+            expected = tomllib.loads(values["configToml"])
+        else:
+            expected = strip_nulls(values.get("config") or {})
+        c.check(config == expected, "config.toml differs from the values:\n  rendered: %s\n  expected: %s"
+                % (json.dumps(config, sort_keys=True), json.dumps(expected, sort_keys=True)))
+        for err in jsonschema.Draft7Validator(config_schema).iter_errors(config):
+            c.check(False, "config.toml violates the config schema at %s: %s"
+                    % ("/".join(str(p) for p in err.path), err.message))
+        if args.config_out:
+            os.makedirs(args.config_out, exist_ok=True)
+            with open(os.path.join(args.config_out, args.combo + ".toml"), "w") as f:
+                f.write(toml_text)
+    config = config or {}
+
+    # --- Deployment --------------------------------------------------------
+    pod = deploy["spec"]["template"]
+    spec = pod["spec"]
+    pod_labels = pod["metadata"].get("labels") or {}
+    c.check(deploy["spec"]["replicas"] == values["replicaCount"], "Deployment replicas != replicaCount")
+    c.check(subset(deploy["spec"]["selector"]["matchLabels"], pod_labels),
+            "Deployment selector does not match its pod labels")
+    c.check(subset(values.get("podLabels"), pod_labels), "podLabels missing from the pod")
+    annotations = pod["metadata"].get("annotations") or {}
+    c.check(re.fullmatch(r"[0-9a-f]{64}", str(annotations.get("checksum/config", ""))),
+            "pod template lacks a sha256 checksum/config annotation")
+    c.check(subset(values.get("podAnnotations"), annotations), "podAnnotations missing from the pod")
+    containers = spec["containers"]
+    c.check(len(containers) == 1, "expected one container")
+    ctr = containers[0]
+    image = values["image"]
+    want_image = ("%s@%s" % (image["repository"], image["digest"]) if image.get("digest")
+                  else "%s:%s" % (image["repository"], image.get("tag") or app_version))
+    c.check(ctr["image"] == want_image, "image is %r, expected %r" % (ctr["image"], want_image))
+    c.check(ctr.get("imagePullPolicy") == image["pullPolicy"], "imagePullPolicy not from values")
+    c.check(ctr.get("args") == ["--config", CONFIG_FILE], "container args are not --config %s" % CONFIG_FILE)
+
+    listen = (config.get("server") or {}).get("listen", "0.0.0.0:8080")
+    http_port = int(listen.rsplit(":", 1)[1])
+    ports = {p.get("name"): p for p in ctr.get("ports") or []}
+    c.check("http" in ports and ports["http"]["containerPort"] == http_port,
+            "container port http is not %d (server.listen %s)" % (http_port, listen))
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = (ctr.get(probe) or {}).get("httpGet") or {}
+        c.check(get.get("path") == path and get.get("port") in ("http", http_port),
+                "%s is not GET %s on the http port" % (probe, path))
+
+    mounts = {m["name"]: m for m in ctr.get("volumeMounts") or []}
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    c.check(mounts.get("config", {}).get("mountPath") == CONFIG_DIR and mounts["config"].get("readOnly"),
+            "config volume is not mounted read-only at %s" % CONFIG_DIR)
+    c.check((volumes.get("config", {}).get("configMap") or {}).get("name") == cm["metadata"]["name"],
+            "config volume does not come from the ConfigMap")
+    c.check(mounts.get("tmp", {}).get("mountPath") == "/tmp" and "emptyDir" in volumes.get("tmp", {}),
+            "no emptyDir mounted at /tmp")
+
+    sc, psc = ctr.get("securityContext") or {}, spec.get("securityContext") or {}
+    c.check(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem is not true")
+    c.check(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation is not false")
+    c.check("ALL" in ((sc.get("capabilities") or {}).get("drop") or []), "capabilities do not drop ALL")
+    c.check(psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 10001, "pod does not run as non-root 10001")
+    c.check((psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", "seccompProfile is not RuntimeDefault")
+    c.check(spec.get("automountServiceAccountToken") is False, "service account token is mounted")
+
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    shutdown = (config.get("shutdown") or {}).get("timeout", "30s")
+    try:
+        c.check(grace > humantime_seconds(shutdown),
+                "terminationGracePeriodSeconds %s does not exceed shutdown.timeout %s" % (grace, shutdown))
+    except ValueError as e:
+        c.check(False, str(e))
+
+    c.check(ctr.get("resources") == values["resources"], "container resources differ from values.resources")
+    for key in ("nodeSelector", "tolerations", "affinity", "topologySpreadConstraints", "imagePullSecrets"):
+        want = values.get(key) or None
+        c.check(spec.get(key) == want, "pod %s differs from the values" % key)
+    c.check(spec.get("serviceAccountName") == (values["serviceAccount"]["name"] or
+                                               (deploy["metadata"]["name"] if values["serviceAccount"]["create"]
+                                                else "default")),
+            "serviceAccountName is wrong")
+    sas = by_kind.get("ServiceAccount", [])
+    c.check(len(sas) == (1 if values["serviceAccount"]["create"] else 0), "ServiceAccount presence is wrong")
+    if sas:
+        c.check(sas[0]["metadata"]["name"] == spec.get("serviceAccountName"), "ServiceAccount name mismatch")
+
+    env = ctr.get("env") or []
+    names = [e["name"] for e in env]
+    c.check(len(names) == len(set(names)), "duplicate environment variables: %s" % names)
+    env_by_name = {e["name"]: e for e in env}
+    c.check((env_by_name.get("RUST_LOG") or {}).get("value") == values["logLevel"], "RUST_LOG is not logLevel")
+    for extra in values.get("extraEnv") or []:
+        c.check(env_by_name.get(extra["name"]) == extra, "extraEnv %s missing" % extra["name"])
+    c.check((ctr.get("envFrom") or []) == (values.get("extraEnvFrom") or []), "envFrom differs from extraEnvFrom")
+    key_ref = ((env_by_name.get("CRUSTDATA_API_KEY") or {}).get("valueFrom") or {}).get("secretKeyRef")
+    secrets = by_kind.get("Secret", [])
+    if values.get("existingSecret"):
+        c.check(not secrets, "a Secret is rendered although existingSecret is set")
+        c.check(key_ref == {"name": values["existingSecret"], "key": values["existingSecretKey"]},
+                "CRUSTDATA_API_KEY does not reference existingSecret/existingSecretKey")
+    elif values.get("apiKey"):
+        c.check(len(secrets) == 1, "apiKey is set but no Secret is rendered")
+        if secrets:
+            c.check(key_ref is not None and key_ref.get("name") == secrets[0]["metadata"]["name"]
+                    and key_ref.get("key") in (secrets[0].get("data") or {}),
+                    "CRUSTDATA_API_KEY does not reference the chart's Secret")
+            c.check("checksum/secret" in annotations, "no checksum/secret annotation")
+    else:
+        c.check(key_ref is None and not secrets, "an API key is wired although none is configured")
+
+    # --- Service -------------------------------------------------------------
+    svc_ports = {p["name"]: p for p in service["spec"]["ports"]}
+    c.check(subset(service["spec"]["selector"], pod_labels), "Service selector does not match the pods")
+    c.check("http" in svc_ports and svc_ports["http"]["targetPort"] == "http"
+            and svc_ports["http"]["port"] == values["service"]["port"], "Service port http is wrong")
+
+    # --- Ingress -------------------------------------------------------------
+    ingresses = by_kind.get("Ingress", [])
+    c.check(len(ingresses) == (1 if values["ingress"]["enabled"] else 0), "Ingress presence is wrong")
+    for ing in ingresses:
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                backend = p["backend"]["service"]
+                c.check(backend["name"] == service["metadata"]["name"]
+                        and backend["port"].get("number") == values["service"]["port"],
+                        "Ingress backend is not the Service's http port")
+                c.check(p["path"].startswith("/webhooks/crustdata"),
+                        "Ingress exposes %s, not only the webhook path" % p["path"])
+
+    # --- PodDisruptionBudget -------------------------------------------------
+    pdb_values = values["podDisruptionBudget"]
+    want_pdb = pdb_values["enabled"] if isinstance(pdb_values.get("enabled"), bool) else values["replicaCount"] > 1
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    c.check(len(pdbs) == (1 if want_pdb else 0), "PodDisruptionBudget presence is wrong")
+    for pdb in pdbs:
+        c.check(subset(pdb["spec"]["selector"]["matchLabels"], pod_labels), "PDB selector does not match the pods")
+        c.check(("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"]),
+                "PDB must set exactly one of minAvailable/maxUnavailable")
+
+    # --- ServiceMonitor (CRD: no schema in kubernetes-validate) --------------
+    monitors = by_kind.get("ServiceMonitor", [])
+    c.check(len(monitors) == (1 if values["serviceMonitor"]["enabled"] else 0), "ServiceMonitor presence is wrong")
+    for sm in monitors:
+        c.check(sm["apiVersion"] == "monitoring.coreos.com/v1", "ServiceMonitor apiVersion is not monitoring.coreos.com/v1")
+        c.check(set(sm) <= {"apiVersion", "kind", "metadata", "spec"}, "ServiceMonitor has unknown top-level fields")
+        c.check(re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", sm["metadata"]["name"]) is not None,
+                "ServiceMonitor name is not a DNS subdomain")
+        c.check(subset(values["serviceMonitor"]["labels"], sm["metadata"].get("labels") or {}),
+                "serviceMonitor.labels missing")
+        smspec = sm.get("spec") or {}
+        c.check(set(smspec) <= SERVICEMONITOR_SPEC_KEYS, "ServiceMonitor spec has unknown fields: %s"
+                % sorted(set(smspec) - SERVICEMONITOR_SPEC_KEYS))
+        c.check(subset(smspec.get("selector", {}).get("matchLabels"), service["metadata"]["labels"])
+                and smspec.get("selector", {}).get("matchLabels"), "ServiceMonitor selector does not match the Service")
+        c.check(args.namespace in ((smspec.get("namespaceSelector") or {}).get("matchNames") or []),
+                "ServiceMonitor namespaceSelector misses the release namespace")
+        endpoints = smspec.get("endpoints") or []
+        c.check(endpoints, "ServiceMonitor has no endpoints")
+        for ep in endpoints:
+            c.check(set(ep) <= SERVICEMONITOR_ENDPOINT_KEYS, "ServiceMonitor endpoint has unknown fields: %s"
+                    % sorted(set(ep) - SERVICEMONITOR_ENDPOINT_KEYS))
+            c.check(ep.get("port") in svc_ports, "ServiceMonitor endpoint port is not a Service port name")
+            c.check(ep.get("path") == "/metrics", "ServiceMonitor endpoint path is not /metrics")
+            for key in ("interval", "scrapeTimeout"):
+                if key in ep:
+                    c.check(isinstance(ep[key], str) and PROM_DURATION.fullmatch(ep[key]) and ep[key],
+                            "ServiceMonitor %s %r is not a Prometheus duration" % (key, ep[key]))
+
+    known = {"ServiceAccount", "ConfigMap", "Secret", "Service", "Deployment", "Ingress",
+             "PodDisruptionBudget", "ServiceMonitor"}
+    c.check(set(by_kind) <= known, "unexpected kinds rendered: %s" % sorted(set(by_kind) - known))
+    return report(c, len(docs))
+
+
+def report(c, ndocs=0):
+    if c.failures:
+        for failure in c.failures:
+            print("  FAIL [%s] %s" % (c.combo, failure))
+        return 1
+    print("  ok   [%s] %d manifests, %d checks" % (c.combo, ndocs, c.passed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
