@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and integration tests
+# (against a real local Apache Kafka broker and the Crustdata simulator),
+# and the Helm chart checks. Starts the broker if it is not running and
+# stops it again afterwards if it started it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+scripts/setup.sh
+
+started_kafka=""
+if ! scripts/kafka-local.sh status >/dev/null 2>&1; then
+  scripts/kafka-local.sh start
+  started_kafka=1
+fi
+cleanup() { [ -n "$started_kafka" ] && scripts/kafka-local.sh stop || true; }
+trap cleanup EXIT
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== helm chart checks"
+HELM_RENDERED_CONFIG_DIR=target/helm-rendered scripts/helm-check.sh
+echo "== rendered chart configs pass identify-connector --check"
+cargo build --locked --bin identify-connector
+for f in target/helm-rendered/*.toml; do
+  CRUSTDATA_API_KEY=check-only target/debug/identify-connector --config "$f" --check >/dev/null \
+    || { echo "identify-connector --check rejects the chart's $f" >&2; exit 1; }
+done
+echo "== cargo test"
+cargo test --locked --all-targets 2>&1 | tee target/test-output.txt
+# One closing line over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt

@@ -1,0 +1,176 @@
+//! Helpers for tests against the real local broker started by
+//! `scripts/kafka-local.sh start` (bootstrap from `KAFKA_BOOTSTRAP`, default
+//! 127.0.0.1:9092).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+/// The broker's bootstrap address.
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A name unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// Creates topics (fails the test on error).
+pub async fn create_topics(topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, parts)| NewTopic::new(name, *parts, TopicReplication::Fixed(1)))
+        .collect();
+    let res = admin
+        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .await
+        .expect("create topics (is Kafka running? scripts/kafka-local.sh start)");
+    for r in res {
+        r.expect("topic created");
+    }
+}
+
+/// Produces `(key, value)` records round-robin over `partitions`; waits for acks.
+pub async fn produce(topic: &str, partitions: i32, records: &[(Option<String>, Vec<u8>)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let mut pending = Vec::with_capacity(records.len());
+    for (i, (key, value)) in records.iter().enumerate() {
+        let mut rec = FutureRecord::to(topic).payload(value).partition(i as i32 % partitions);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        pending.push(producer.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
+        if pending.len() >= 5000 {
+            for f in pending.drain(..) {
+                f.await.expect("delivery").expect("ack");
+            }
+        }
+    }
+    for f in pending {
+        f.await.expect("delivery").expect("ack");
+    }
+}
+
+/// A consumed record, owned.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+}
+
+impl Rec {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.value.as_deref().unwrap_or_default()).expect("JSON value")
+    }
+    pub fn header(&self, k: &str) -> &str {
+        self.headers.get(k).map(String::as_str).unwrap_or_else(|| panic!("header {k} missing"))
+    }
+}
+
+/// High watermarks per partition.
+pub fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| c.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks").1)
+        .collect()
+}
+
+/// Reads every record currently in `topic` (up to the high watermarks at call time).
+pub fn read_all(topic: &str, partitions: i32) -> Vec<Rec> {
+    let ends = end_offsets(topic, partitions);
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).expect("assign");
+    let total: i64 = ends.iter().sum();
+    let mut out = Vec::with_capacity(total as usize);
+    let mut seen = vec![0i64; partitions as usize];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (0..partitions as usize).any(|p| seen[p] < ends[p]) {
+        assert!(Instant::now() < deadline, "timed out reading {topic}");
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let p = m.partition() as usize;
+                seen[p] = m.offset() + 1;
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Rec {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
+            }
+            Some(Err(e)) => panic!("consume {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Offsets committed by `group` for `topic` (-1 where none).
+pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+/// Waits until `f` returns true, polling every 100 ms, or panics after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
