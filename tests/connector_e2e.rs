@@ -63,7 +63,7 @@ async fn five_thousand_events_exactly_once_output_and_dlq() {
         let p: usize = d.header("identify.source.partition").parse().unwrap();
         let o: usize = d.header("identify.source.offset").parse().unwrap();
         let i = o * 6 + p;
-        assert_eq!(Some(&d.header("identify.error.reason")), invalid.get(&i).as_ref(), "record {i}");
+        assert_eq!(Some(d.header("identify.error.reason")), invalid.get(&i).copied(), "record {i}");
         assert!(!d.header("identify.error.message").is_empty());
         assert_eq!(d.key.as_deref(), Some(format!("key-{i}").as_bytes()), "original key kept");
         assert_eq!(d.value.as_deref(), Some(records[i].1.as_slice()), "original value kept");
