@@ -33,6 +33,7 @@ pub struct Metrics {
     paused_partitions: IntGauge,
     e2e_latency: Histogram,
     commits: IntCounter,
+    rebalances: IntCounterVec,
     commit_errors: IntCounter,
     webhook_callbacks: IntCounterVec,
     webhook_wakeups: IntCounter,
@@ -173,6 +174,7 @@ impl Metrics {
             )
             .with_label_values(&[] as &[&str]),
             commits: counter(&r, "commits_total", "Successful offset commits."),
+            rebalances: counter_vec(&r, "rebalances_total", "Rebalance callbacks by kind.", &["kind"]),
             commit_errors: counter(&r, "commit_errors_total", "Failed offset commits."),
             webhook_callbacks: counter_vec(
                 &r,
@@ -301,6 +303,10 @@ impl Metrics {
         } else {
             self.commit_errors.inc()
         }
+    }
+    /// A rebalance `assign` or `revoke` callback ran.
+    pub fn rebalance(&self, kind: &str) {
+        self.rebalances.with_label_values(&[kind]).inc();
     }
     /// A webhook callback was `accepted` or `rejected`.
     pub fn webhook_callback(&self, accepted: bool) {

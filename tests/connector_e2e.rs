@@ -46,14 +46,18 @@ async fn five_thousand_events_exactly_once_output_and_dlq() {
     let (records, invalid) = events();
     kafka::produce(&topics.input, 6, &records).await;
 
-    let connector = Connector::start(common::config(&topics, &sim.base_url(), "")).await;
+    let connector = Connector::start(common::config(&topics, &sim.base_url())).await;
     common::wait_done(&topics, Duration::from_secs(120)).await;
     let metrics = connector.metrics();
     connector.stop().await;
 
     let audit = common::audit(&topics);
     println!("{}", audit.summary("e2e"));
-    assert!(audit.lost.is_empty(), "lost: {:?}", &audit.lost[..audit.lost.len().min(10)]);
+    assert!(
+        audit.lost.is_empty(),
+        "lost: {:?}",
+        &audit.lost[..audit.lost.len().min(10)]
+    );
     assert_eq!(audit.duplicates, 0, "a clean run publishes exactly once");
     assert_eq!(audit.outputs.len(), 5000 - invalid.len());
     assert_eq!(audit.dlq.len(), invalid.len());
@@ -63,9 +67,17 @@ async fn five_thousand_events_exactly_once_output_and_dlq() {
         let p: usize = d.header("identify.source.partition").parse().unwrap();
         let o: usize = d.header("identify.source.offset").parse().unwrap();
         let i = o * 6 + p;
-        assert_eq!(Some(d.header("identify.error.reason")), invalid.get(&i).copied(), "record {i}");
+        assert_eq!(
+            Some(d.header("identify.error.reason")),
+            invalid.get(&i).copied(),
+            "record {i}"
+        );
         assert!(!d.header("identify.error.message").is_empty());
-        assert_eq!(d.key.as_deref(), Some(format!("key-{i}").as_bytes()), "original key kept");
+        assert_eq!(
+            d.key.as_deref(),
+            Some(format!("key-{i}").as_bytes()),
+            "original key kept"
+        );
         assert_eq!(d.value.as_deref(), Some(records[i].1.as_slice()), "original value kept");
     }
 
@@ -79,7 +91,10 @@ async fn five_thousand_events_exactly_once_output_and_dlq() {
         assert_eq!(v["identifier_type"], "business_email");
         assert_eq!(v["batch_id"].as_str().unwrap(), r.header("identify.batch_id"));
         assert_eq!(v["source"]["topic"], topics.input.as_str());
-        assert_eq!(v["source"]["offset"].as_i64().unwrap().to_string(), r.header("identify.source.offset"));
+        assert_eq!(
+            v["source"]["offset"].as_i64().unwrap().to_string(),
+            r.header("identify.source.offset")
+        );
         chrono::DateTime::parse_from_rfc3339(v["resolved_at"].as_str().unwrap()).expect("RFC 3339");
         let matches = v["matches"].as_array().unwrap();
         assert_eq!(v["matched"].as_bool().unwrap(), !matches.is_empty());
@@ -104,16 +119,41 @@ async fn five_thousand_events_exactly_once_output_and_dlq() {
         stats.max_concurrent_active_jobs,
         stats.identifiers_submitted
     );
-    assert_eq!(stats.credits_charged, matched.len() as u64, "credits = unique matched identifiers");
-    let unique: HashSet<String> = audit.outputs.iter().map(|r| r.json()["identifier"].as_str().unwrap().to_string()).collect();
-    assert_eq!(stats.identifiers_submitted, unique.len() as u64, "each unique email submitted once");
+    assert_eq!(
+        stats.credits_charged,
+        matched.len() as u64,
+        "credits = unique matched identifiers"
+    );
+    let unique: HashSet<String> = audit
+        .outputs
+        .iter()
+        .map(|r| r.json()["identifier"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        stats.identifiers_submitted,
+        unique.len() as u64,
+        "each unique email submitted once"
+    );
     assert_eq!(stats.identifiers_submitted_more_than_once, 0);
-    assert!(stats.max_concurrent_active_jobs <= 5, "{}", stats.max_concurrent_active_jobs);
+    assert!(
+        stats.max_concurrent_active_jobs <= 5,
+        "{}",
+        stats.max_concurrent_active_jobs
+    );
     assert_eq!(batch_ids.len() as u64, stats.submits_accepted);
 
     // Metrics agree with what happened.
     assert_eq!(common::metric(&metrics, "identify_records_consumed_total"), 5000.0);
-    assert_eq!(common::metric(&metrics, "identify_dead_letters_total"), invalid.len() as f64);
-    assert_eq!(common::metric(&metrics, "identify_records_produced_total"), (5000 - invalid.len()) as f64);
-    assert_eq!(common::metric(&metrics, "identify_credits_spent_total"), matched.len() as f64);
+    assert_eq!(
+        common::metric(&metrics, "identify_dead_letters_total"),
+        invalid.len() as f64
+    );
+    assert_eq!(
+        common::metric(&metrics, "identify_records_produced_total"),
+        (5000 - invalid.len()) as f64
+    );
+    assert_eq!(
+        common::metric(&metrics, "identify_credits_spent_total"),
+        matched.len() as f64
+    );
 }

@@ -9,13 +9,17 @@ use common::kafka;
 async fn create_produce_consume_on_real_broker() {
     let topic = kafka::unique("broker-check");
     kafka::create_topics(&[(&topic, 3)]).await;
-    let records: Vec<(Option<String>, Vec<u8>)> =
-        (0..300).map(|i| (Some(format!("k{i}")), format!("v{i}").into_bytes())).collect();
+    let records: Vec<(Option<String>, Vec<u8>)> = (0..300)
+        .map(|i| (Some(format!("k{i}")), format!("v{i}").into_bytes()))
+        .collect();
     kafka::produce(&topic, 3, &records).await;
     assert_eq!(kafka::end_offsets(&topic, 3), vec![100, 100, 100]);
     let got = kafka::read_all(&topic, 3);
     assert_eq!(got.len(), 300);
-    let mut values: Vec<String> = got.iter().map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap()).collect();
+    let mut values: Vec<String> = got
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect();
     values.sort();
     let mut expected: Vec<String> = (0..300).map(|i| format!("v{i}")).collect();
     expected.sort();

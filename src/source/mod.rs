@@ -77,6 +77,7 @@ impl ClientContext for SourceContext {
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else { return };
+        self.metrics.rebalance("revoke");
         let revoked: Vec<TopicPartition> = tpl
             .elements()
             .iter()
@@ -134,6 +135,7 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                self.metrics.rebalance("assign");
                 let mut t = self.tracker.lock().expect("tracker");
                 for e in tpl.elements() {
                     t.assign((Arc::from(e.topic()), e.partition()));

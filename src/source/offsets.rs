@@ -119,6 +119,8 @@ impl OffsetTracker {
             done: false,
         });
         state.next = Some(pos.offset + 1);
+        // Where this assignment started reading needs no commit of its own.
+        state.committed.get_or_insert(pos.offset);
         self.in_flight += 1;
         self.in_flight_bytes += bytes;
         true
@@ -319,6 +321,16 @@ mod tests {
         assert!(t.commit_candidates().is_empty());
         t.complete(&pos(1, e));
         assert_eq!(t.commit_candidates(), vec![(tp(), 2)]);
+    }
+
+    #[test]
+    fn the_starting_position_is_not_committed_again() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        t.track(&pos(40, e), 1);
+        assert!(t.commit_candidates().is_empty(), "no progress yet");
+        t.complete(&pos(40, e));
+        assert_eq!(t.commit_candidates(), vec![(tp(), 41)]);
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub async fn create_topics(topics: &[(&str, i32)]) {
         .map(|(name, parts)| NewTopic::new(name, *parts, TopicReplication::Fixed(1)))
         .collect();
     let res = admin
-        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await
         .expect("create topics (is Kafka running? scripts/kafka-local.sh start)");
     for r in res {
@@ -82,7 +85,10 @@ impl Rec {
         serde_json::from_slice(self.value.as_deref().unwrap_or_default()).expect("JSON value")
     }
     pub fn header(&self, k: &str) -> &str {
-        self.headers.get(k).map(String::as_str).unwrap_or_else(|| panic!("header {k} missing"))
+        self.headers
+            .get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("header {k} missing"))
     }
 }
 
@@ -93,7 +99,11 @@ pub fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
         .create()
         .expect("consumer");
     (0..partitions)
-        .map(|p| c.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks").1)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
         .collect()
 }
 
@@ -126,7 +136,10 @@ pub fn read_all(topic: &str, partitions: i32) -> Vec<Rec> {
                     .map(|h| {
                         h.iter()
                             .map(|h| {
-                                (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                )
                             })
                             .collect()
                     })
@@ -157,7 +170,9 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
     (0..partitions)
         .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,

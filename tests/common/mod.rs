@@ -6,7 +6,7 @@ pub mod kafka;
 
 use std::time::Duration;
 
-use identify_connector::config::{ApiKey, Config};
+use identify_connector::config::Config;
 use identify_connector::pipeline::{self, Running};
 use identify_connector::sim::{SimConfig, SimHandle};
 use tokio::sync::oneshot;
@@ -53,9 +53,10 @@ impl Topics {
     }
 }
 
-/// A connector configuration for `topics` against `sim`.
-pub fn config(topics: &Topics, base_url: &str, extra_toml: &str) -> Config {
-    let toml = format!(
+/// A connector configuration file for `topics` against the simulator at
+/// `base_url` (the API key comes from `CRUSTDATA_API_KEY`).
+pub fn toml_for(topics: &Topics, base_url: &str) -> String {
+    format!(
         r#"
 [kafka]
 brokers = "{brokers}"
@@ -72,7 +73,6 @@ rebalance_drain_timeout = "3s"
 linger = "300ms"
 [api]
 base_url = "{base_url}"
-key = "{KEY}"
 poll_initial = "200ms"
 poll_max = "2s"
 max_backoff = "2s"
@@ -80,17 +80,19 @@ max_backoff = "2s"
 listen = "127.0.0.1:0"
 [shutdown]
 timeout = "20s"
-{extra_toml}
 "#,
         brokers = kafka::bootstrap(),
         group = topics.group,
         input = topics.input,
         output = topics.output,
         dlq = topics.dlq,
-    );
-    let mut cfg = Config::from_toml(&toml).unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
-    cfg.api.key = ApiKey::new(KEY);
-    cfg
+    )
+}
+
+/// A connector configuration for `topics` against the simulator at `base_url`.
+pub fn config(topics: &Topics, base_url: &str) -> Config {
+    let toml = toml_for(topics, base_url).replacen("[api]\n", &format!("[api]\nkey = \"{KEY}\"\n"), 1);
+    Config::from_toml(&toml).unwrap_or_else(|e| panic!("test config: {e}\n{toml}"))
 }
 
 /// A connector running in-process, stopped by `stop()`.

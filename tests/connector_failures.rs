@@ -1,0 +1,236 @@
+//! The connector under the failures its promise must survive: jobs that
+//! finish out of order, a SIGKILL, a second instance joining and leaving,
+//! a refused API key, and a slow API with a backlog beyond the budget.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{kafka, Connector, Topics};
+
+fn emails(n: usize, tag: &str) -> Vec<(Option<String>, Vec<u8>)> {
+    (0..n)
+        .map(|i| (None, common::event(&format!("{tag}{i}@example{}.com", i % 13))))
+        .collect()
+}
+
+/// Every input offset below the committed offset already has its output.
+fn check_commit_invariant(topics: &Topics) -> i64 {
+    let committed = kafka::committed(&topics.group, &topics.input, topics.partitions);
+    let audit = common::audit(topics);
+    for (p, c) in committed.iter().enumerate() {
+        if let Some((_, o)) = audit.lost.iter().find(|(lp, lo)| *lp == p as i32 && lo < c) {
+            panic!("partition {p} committed {c} but offset {o} has no output");
+        }
+    }
+    committed.iter().filter(|c| **c > 0).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_completion_never_commits_past_an_unfinished_batch() {
+    // Heavily skewed job latencies: later jobs often finish first.
+    let sim = common::start_sim(|c| {
+        c.base_time = Duration::from_millis(50);
+        c.jitter = Duration::from_secs(3);
+    })
+    .await;
+    let topics = Topics::create("order", 2).await;
+    kafka::produce(&topics.input, 2, &emails(3000, "order")).await;
+    let mut cfg = common::config(&topics, &sim.base_url());
+    cfg.batch.max_size = 100;
+    let connector = Connector::start(cfg).await;
+    let started = Instant::now();
+    let mut samples = 0;
+    let ends = kafka::end_offsets(&topics.input, 2);
+    loop {
+        let committed_total = tokio::task::block_in_place(|| check_commit_invariant(&topics));
+        samples += 1;
+        if kafka::committed(&topics.group, &topics.input, 2) == ends {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not done; committed {committed_total}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    connector.stop().await;
+    let audit = common::audit(&topics);
+    println!("{} samples={samples}", audit.summary("out-of-order"));
+    assert!(audit.lost.is_empty());
+    assert!(samples >= 3, "the invariant was sampled while jobs ran");
+}
+
+fn connector_process(cfg_path: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_identify-connector"))
+        .arg("--config")
+        .arg(cfg_path)
+        .env("CRUSTDATA_API_KEY", common::KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start identify-connector")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_then_restart_loses_nothing() {
+    let sim = common::start_sim(|_| {}).await;
+    let topics = Topics::create("kill", 3).await;
+    kafka::produce(&topics.input, 3, &emails(4000, "kill")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connector.toml");
+    std::fs::write(&path, common::toml_for(&topics, &sim.base_url())).unwrap();
+
+    let mut child = connector_process(&path);
+    // Kill it once part of the work is published and committed.
+    kafka::wait_for("some progress", Duration::from_secs(60), || {
+        kafka::committed(&topics.group, &topics.input, 3).iter().any(|c| *c > 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let before = common::audit(&topics);
+    assert!(before.outputs.len() < 4000, "killed before the end");
+
+    let mut child = connector_process(&path);
+    common::wait_done(&topics, Duration::from_secs(120)).await;
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+    let audit = common::audit(&topics);
+    println!(
+        "{} killed_after_outputs={}",
+        audit.summary("sigkill"),
+        before.outputs.len()
+    );
+    assert!(
+        audit.lost.is_empty(),
+        "lost {:?}",
+        &audit.lost[..audit.lost.len().min(10)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_instance_joins_then_leaves_nothing_lost() {
+    let sim = common::start_sim(|c| c.base_time = Duration::from_millis(800)).await;
+    let topics = Topics::create("join", 6).await;
+    kafka::produce(&topics.input, 6, &emails(6000, "join")).await;
+    let a = Connector::start(common::config(&topics, &sim.base_url())).await;
+    kafka::wait_for("first outputs", Duration::from_secs(60), || {
+        kafka::end_offsets(&topics.output, 3).iter().sum::<i64>() > 0
+    })
+    .await;
+    let b = Connector::start(common::config(&topics, &sim.base_url())).await;
+    kafka::wait_for("second instance assigned", Duration::from_secs(30), || {
+        common::metric(&b.metrics(), "identify_rebalances_total") > 0.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.stop().await;
+    common::wait_done(&topics, Duration::from_secs(120)).await;
+    let metrics_a = a.metrics();
+    a.stop().await;
+    let audit = common::audit(&topics);
+    println!(
+        "{} rebalances_a={}",
+        audit.summary("join-leave"),
+        common::metric(&metrics_a, "identify_rebalances_total")
+    );
+    assert!(
+        audit.lost.is_empty(),
+        "lost {:?}",
+        &audit.lost[..audit.lost.len().min(10)]
+    );
+    assert!(
+        common::metric(&metrics_a, "identify_rebalances_total") >= 3.0,
+        "A saw the join and the leave"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_key_then_corrected_nothing_lost_nothing_committed_early() {
+    let sim = common::start_sim(|c| c.api_keys = vec!["some-other-key".into()]).await;
+    let topics = Topics::create("authz", 2).await;
+    kafka::produce(&topics.input, 2, &emails(700, "authz")).await;
+    let connector = Connector::start(common::config(&topics, &sim.base_url())).await;
+    let http = connector.running.http_addr;
+    let ready = || async move {
+        reqwest::get(format!("http://{http}/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    kafka::wait_for("401s", Duration::from_secs(30), || sim.stats().unauthorized_401 >= 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ready().await, 503, "unready while the API refuses the key");
+    assert_eq!(
+        kafka::committed(&topics.group, &topics.input, 2),
+        vec![-1, -1],
+        "nothing committed"
+    );
+    assert_eq!(
+        kafka::end_offsets(&topics.output, 3).iter().sum::<i64>(),
+        0,
+        "nothing published"
+    );
+    assert_eq!(kafka::end_offsets(&topics.dlq, 1), vec![0], "nothing dead-lettered");
+
+    sim.update(|c| c.api_keys = vec![common::KEY.into()]);
+    common::wait_done(&topics, Duration::from_secs(60)).await;
+    assert_eq!(ready().await, 200, "ready once the key works");
+    connector.stop().await;
+    let audit = common::audit(&topics);
+    println!("{}", audit.summary("bad-key"));
+    assert!(audit.lost.is_empty());
+    assert_eq!(audit.outputs.len(), 700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_api_backlog_beyond_budget_stays_in_group_with_bounded_memory() {
+    let sim = common::start_sim(|c| {
+        c.base_time = Duration::from_secs(2);
+        c.jitter = Duration::ZERO;
+    })
+    .await;
+    let topics = Topics::create("slow", 3).await;
+    kafka::produce(&topics.input, 3, &emails(3000, "slow")).await;
+    let mut cfg = common::config(&topics, &sim.base_url());
+    cfg.kafka.max_in_flight = 400;
+    cfg.kafka.consumer.insert("max.poll.interval.ms".into(), "7000".into());
+    let connector = Connector::start(cfg).await;
+    let started = Instant::now();
+    let (mut peak, mut paused_seen) = (0.0f64, false);
+    let ends = kafka::end_offsets(&topics.input, 3);
+    while kafka::committed(&topics.group, &topics.input, 3) != ends {
+        assert!(started.elapsed() < Duration::from_secs(150), "backlog not drained");
+        let m = connector.metrics();
+        peak = peak.max(common::metric(&m, "identify_in_flight_records"));
+        paused_seen |= common::metric(&m, "identify_paused_partitions") > 0.0;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = connector.metrics();
+    connector.stop().await;
+    let audit = common::audit(&topics);
+    let rebalances = common::metric(&m, "identify_rebalances_total");
+    println!(
+        "{} peak_in_flight={peak} run_secs={}",
+        audit.summary("slow-api"),
+        started.elapsed().as_secs()
+    );
+    assert!(audit.lost.is_empty());
+    assert!(
+        started.elapsed() > Duration::from_secs(8),
+        "ran longer than max.poll.interval.ms"
+    );
+    assert!(paused_seen, "back-pressure paused partitions");
+    assert!(peak <= 401.0, "in-flight records bounded by the budget: {peak}");
+    assert_eq!(rebalances, 1.0, "one assignment, never evicted from the group");
+}
