@@ -11,7 +11,7 @@ use common::{kafka, Connector, Topics};
 
 /// 5,000 events over 6 partitions: 1,500 unique emails, repeated (some in
 /// other letter case or with spaces) and 250 invalid records of 5 kinds.
-fn events() -> (Vec<(Option<String>, Vec<u8>)>, HashMap<usize, &'static str>) {
+fn events() -> (kafka::Records, HashMap<usize, &'static str>) {
     let mut out = Vec::new();
     let mut invalid = HashMap::new();
     for i in 0..5000usize {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{kafka, Connector, Topics};
 
-fn emails(n: usize, tag: &str) -> Vec<(Option<String>, Vec<u8>)> {
+fn emails(n: usize, tag: &str) -> kafka::Records {
     (0..n)
         .map(|i| (None, common::event(&format!("{tag}{i}@example{}.com", i % 13))))
         .collect()

@@ -45,6 +45,9 @@ pub async fn create_topics(topics: &[(&str, i32)]) {
     }
 }
 
+/// Records to produce: optional key, value.
+pub type Records = Vec<(Option<String>, Vec<u8>)>;
+
 /// Produces `(key, value)` records round-robin over `partitions`; waits for acks.
 pub async fn produce(topic: &str, partitions: i32, records: &[(Option<String>, Vec<u8>)]) {
     let producer: FutureProducer = ClientConfig::new()
