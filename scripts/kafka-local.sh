@@ -4,6 +4,8 @@
 #
 #   scripts/kafka-local.sh start|stop|status|restart|fetch
 #   scripts/kafka-local.sh create-topic NAME [PARTITIONS]
+#   scripts/kafka-local.sh produce TOPIC            (one record per stdin line; "key<TAB>value" or value)
+#   scripts/kafka-local.sh consume TOPIC COUNT [TIMEOUT_MS]   (prints headers, key and value)
 #
 # The broker's jars come from Maven Central (org.apache.kafka:kafka_2.13 with
 # its runtime dependencies, kafka-tools, and a log4j2 backend), fetched once
@@ -219,6 +221,21 @@ create_topic() {
     --create --if-not-exists --topic "$name" --partitions "$partitions" --replication-factor 1
 }
 
+produce() {
+  local topic=${1:?topic}
+  fetch
+  run_java org.apache.kafka.tools.ConsoleProducer --bootstrap-server "$BOOTSTRAP" --topic "$topic" \
+    --property parse.key=true --property key.separator=$'\t' --producer-property acks=all
+}
+
+consume() {
+  local topic=${1:?topic} count=${2:?count} timeout=${3:-60000}
+  fetch
+  run_java org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$BOOTSTRAP" --topic "$topic" \
+    --from-beginning --max-messages "$count" --timeout-ms "$timeout" \
+    --property print.key=true --property print.headers=true --property key.separator=$'\t'
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
@@ -226,5 +243,7 @@ case "${1:-}" in
   restart) stop; start ;;
   fetch) fetch ;;
   create-topic) shift; create_topic "$@" ;;
-  *) echo "usage: $0 start|stop|status|restart|fetch|create-topic NAME [PARTITIONS]" >&2; exit 2 ;;
+  produce) shift; produce "$@" ;;
+  consume) shift; consume "$@" ;;
+  *) echo "usage: $0 start|stop|status|restart|fetch|create-topic NAME [PARTITIONS]|produce TOPIC|consume TOPIC COUNT [TIMEOUT_MS]" >&2; exit 2 ;;
 esac

@@ -77,7 +77,7 @@ pub enum DecodeError {
         max: usize,
     },
     /// Not UTF-8 (text) or not JSON (json).
-    #[error("value is not valid {0}")]
+    #[error("value is not valid {0}: {1}")]
     NotParseable(&'static str, String),
     /// The JSON pointer finds nothing.
     #[error("field {0} is missing")]
