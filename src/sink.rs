@@ -194,7 +194,7 @@ impl Sink {
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("client.id", "identify-connector");
-        for (k, v) in &cfg.producer {
+        for (k, v) in &cfg.client_properties(true) {
             cc.set(k, v);
         }
         cc.set("enable.idempotence", "true");

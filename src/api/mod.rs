@@ -19,7 +19,7 @@ use url::Url;
 
 pub use error::{ApiError, ErrorClass};
 
-use crate::config::{ApiConfig, ApiKey};
+use crate::config::{ApiConfig, Secret};
 use crate::decode::IdentifierType;
 use crate::metrics::Metrics;
 
@@ -160,7 +160,7 @@ pub struct ApiClient {
     http: reqwest::Client,
     files: reqwest::Client,
     base: Url,
-    key: ApiKey,
+    key: Secret,
     limiter: DefaultDirectRateLimiter,
     policy: DownloadPolicy,
     max_bytes: u64,

@@ -196,7 +196,7 @@ pub fn spawn(parts: SourceParts) -> Result<JoinHandle<Result<(), String>>, Kafka
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
         .set("client.id", "identify-connector");
-    for (k, v) in &parts.cfg.consumer {
+    for (k, v) in &parts.cfg.client_properties(false) {
         cc.set(k, v);
     }
     cc.set("group.id", &parts.cfg.group_id)

@@ -8,15 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
 use serde::{Deserialize, Deserializer};
 
 use crate::decode::IdentifierType;
+
+mod load;
 
 /// Errors while loading or validating configuration.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +27,12 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// The API key. Its value never appears in `Debug`, `Display`, logs or errors.
+/// A secret (the API key, Kafka passwords). Its value never appears in
+/// `Debug`, `Display`, logs or errors.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct ApiKey(String);
+pub struct Secret(String);
 
-impl ApiKey {
+impl Secret {
     /// Wraps a key.
     pub fn new(key: impl Into<String>) -> Self {
         Self(key.into())
@@ -48,15 +47,15 @@ impl ApiKey {
     }
 }
 
-impl fmt::Debug for ApiKey {
+impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey(<redacted>)")
+        f.write_str("<redacted>")
     }
 }
 
-impl<'de> Deserialize<'de> for ApiKey {
+impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(ApiKey)
+        String::deserialize(d).map(Secret)
     }
 }
 
@@ -133,10 +132,79 @@ pub struct KafkaConfig {
     /// uncommitted. Default `10s`.
     #[serde(deserialize_with = "duration::deserialize")]
     pub rebalance_drain_timeout: Duration,
+    /// SASL password for consumer and producer (`sasl.password`); best set
+    /// through `IDENTIFY_KAFKA__SASL_PASSWORD`.
+    pub sasl_password: Secret,
+    /// Password of the TLS client key (`ssl.key.password`); best set through
+    /// `IDENTIFY_KAFKA__SSL_KEY_PASSWORD`.
+    pub ssl_key_password: Secret,
     /// Extra librdkafka consumer properties, passed through verbatim.
-    pub consumer: BTreeMap<String, String>,
+    pub consumer: Properties,
     /// Extra librdkafka producer properties, passed through verbatim.
-    pub producer: BTreeMap<String, String>,
+    pub producer: Properties,
+}
+
+/// librdkafka properties passed through verbatim. `Debug` hides the values
+/// of secret-looking keys (passwords, secrets, private keys).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Properties(pub BTreeMap<String, String>);
+
+impl Properties {
+    /// True for keys whose values must never be shown.
+    pub fn is_secret(key: &str) -> bool {
+        let k = key.to_ascii_lowercase();
+        k.contains("password")
+            || k.contains("secret")
+            || k.ends_with(".key.pem")
+            || k.contains("sasl.oauthbearer.config")
+    }
+}
+
+impl KafkaConfig {
+    /// Consumer (`producer = false`) or producer properties, with the
+    /// password fields applied where the maps do not set them.
+    pub fn client_properties(&self, producer: bool) -> BTreeMap<String, String> {
+        let mut props = if producer {
+            self.producer.0.clone()
+        } else {
+            self.consumer.0.clone()
+        };
+        for (key, secret) in [
+            ("sasl.password", &self.sasl_password),
+            ("ssl.key.password", &self.ssl_key_password),
+        ] {
+            if !secret.is_empty() {
+                props.entry(key.into()).or_insert_with(|| secret.expose().to_string());
+            }
+        }
+        props
+    }
+}
+
+impl std::ops::Deref for Properties {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Properties {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(k, v)| (k, if Self::is_secret(k) { "<redacted>" } else { v.as_str() })),
+            )
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -151,8 +219,10 @@ impl Default for KafkaConfig {
             max_in_flight_bytes: 64 << 20,
             commit_interval: Duration::from_secs(1),
             rebalance_drain_timeout: Duration::from_secs(10),
-            consumer: BTreeMap::new(),
-            producer: BTreeMap::new(),
+            sasl_password: Secret::default(),
+            ssl_key_password: Secret::default(),
+            consumer: Properties::default(),
+            producer: Properties::default(),
         }
     }
 }
@@ -243,7 +313,7 @@ pub struct ApiConfig {
     /// Base URL. Default `https://api.crustdata.com`.
     pub base_url: String,
     /// The API key; prefer the `CRUSTDATA_API_KEY` environment variable.
-    pub key: ApiKey,
+    pub key: Secret,
     /// Jobs active at once (submitted, results not yet published). Default 5.
     pub max_active_jobs: usize,
     /// Requests per minute across all endpoints. Default 300.
@@ -280,7 +350,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             base_url: "https://api.crustdata.com".into(),
-            key: ApiKey::default(),
+            key: Secret::default(),
             max_active_jobs: 5,
             requests_per_minute: 300,
             job_timeout: Duration::from_secs(30 * 60),
@@ -325,7 +395,7 @@ pub struct CacheConfig {
     /// the cache. Default `24h`.
     #[serde(deserialize_with = "duration::deserialize")]
     pub ttl: Duration,
-    /// Most identifiers kept. Default 1000000.
+    /// Most identifiers kept. Default 100000.
     pub max_entries: u64,
 }
 
@@ -333,7 +403,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(24 * 3600),
-            max_entries: 1_000_000,
+            max_entries: 100_000,
         }
     }
 }
@@ -395,179 +465,4 @@ impl Default for ShutdownConfig {
             timeout: Duration::from_secs(30),
         }
     }
-}
-
-impl Config {
-    /// Loads defaults, then `file` (if any), then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut fig = Figment::new();
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            fig = fig.merge(Toml::file(path));
-        }
-        fig = fig
-            .merge(Env::prefixed("IDENTIFY_").split("__"))
-            .merge(Env::raw().only(&["CRUSTDATA_API_KEY"]).map(|_| "api.key".into()));
-        Self::from_figment(fig)
-    }
-
-    /// Parses a TOML string (no environment); for tests and `--check` tooling.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        Self::from_figment(Figment::new().merge(Toml::string(text)))
-    }
-
-    fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
-        let config: Config = fig
-            .extract()
-            .map_err(|e| ConfigError::Load(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")))?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks every value; one message per mistake, each naming its key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut errs = Vec::new();
-        let mut need = |ok: bool, msg: String| {
-            if !ok {
-                errs.push(msg)
-            }
-        };
-        let k = &self.kafka;
-        need(!k.brokers.trim().is_empty(), "kafka.brokers must not be empty".into());
-        need(!k.group_id.trim().is_empty(), "kafka.group_id must not be empty".into());
-        need(
-            !k.input_topics.is_empty(),
-            "kafka.input_topics must list at least one topic".into(),
-        );
-        for t in &k.input_topics {
-            need(
-                valid_topic(t),
-                format!("kafka.input_topics: {t:?} is not a valid topic name"),
-            );
-        }
-        need(
-            valid_topic(&k.output_topic),
-            format!(
-                "kafka.output_topic: {:?} is not a valid topic name (required)",
-                k.output_topic
-            ),
-        );
-        need(
-            valid_topic(&k.dead_letter_topic),
-            format!(
-                "kafka.dead_letter_topic: {:?} is not a valid topic name (required)",
-                k.dead_letter_topic
-            ),
-        );
-        need(
-            !k.input_topics.contains(&k.output_topic) && !k.input_topics.contains(&k.dead_letter_topic),
-            "kafka.output_topic and kafka.dead_letter_topic must differ from every input topic".into(),
-        );
-        need(k.max_in_flight >= 1, "kafka.max_in_flight must be at least 1".into());
-        need(
-            k.max_in_flight_bytes >= self.input.max_value_bytes,
-            "kafka.max_in_flight_bytes must be at least input.max_value_bytes".into(),
-        );
-        need(
-            !k.commit_interval.is_zero(),
-            "kafka.commit_interval must be greater than 0".into(),
-        );
-        for key in [
-            "enable.auto.commit",
-            "enable.auto.offset.store",
-            "group.id",
-            "bootstrap.servers",
-        ] {
-            need(
-                !k.consumer.contains_key(key),
-                format!("kafka.consumer.\"{key}\" is managed by the connector and must not be set"),
-            );
-        }
-        for key in ["enable.idempotence", "bootstrap.servers"] {
-            need(
-                !k.producer.contains_key(key),
-                format!("kafka.producer.\"{key}\" is managed by the connector and must not be set"),
-            );
-        }
-        if self.input.format == InputFormat::Json {
-            need(
-                self.input.field.is_empty() || self.input.field.starts_with('/'),
-                format!(
-                    "input.field: {:?} must be a JSON pointer such as \"/email\"",
-                    self.input.field
-                ),
-            );
-        }
-        need(
-            self.input.max_value_bytes >= 64,
-            "input.max_value_bytes must be at least 64".into(),
-        );
-        need(
-            (1..=crate::batch::API_MAX_BATCH).contains(&self.batch.max_size),
-            format!("batch.max_size must be between 1 and {}", crate::batch::API_MAX_BATCH),
-        );
-        let a = &self.api;
-        match url::Url::parse(&a.base_url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => errs.push(format!("api.base_url: {:?} must be an http(s) URL", a.base_url)),
-        }
-        let mut need = |ok: bool, msg: &str| {
-            if !ok {
-                errs.push(msg.to_string())
-            }
-        };
-        need(
-            !a.key.is_empty(),
-            "api.key is missing: set CRUSTDATA_API_KEY (or IDENTIFY_API__KEY)",
-        );
-        need(a.max_active_jobs >= 1, "api.max_active_jobs must be at least 1");
-        need(a.requests_per_minute >= 1, "api.requests_per_minute must be at least 1");
-        need(!a.job_timeout.is_zero(), "api.job_timeout must be greater than 0");
-        need(
-            !a.request_timeout.is_zero(),
-            "api.request_timeout must be greater than 0",
-        );
-        need(!a.poll_initial.is_zero(), "api.poll_initial must be greater than 0");
-        need(
-            a.poll_max >= a.poll_initial,
-            "api.poll_max must be at least api.poll_initial",
-        );
-        need(a.max_job_attempts >= 1, "api.max_job_attempts must be at least 1");
-        need(a.max_result_bytes >= 1024, "api.max_result_bytes must be at least 1024");
-        if !self.webhook.public_url.is_empty() {
-            match url::Url::parse(&self.webhook.public_url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => need(false, "webhook.public_url must be an http(s) URL or empty"),
-            }
-        }
-        need(
-            !self.webhook.fallback_poll_interval.is_zero(),
-            "webhook.fallback_poll_interval must be greater than 0",
-        );
-        need(self.cache.max_entries >= 1, "cache.max_entries must be at least 1");
-        need(
-            self.server.listen.parse::<SocketAddr>().is_ok(),
-            "server.listen must be an address such as \"0.0.0.0:8080\"",
-        );
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(errs))
-        }
-    }
-}
-
-/// Kafka's topic-name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-fn valid_topic(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 249
-        && t != "."
-        && t != ".."
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
