@@ -1,0 +1,236 @@
+//! The vendor API handlers: `POST /batch/person/identify` (submit),
+//! `GET /batch/{batch_id}` (poll) and `GET /batch` (list), plus the 404
+//! fallback. Each authenticates, applies rate limits and injected faults.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::config::SimConfig;
+use super::directory::identifier_hash;
+use super::errors::ApiError;
+use super::jobs::{Endpoint, NewJob};
+use super::server::Shared;
+use super::validate::parse_submit;
+use super::view::{status_json, submit_json};
+use super::webhook;
+
+/// Seed of the identifier-history hash (independent of the directory seed).
+const HISTORY_SEED: u64 = 0x5EED_0F1D;
+
+/// Authenticates and applies the per-endpoint request-rate limit.
+fn admit(
+    shared: &Shared,
+    cfg: &SimConfig,
+    headers: &HeaderMap,
+    ep: Endpoint,
+) -> Result<Arc<str>, ApiError> {
+    let key = match shared.authenticate(headers, cfg) {
+        Ok(key) => key,
+        Err(e) => {
+            shared
+                .store
+                .lock()
+                .expect("store lock")
+                .stats
+                .unauthorized_401 += 1;
+            return Err(e);
+        }
+    };
+    let mut store = shared.store.lock().expect("store lock");
+    store.check_rate(&key, ep, cfg.requests_per_minute, Instant::now())?;
+    Ok(key)
+}
+
+/// `POST /batch/person/identify`.
+pub(crate) async fn submit(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let cfg = shared.config();
+    match submit_inner(&shared, &cfg, &headers, &body) {
+        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+        Err(e) => {
+            let status = e.status().as_u16();
+            {
+                let mut store = shared.store.lock().expect("store lock");
+                let s = &mut store.stats;
+                s.submits_rejected_total += 1;
+                match status {
+                    400 => s.submits_rejected_400 += 1,
+                    401 => s.submits_rejected_401 += 1,
+                    402 => s.submits_rejected_402 += 1,
+                    429 => s.submits_rejected_429 += 1,
+                    _ => s.submits_rejected_500 += 1,
+                }
+            }
+            tracing::debug!(status, error = %e, "submit rejected");
+            e.into_response()
+        }
+    }
+}
+
+fn submit_inner(
+    shared: &Arc<Shared>,
+    cfg: &SimConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let key = admit(shared, cfg, headers, Endpoint::Submit)?;
+    let version = headers.get("x-api-version").and_then(|v| v.to_str().ok());
+    if version.map(str::trim) != Some(cfg.api_version.as_str()) {
+        return Err(ApiError::invalid(
+            format!("header x-api-version: {} is required", cfg.api_version),
+            json!({ "header": "x-api-version", "expected": cfg.api_version, "got": version }),
+        ));
+    }
+    let req = parse_submit(body, cfg.max_identifiers)?;
+
+    let mut matched_hashes = Vec::new();
+    let mut distinct_hashes = Vec::with_capacity(req.identifiers.len());
+    for ident in &req.identifiers {
+        let h = identifier_hash(HISTORY_SEED, ident);
+        distinct_hashes.push(h);
+        if shared
+            .directory
+            .matches(req.kind, cfg.seed, cfg.match_rate, ident)
+        {
+            matched_hashes.push(h);
+        }
+    }
+    distinct_hashes.sort_unstable();
+    distinct_hashes.dedup();
+    let any_unmatched = matched_hashes.len() < req.identifiers.len();
+    let new = NewJob {
+        kind: req.kind,
+        identifiers: req.identifiers,
+        webhook_url: req.webhook_url,
+        matched_hashes,
+        distinct_hashes,
+        any_unmatched,
+    };
+    let (result, finished) =
+        shared
+            .store
+            .lock()
+            .expect("store lock")
+            .submit(&key, new, cfg, Instant::now());
+    webhook::dispatch(shared, finished);
+    let job = result?;
+    tracing::debug!(batch_id = %job.id, identifiers = job.identifiers.len(), "job accepted");
+    Ok(submit_json(&job))
+}
+
+/// Draws an injected 500 with probability `rate`.
+fn inject_500(shared: &Shared, rate: f64) -> Result<(), ApiError> {
+    let mut store = shared.store.lock().expect("store lock");
+    if store.chance(rate) {
+        store.stats.injected_500s += 1;
+        return Err(ApiError::Internal);
+    }
+    Ok(())
+}
+
+/// `GET /batch/{batch_id}`.
+pub(crate) async fn poll(
+    State(shared): State<Arc<Shared>>,
+    Path(batch_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let cfg = shared.config();
+    let key = admit(&shared, &cfg, &headers, Endpoint::Poll)?;
+    inject_500(&shared, cfg.error_rate_poll)?;
+    let now = Instant::now();
+    let not_found = || ApiError::NotFound(format!("batch job {batch_id} not found"));
+    let (job, finished) = match Uuid::parse_str(&batch_id) {
+        Ok(id) => shared
+            .store
+            .lock()
+            .expect("store lock")
+            .poll(&key, id, now, &cfg),
+        Err(_) => (None, None),
+    };
+    webhook::dispatch(&shared, finished.into_iter().collect());
+    let mut store = shared.store.lock().expect("store lock");
+    let Some(job) = job else {
+        store.stats.polls_not_found += 1;
+        return Err(not_found());
+    };
+    store.stats.polls += 1;
+    drop(store);
+    Ok(Json(status_json(&shared, &cfg, &job, now)))
+}
+
+/// Statuses accepted by the list filter.
+const STATUSES: [&str; 4] = ["pending", "processing", "completed", "failed"];
+
+/// `GET /batch?limit=&status=&cursor=`: newest first, `limit` 1..=100 (default 20).
+pub(crate) async fn list(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let cfg = shared.config();
+    let key = admit(&shared, &cfg, &headers, Endpoint::List)?;
+    let limit = match query.get("limit") {
+        None => 20,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit must be an integer between 1 and 100",
+                    json!({ "param": "limit" }),
+                ))
+            }
+        },
+    };
+    let status = match query.get("status").map(String::as_str) {
+        None | Some("") => None,
+        Some(s) if STATUSES.contains(&s) => Some(s),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "status must be one of pending, processing, completed, failed",
+                json!({ "param": "status", "allowed": STATUSES }),
+            ))
+        }
+    };
+    let cursor = match query.get("cursor").map(String::as_str) {
+        None | Some("") => None,
+        Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+            ApiError::invalid("cursor is not a valid cursor", json!({ "param": "cursor" }))
+        })?),
+    };
+    inject_500(&shared, cfg.error_rate_list)?;
+    let now = Instant::now();
+    let (jobs, has_more) = {
+        let mut store = shared.store.lock().expect("store lock");
+        store.stats.lists += 1;
+        store.list(&key, status, cursor, limit, now)
+    };
+    let next_cursor = if has_more {
+        jobs.last().map(|j| j.seq.to_string())
+    } else {
+        None
+    };
+    let views: Vec<Value> = jobs
+        .iter()
+        .map(|j| status_json(&shared, &cfg, j, now))
+        .collect();
+    Ok(Json(
+        json!({ "jobs": views, "next_cursor": next_cursor, "has_more": has_more }),
+    ))
+}
+
+/// Any other path: 404 in the vendor's error shape.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".to_string())
+}

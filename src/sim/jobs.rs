@@ -1,0 +1,434 @@
+//! The job store: every job with its wall-clock schedule, the per-key index
+//! of active jobs (limits, credits, request rates), completion and billing,
+//! listing, and forgetting after `job_retention`. Guarded by one mutex that
+//! each request holds only briefly; no operation scans all jobs ever.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use uuid::Uuid;
+
+use super::config::SimConfig;
+use super::directory::MatchType;
+use super::errors::ApiError;
+use super::stats::{IdentHistory, SimStats};
+
+/// Where a job is in its lifecycle.
+#[derive(Debug, Clone)]
+pub(crate) enum Phase {
+    /// Pending or processing, depending on the clock.
+    Active,
+    /// Finished with results.
+    Completed {
+        completed_at: DateTime<Utc>,
+        result_count: u64,
+    },
+    /// Finished without results; nothing billed.
+    Failed {
+        completed_at: DateTime<Utc>,
+        error_message: String,
+    },
+}
+
+/// One batch job. Cheap to clone (identifiers are shared).
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub id: Uuid,
+    pub seq: u64,
+    pub key: Arc<str>,
+    pub kind: MatchType,
+    pub identifiers: Arc<Vec<String>>,
+    pub webhook_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub processing_at: Instant,
+    pub finish_at: Instant,
+    pub seed: u64,
+    pub match_rate: f64,
+    /// Number of submitted values that resolve to a person.
+    pub matched: u64,
+    /// History hashes of the matched values, consumed when billing.
+    pub matched_hashes: Arc<Vec<u64>>,
+    pub phase: Phase,
+}
+
+impl Job {
+    /// The public status string at `now`.
+    pub fn status(&self, now: Instant) -> &'static str {
+        match self.phase {
+            Phase::Active if now < self.processing_at => "pending",
+            Phase::Active => "processing",
+            Phase::Completed { .. } => "completed",
+            Phase::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// A validated submit, prepared outside the lock.
+#[derive(Debug)]
+pub(crate) struct NewJob {
+    pub kind: MatchType,
+    pub identifiers: Vec<String>,
+    pub webhook_url: Option<String>,
+    pub matched_hashes: Vec<u64>,
+    /// Distinct history hashes of all submitted values.
+    pub distinct_hashes: Vec<u64>,
+    pub any_unmatched: bool,
+}
+
+/// A finished job whose webhook must be sent.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub job: Job,
+}
+
+/// API endpoint families with separate request-rate windows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Endpoint {
+    Submit = 0,
+    Poll = 1,
+    List = 2,
+}
+
+#[derive(Debug, Default)]
+struct KeyState {
+    active: Vec<Uuid>,
+    order: BTreeMap<u64, Uuid>,
+    credits_spent: u64,
+    windows: [VecDeque<Instant>; 3],
+}
+
+/// All mutable simulator state behind the mutex.
+#[derive(Debug)]
+pub(crate) struct Store {
+    jobs: HashMap<Uuid, Job>,
+    keys: HashMap<Arc<str>, KeyState>,
+    due: BinaryHeap<Reverse<(Instant, Uuid)>>,
+    retention: VecDeque<(Instant, Uuid)>,
+    history: IdentHistory,
+    pub stats: SimStats,
+    rng: StdRng,
+    next_seq: u64,
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    s.max(1)
+}
+
+impl Store {
+    pub fn new(seed: u64) -> Store {
+        Store {
+            jobs: HashMap::new(),
+            keys: HashMap::new(),
+            due: BinaryHeap::new(),
+            retention: VecDeque::new(),
+            history: IdentHistory::default(),
+            stats: SimStats::default(),
+            rng: StdRng::seed_from_u64(seed),
+            next_seq: 0,
+        }
+    }
+
+    /// True with probability `p` (seeded RNG).
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random::<f64>() < p
+    }
+
+    /// Uniform random integer in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.rng.random_range(0..n.max(1))
+    }
+
+    /// Enforces the per-key, per-endpoint requests-per-minute limit.
+    pub fn check_rate(
+        &mut self,
+        key: &Arc<str>,
+        ep: Endpoint,
+        limit: u32,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        if limit == 0 {
+            return Ok(());
+        }
+        let window = Duration::from_secs(60);
+        let q = &mut self.keys.entry(key.clone()).or_default().windows[ep as usize];
+        while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            q.pop_front();
+        }
+        if q.len() >= limit as usize {
+            let reset = q
+                .front()
+                .map_or(window, |t| window - now.duration_since(*t));
+            self.stats.rate_limited_429 += 1;
+            self.stats.rate_limited_rpm += 1;
+            return Err(ApiError::RateLimited {
+                message: format!("rate limit of {limit} requests per minute exceeded"),
+                limit: u64::from(limit),
+                reset_secs: ceil_secs(reset),
+            });
+        }
+        q.push_back(now);
+        Ok(())
+    }
+
+    /// Finishes job `id` if its time has come: decides failure, bills matches.
+    fn finish(&mut self, id: Uuid, now: Instant, cfg: &SimConfig) -> Option<Finished> {
+        let due = self
+            .jobs
+            .get(&id)
+            .is_some_and(|j| matches!(j.phase, Phase::Active) && j.finish_at <= now);
+        if !due {
+            return None;
+        }
+        let fail = self.chance(cfg.job_failure_rate);
+        let job = self.jobs.get_mut(&id)?;
+        let completed_at = Utc::now().max(job.created_at);
+        if fail {
+            job.phase = Phase::Failed {
+                completed_at,
+                error_message: "Internal error while processing the batch; nothing was billed. Please resubmit."
+                    .to_string(),
+            };
+            self.stats.jobs_failed += 1;
+        } else {
+            job.phase = Phase::Completed {
+                completed_at,
+                result_count: job.matched,
+            };
+            self.stats.jobs_completed += 1;
+            self.stats.identifiers_matched += job.matched;
+            self.stats.credits_charged += job.matched;
+            for h in job.matched_hashes.iter() {
+                if self.history.charge(*h) {
+                    self.stats.credits_recharged += 1;
+                }
+            }
+        }
+        job.matched_hashes = Arc::new(Vec::new());
+        let job = job.clone();
+        if let Some(ks) = self.keys.get_mut(&job.key) {
+            ks.active.retain(|a| *a != id);
+            if matches!(job.phase, Phase::Completed { .. }) {
+                ks.credits_spent += job.matched;
+            }
+        }
+        self.stats.active_jobs = self.stats.active_jobs.saturating_sub(1);
+        Some(Finished { job })
+    }
+
+    /// Finishes every job whose time has come (the sweeper's tick).
+    pub fn finish_due(&mut self, now: Instant, cfg: &SimConfig) -> Vec<Finished> {
+        let mut out = Vec::new();
+        while let Some(Reverse((at, id))) = self.due.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            out.extend(self.finish(id, now, cfg));
+        }
+        out
+    }
+
+    /// Forgets finished jobs older than `retention`.
+    pub fn forget_old(&mut self, now: Instant, retention: Duration) {
+        while let Some((created, id)) = self.retention.front().copied() {
+            if now.duration_since(created) < retention {
+                break;
+            }
+            let still_active = self
+                .jobs
+                .get(&id)
+                .is_some_and(|j| matches!(j.phase, Phase::Active));
+            if still_active {
+                break;
+            }
+            self.retention.pop_front();
+            if let Some(job) = self.jobs.remove(&id) {
+                if let Some(ks) = self.keys.get_mut(&job.key) {
+                    ks.order.remove(&job.seq);
+                }
+                self.stats.jobs_forgotten += 1;
+            }
+        }
+    }
+
+    /// Finishes the due active jobs of one key.
+    fn settle_key(&mut self, key: &Arc<str>, now: Instant, cfg: &SimConfig) -> Vec<Finished> {
+        let ids: Vec<Uuid> = self
+            .keys
+            .get(key)
+            .map(|k| k.active.clone())
+            .unwrap_or_default();
+        ids.into_iter()
+            .filter_map(|id| self.finish(id, now, cfg))
+            .collect()
+    }
+
+    /// Creates a job after the fault, credit and active-job checks.
+    /// Returns the job and any jobs of this key that finished meanwhile.
+    pub fn submit(
+        &mut self,
+        key: &Arc<str>,
+        new: NewJob,
+        cfg: &SimConfig,
+        now: Instant,
+    ) -> (Result<Job, ApiError>, Vec<Finished>) {
+        if self.chance(cfg.error_rate_submit) {
+            self.stats.injected_500s += 1;
+            return (Err(ApiError::Internal), Vec::new());
+        }
+        let finished = self.settle_key(key, now, cfg);
+        let ks = self.keys.entry(key.clone()).or_default();
+        if let Some(balance) = cfg.credit_balance {
+            let remaining = balance.saturating_sub(ks.credits_spent);
+            if remaining == 0 {
+                return (Err(ApiError::InsufficientCredits { remaining }), finished);
+            }
+        }
+        if ks.active.len() >= cfg.max_active_jobs {
+            let earliest = ks
+                .active
+                .iter()
+                .filter_map(|id| self.jobs.get(id))
+                .map(|j| j.finish_at)
+                .min()
+                .unwrap_or(now);
+            self.stats.rate_limited_429 += 1;
+            self.stats.rate_limited_active_jobs += 1;
+            let err = ApiError::RateLimited {
+                message: format!(
+                    "too many active batch jobs: at most {} per user",
+                    cfg.max_active_jobs
+                ),
+                limit: cfg.max_active_jobs as u64,
+                reset_secs: ceil_secs(earliest.saturating_duration_since(now)),
+            };
+            return (Err(err), finished);
+        }
+
+        let n = new.identifiers.len() as u32;
+        let mut total = cfg.base_time + cfg.per_identifier_time * n;
+        if new.any_unmatched {
+            total += cfg.retrieval_time;
+        }
+        let jitter = cfg.jitter.as_secs_f64() * self.rng.random::<f64>();
+        let scale = cfg.latency_scale.max(0.0);
+        let total = Duration::try_from_secs_f64((total.as_secs_f64() + jitter) * scale)
+            .unwrap_or(Duration::MAX / 4);
+        let pending = Duration::try_from_secs_f64(cfg.pending_time.as_secs_f64() * scale)
+            .unwrap_or(Duration::MAX / 4)
+            .min(total);
+
+        let id = Uuid::new_v4();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let job = Job {
+            id,
+            seq,
+            key: key.clone(),
+            kind: new.kind,
+            identifiers: Arc::new(new.identifiers),
+            webhook_url: new.webhook_url,
+            created_at: Utc::now(),
+            processing_at: now + pending,
+            finish_at: now + total,
+            seed: cfg.seed,
+            match_rate: cfg.match_rate,
+            matched: new.matched_hashes.len() as u64,
+            matched_hashes: Arc::new(new.matched_hashes),
+            phase: Phase::Active,
+        };
+        ks.active.push(id);
+        ks.order.insert(seq, id);
+        let key_active = ks.active.len() as u64;
+
+        let s = &mut self.stats;
+        s.submits_accepted += 1;
+        s.active_jobs += 1;
+        s.max_concurrent_active_jobs = s.max_concurrent_active_jobs.max(s.active_jobs);
+        s.max_active_jobs_per_key = s.max_active_jobs_per_key.max(key_active);
+        s.identifiers_submitted += u64::from(n);
+        for h in &new.distinct_hashes {
+            let (first, second) = self.history.record_job(*h);
+            s.unique_identifiers_submitted += u64::from(first);
+            s.identifiers_submitted_more_than_once += u64::from(second);
+        }
+        self.due.push(Reverse((job.finish_at, id)));
+        self.retention.push_back((now, id));
+        self.jobs.insert(id, job.clone());
+        (Ok(job), finished)
+    }
+
+    /// Looks up a job of `key`, finishing it first if its time has come.
+    pub fn poll(
+        &mut self,
+        key: &str,
+        id: Uuid,
+        now: Instant,
+        cfg: &SimConfig,
+    ) -> (Option<Job>, Option<Finished>) {
+        let finished = self.finish(id, now, cfg);
+        let job = self.jobs.get(&id).filter(|j| &*j.key == key).cloned();
+        (job, finished)
+    }
+
+    /// Looks up any job by id (for downloads, which carry no API key).
+    pub fn get(&self, id: &Uuid) -> Option<Job> {
+        self.jobs.get(id).cloned()
+    }
+
+    /// Lists `key`'s jobs newest first, starting below the `cursor` sequence.
+    /// Returns the page and whether more jobs match.
+    pub fn list(
+        &self,
+        key: &str,
+        status: Option<&str>,
+        cursor: Option<u64>,
+        limit: usize,
+        now: Instant,
+    ) -> (Vec<Job>, bool) {
+        let Some(ks) = self.keys.get(key) else {
+            return (Vec::new(), false);
+        };
+        let upper = cursor.unwrap_or(u64::MAX);
+        let mut page = Vec::new();
+        let mut more = false;
+        for id in ks.order.range(..upper).rev().map(|(_, id)| id) {
+            let Some(job) = self.jobs.get(id) else {
+                continue;
+            };
+            if status.is_some_and(|s| s != job.status(now)) {
+                continue;
+            }
+            if page.len() == limit {
+                more = true;
+                break;
+            }
+            page.push(job.clone());
+        }
+        (page, more)
+    }
+
+    /// Forgets what each key has spent (used when `credit_balance` changes).
+    pub fn reset_credits(&mut self) {
+        for ks in self.keys.values_mut() {
+            ks.credits_spent = 0;
+        }
+    }
+
+    /// Resets counters and identifier history; keeps jobs (active count is recomputed).
+    pub fn reset_stats(&mut self) {
+        let active = self.keys.values().map(|k| k.active.len() as u64).sum();
+        self.stats = SimStats {
+            active_jobs: active,
+            max_concurrent_active_jobs: active,
+            ..SimStats::default()
+        };
+        self.history.clear();
+    }
+}
