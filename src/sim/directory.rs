@@ -235,7 +235,7 @@ const COMPANIES: &[&str] = &[
 /// Company name derived from an email's domain, else from the hash.
 fn company_for(kind: MatchType, h: u64, identifier: &str) -> String {
     if kind == MatchType::BusinessEmail {
-        if let Some((_, domain)) = identifier.trim().rsplit_once('@') {
+        if let Some((_, domain)) = normalize(identifier).rsplit_once('@') {
             if let Some(label) = domain.split('.').find(|l| !l.is_empty()) {
                 let mut chars = label.chars();
                 if let Some(first) = chars.next() {
