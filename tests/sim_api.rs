@@ -197,6 +197,10 @@ async fn unknown_or_foreign_jobs_are_404() {
     let (status, b) = status_and_body(env.get(KEY, "/no/such/path").await).await;
     assert_eq!(status, 404);
     assert_eq!(error_type(&b), "not_found");
+    let resp = env.get(KEY, "/batch/person/identify").await;
+    let (status, b) = status_and_body(resp).await;
+    assert_eq!(status, 405);
+    assert_eq!(error_type(&b), "method_not_allowed");
     assert_eq!(env.sim.stats().polls_not_found, 3);
 }
 

@@ -234,3 +234,8 @@ pub(crate) async fn list(
 pub(crate) async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".to_string())
 }
+
+/// A known path with the wrong method: 405 in the vendor's error shape.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// 404 `not_found`.
     #[error("{0}")]
     NotFound(String),
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
     /// 500 `internal_error` (injected fault).
     #[error("internal server error")]
     Internal,
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +75,7 @@ impl ApiError {
             ApiError::InsufficientCredits { .. } => "insufficient_credits",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal => "internal_error",
         }
     }

@@ -117,6 +117,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/config", post(admin::config))
         .route("/_sim/reset-stats", post(admin::reset_stats))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(shared)
 }
 
