@@ -1,6 +1,6 @@
 //! Simulator job lifecycle and results: timing of status transitions,
-//! completed/failed bodies, result files (gzip JSONL shape, parts, shuffling,
-//! determinism, directory file), S3-style download errors, credit ledger and
+//! completed/failed bodies, result files (gzip JSONL shape, shuffling,
+//! determinism, directory file), credit ledger and
 //! job retention.
 
 mod sim_common;
@@ -55,7 +55,10 @@ async fn unknown_identifiers_add_retrieval_time() {
     let (_, unknown_job) = env.poll(v["batch_id"].as_str().unwrap()).await;
     let (_, known_job) = env.poll(known["batch_id"].as_str().unwrap()).await;
     assert_eq!(known_job["status"], "completed");
-    assert_eq!(unknown_job["status"], "processing", "needs real-time retrieval");
+    assert_eq!(
+        unknown_job["status"], "processing",
+        "needs real-time retrieval"
+    );
 }
 
 #[tokio::test]
@@ -100,8 +103,10 @@ async fn completed_body_has_counts_times_and_absolute_signed_urls() {
     assert_eq!(done["entities_requested"], 4);
     assert_eq!(done["result_count"], 4);
     assert_eq!(done["entities_fulfilled"], 4);
-    let created = chrono::DateTime::parse_from_rfc3339(done["created_at"].as_str().unwrap()).unwrap();
-    let completed = chrono::DateTime::parse_from_rfc3339(done["completed_at"].as_str().unwrap()).unwrap();
+    let created =
+        chrono::DateTime::parse_from_rfc3339(done["created_at"].as_str().unwrap()).unwrap();
+    let completed =
+        chrono::DateTime::parse_from_rfc3339(done["completed_at"].as_str().unwrap()).unwrap();
     assert!(completed >= created);
     let id = done["batch_id"].as_str().unwrap();
     let url = done["download_url"].as_str().unwrap();
@@ -144,9 +149,15 @@ async fn result_file_is_gzip_jsonl_with_one_line_per_identifier() {
     let done = env.run_job(&ids).await;
     let resp = env.download(done["download_url"].as_str().unwrap()).await;
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers().get("content-encoding").is_none(), "no Content-Encoding");
+    assert!(
+        resp.headers().get("content-encoding").is_none(),
+        "no Content-Encoding"
+    );
     let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct == "application/octet-stream" || ct == "application/gzip", "{ct}");
+    assert!(
+        ct == "application/octet-stream" || ct == "application/gzip",
+        "{ct}"
+    );
     let bytes = resp.bytes().await.unwrap();
     assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
     let lines: Vec<Value> = gunzip(&bytes)
@@ -180,7 +191,10 @@ async fn result_file_is_gzip_jsonl_with_one_line_per_identifier() {
         }
     }
     assert_eq!(done["result_count"], matched);
-    assert!(matched > 5 && matched < 37, "match_rate 0.5 gave {matched}/42");
+    assert!(
+        matched > 5 && matched < 37,
+        "match_rate 0.5 gave {matched}/42"
+    );
 }
 
 #[tokio::test]
@@ -217,36 +231,14 @@ async fn lines_are_shuffled_deterministically_and_persons_are_stable() {
     };
     let lines1 = env.download_lines(url).await;
     let done2 = env.run_job(&["ORDER.7@EXAMPLE7.COM".to_string()]).await;
-    let lines2 = env.download_lines(done2["download_url"].as_str().unwrap()).await;
+    let lines2 = env
+        .download_lines(done2["download_url"].as_str().unwrap())
+        .await;
     assert_eq!(
         person_of(&lines1, "order.7@example7.com"),
         person_of(&lines2, "ORDER.7@EXAMPLE7.COM"),
         "same person for the same identifier, case-insensitively"
     );
-}
-
-#[tokio::test]
-async fn download_urls_split_into_parts_of_lines_per_part() {
-    let env = start(SimConfig {
-        match_rate: 1.0,
-        lines_per_part: 10,
-        ..fast_config()
-    })
-    .await;
-    let ids = emails("parts", 25);
-    let done = env.run_job(&ids).await;
-    let parts = done["download_urls"].as_array().unwrap();
-    assert_eq!(parts.len(), 3);
-    let mut all = Vec::new();
-    let mut sizes = Vec::new();
-    for p in parts {
-        let lines = env.download_lines(p.as_str().unwrap()).await;
-        sizes.push(lines.len());
-        all.extend(lines);
-    }
-    assert_eq!(sizes, vec![10, 10, 5]);
-    let whole = env.download_lines(done["download_url"].as_str().unwrap()).await;
-    assert_eq!(all, whole, "parts concatenate to the whole file");
 }
 
 #[tokio::test]
@@ -271,106 +263,47 @@ async fn profile_urls_and_directory_file_people() {
     })
     .await;
     let done = env
-        .run_job(&["known@corp.com".to_string(), "stranger@corp.com".to_string()])
+        .run_job(&[
+            "known@corp.com".to_string(),
+            "stranger@corp.com".to_string(),
+        ])
         .await;
     assert_eq!(done["result_count"], 1);
-    let lines = env.download_lines(done["download_url"].as_str().unwrap()).await;
-    let known = lines.iter().find(|l| l["matched_on"] == "known@corp.com").unwrap();
-    assert_eq!(known["matches"][0]["person_data"]["crustdata_person_id"], 777);
+    let lines = env
+        .download_lines(done["download_url"].as_str().unwrap())
+        .await;
+    let known = lines
+        .iter()
+        .find(|l| l["matched_on"] == "known@corp.com")
+        .unwrap();
+    assert_eq!(
+        known["matches"][0]["person_data"]["crustdata_person_id"],
+        777
+    );
     assert_eq!(known["matches"][0]["person_data"]["extra"], true);
-    let stranger = lines.iter().find(|l| l["matched_on"] == "stranger@corp.com").unwrap();
+    let stranger = lines
+        .iter()
+        .find(|l| l["matched_on"] == "stranger@corp.com")
+        .unwrap();
     assert_eq!(stranger["matches"], json!([]));
 
     let sub: Value = env
-        .submit(json!({ "professional_network_profile_urls": ["https://www.linkedin.com/in/known"] }))
+        .submit(
+            json!({ "professional_network_profile_urls": ["https://www.linkedin.com/in/known"] }),
+        )
         .await
         .json()
         .await
         .unwrap();
     let done = env.wait_done(sub["batch_id"].as_str().unwrap()).await;
-    let lines = env.download_lines(done["download_url"].as_str().unwrap()).await;
+    let lines = env
+        .download_lines(done["download_url"].as_str().unwrap())
+        .await;
     assert_eq!(lines[0]["match_type"], "professional_network_profile_url");
-    assert_eq!(lines[0]["matches"][0]["person_data"]["crustdata_person_id"], 888);
-}
-
-async fn xml_error(resp: reqwest::Response) -> (u16, String) {
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap())
-}
-
-#[tokio::test]
-async fn download_with_authorization_is_refused_like_s3() {
-    let env = start(SimConfig {
-        match_rate: 1.0,
-        ..fast_config()
-    })
-    .await;
-    let done = env.run_job(&emails("auth", 1)).await;
-    let resp = env
-        .http
-        .get(done["download_url"].as_str().unwrap())
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = xml_error(resp).await;
-    assert_eq!(status, 400);
-    assert!(body.contains("<Code>InvalidArgument</Code>"), "{body}");
-    assert!(body.contains("Only one auth mechanism allowed"));
-    assert_eq!(env.sim.stats().download_errors, 1);
-}
-
-#[tokio::test]
-async fn bad_signature_and_expired_links_are_403() {
-    let env = start(SimConfig {
-        match_rate: 1.0,
-        ..fast_config()
-    })
-    .await;
-    let done = env.run_job(&emails("sig", 1)).await;
-    let url = done["download_url"].as_str().unwrap();
-    let last = if url.ends_with('0') { '1' } else { '0' };
-    let tampered = format!("{}{last}", &url[..url.len() - 1]);
-    let (status, body) = xml_error(env.download(&tampered).await).await;
-    assert_eq!(status, 403);
-    assert!(body.contains("<Code>SignatureDoesNotMatch</Code>"), "{body}");
-    let other_object = url.replace("results.jsonl.gz", "part-000.jsonl.gz");
     assert_eq!(
-        env.download(&other_object).await.status(),
-        403,
-        "signature covers the object name"
+        lines[0]["matches"][0]["person_data"]["crustdata_person_id"],
+        888
     );
-    let unsigned = url.split('?').next().unwrap();
-    assert_eq!(env.download(unsigned).await.status(), 403);
-
-    env.sim.update(|c| c.link_ttl = Duration::ZERO);
-    let done = env.run_job(&emails("sig2", 1)).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let (status, body) = xml_error(env.download(done["download_url"].as_str().unwrap()).await).await;
-    assert_eq!(status, 403);
-    assert!(
-        body.contains("<Code>AccessDenied</Code>") && body.contains("Request has expired"),
-        "{body}"
-    );
-}
-
-#[tokio::test]
-async fn zero_results_keep_the_url_but_download_is_404() {
-    let env = start(SimConfig {
-        match_rate: 0.0,
-        ..fast_config()
-    })
-    .await;
-    let done = env.run_job(&emails("none", 3)).await;
-    assert_eq!(done["status"], "completed");
-    assert_eq!(done["result_count"], 0);
-    let url = done["download_url"].as_str().expect("URL still present");
-    let (status, body) = xml_error(env.download(url).await).await;
-    assert_eq!(status, 404);
-    assert!(body.contains("<Code>NoSuchKey</Code>"), "{body}");
-    let part = done["download_urls"][0].as_str().unwrap();
-    assert_eq!(env.download(part).await.status(), 404);
-    assert_eq!(env.sim.stats().credits_charged, 0);
 }
 
 #[tokio::test]
@@ -383,7 +316,9 @@ async fn failed_jobs_carry_error_message_and_are_not_billed() {
     .await;
     let done = env.run_job(&emails("fail", 3)).await;
     assert_eq!(done["status"], "failed");
-    assert!(done["error_message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(done["error_message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
     assert!(done.get("download_url").is_none());
     assert!(done.get("download_urls").is_none());
     let stats = env.sim.stats();
@@ -401,7 +336,11 @@ async fn completion_is_billed_without_polling() {
     })
     .await;
     env.submit_ok(&emails("bill", 7)).await;
-    assert_eq!(env.sim.stats().credits_charged, 0, "not billed before completion");
+    assert_eq!(
+        env.sim.stats().credits_charged,
+        0,
+        "not billed before completion"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = env.sim.stats();
     assert_eq!(stats.jobs_completed, 1);
@@ -449,6 +388,11 @@ async fn finished_jobs_are_forgotten_after_retention() {
     let id = done["batch_id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(env.poll(id).await.0, 404);
-    assert_eq!(env.download(done["download_url"].as_str().unwrap()).await.status(), 404);
+    assert_eq!(
+        env.download(done["download_url"].as_str().unwrap())
+            .await
+            .status(),
+        404
+    );
     assert_eq!(env.sim.stats().jobs_forgotten, 1);
 }

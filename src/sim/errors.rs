@@ -38,6 +38,9 @@ pub enum ApiError {
     /// 404 `not_found`.
     #[error("{0}")]
     NotFound(String),
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
     /// 500 `internal_error` (injected fault).
     #[error("internal server error")]
     Internal,
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +75,7 @@ impl ApiError {
             ApiError::InsufficientCredits { .. } => "insufficient_credits",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal => "internal_error",
         }
     }
@@ -81,9 +86,9 @@ impl ApiError {
             ApiError::InsufficientCredits { remaining } => {
                 json!({ "credits_remaining": remaining })
             }
-            ApiError::RateLimited { limit, reset_secs, .. } => {
-                json!({ "limit": limit, "remaining": 0, "reset": reset_secs })
-            }
+            ApiError::RateLimited {
+                limit, reset_secs, ..
+            } => json!({ "limit": limit, "remaining": 0, "reset": reset_secs }),
             _ => json!({}),
         }
     }
@@ -99,7 +104,10 @@ impl IntoResponse for ApiError {
             }
         });
         let mut resp = (self.status(), axum::Json(body)).into_response();
-        if let ApiError::RateLimited { limit, reset_secs, .. } = &self {
+        if let ApiError::RateLimited {
+            limit, reset_secs, ..
+        } = &self
+        {
             let h = resp.headers_mut();
             h.insert("x-ratelimit-limit", HeaderValue::from(*limit));
             h.insert("x-ratelimit-remaining", HeaderValue::from(0u64));
@@ -149,7 +157,10 @@ impl IntoResponse for S3Error {
         );
         (
             status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml"),
+            )],
             body,
         )
             .into_response()

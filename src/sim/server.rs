@@ -36,7 +36,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Builds the state; `bound_base` is the listener's `http://ADDR`.
-    pub fn new(config: SimConfig, directory: Directory, bound_base: String) -> anyhow::Result<Shared> {
+    pub fn new(
+        config: SimConfig,
+        directory: Directory,
+        bound_base: String,
+    ) -> anyhow::Result<Shared> {
         let http = reqwest::Client::builder()
             .user_agent("crustdata-sim-webhook/1")
             .build()?;
@@ -82,7 +86,8 @@ impl Shared {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 let (scheme, rest) = v.trim().split_once(' ')?;
-                let ok = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
+                let ok =
+                    scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
                 ok.then(|| rest.trim())
             })
             .filter(|k| !k.is_empty());
@@ -95,7 +100,9 @@ impl Shared {
                 found = Some(key);
             }
         }
-        found.map(|k| Arc::from(k.as_str())).ok_or(ApiError::Unauthorized)
+        found
+            .map(|k| Arc::from(k.as_str()))
+            .ok_or(ApiError::Unauthorized)
     }
 }
 
@@ -110,6 +117,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/config", post(admin::config))
         .route("/_sim/reset-stats", post(admin::reset_stats))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(shared)
 }
 
