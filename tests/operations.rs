@@ -10,7 +10,11 @@ use std::time::Duration;
 use common::{kafka, Connector, Topics};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,7 +22,12 @@ async fn webhooks_complete_jobs_with_at_most_two_status_requests() {
     let sim = common::start_sim(|_| {}).await;
     let topics = Topics::create("hooks", 3).await;
     let mut records: kafka::Records = (0..1200)
-        .map(|i| (Some(format!("k{i}")), common::event(&format!("hook{}@example{}.com", i % 1000, i % 1000 % 7))))
+        .map(|i| {
+            (
+                Some(format!("k{i}")),
+                common::event(&format!("hook{}@example{}.com", i % 1000, i % 1000 % 7)),
+            )
+        })
         .collect();
     records.push((Some("bad".into()), b"{not json".to_vec()));
     kafka::produce(&topics.input, 3, &records).await;
@@ -34,14 +43,31 @@ async fn webhooks_complete_jobs_with_at_most_two_status_requests() {
     let client = reqwest::Client::new();
 
     // A forged token changes nothing.
-    let forged = client.post(format!("{http}/webhooks/crustdata/00000000000000000000000000000000")).body("{}").send().await.unwrap();
+    let forged = client
+        .post(format!("{http}/webhooks/crustdata/00000000000000000000000000000000"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(forged.status(), 404);
-    let huge = client.post(format!("{http}/webhooks/crustdata/x")).body(vec![b'x'; 1 << 20]).send().await.unwrap();
+    let huge = client
+        .post(format!("{http}/webhooks/crustdata/x"))
+        .body(vec![b'x'; 1 << 20])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(huge.status(), 413, "oversized bodies are refused");
 
     common::wait_done(&topics, Duration::from_secs(60)).await;
     let stats = sim.stats();
-    let scraped = client.get(format!("{http}/metrics")).send().await.unwrap().text().await.unwrap();
+    let scraped = client
+        .get(format!("{http}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     connector.stop().await;
 
     let audit = common::audit(&topics);
@@ -60,8 +86,14 @@ async fn webhooks_complete_jobs_with_at_most_two_status_requests() {
         stats.polls,
         stats.submits_accepted
     );
-    assert_eq!(common::metric(&scraped, "identify_webhook_callbacks_total"), stats.webhooks_sent as f64 + 1.0);
-    assert!(scraped.contains(r#"identify_webhook_callbacks_total{result="rejected"} 1"#), "forged token counted");
+    assert_eq!(
+        common::metric(&scraped, "identify_webhook_callbacks_total"),
+        stats.webhooks_sent as f64 + 1.0
+    );
+    assert!(
+        scraped.contains(r#"identify_webhook_callbacks_total{result="rejected"} 1"#),
+        "forged token counted"
+    );
 
     // The scrape agrees with the run.
     let matched: HashSet<&str> = audit
@@ -73,11 +105,32 @@ async fn webhooks_complete_jobs_with_at_most_two_status_requests() {
     assert_eq!(common::metric(&scraped, "identify_records_consumed_total"), 1201.0);
     assert_eq!(common::metric(&scraped, "identify_records_produced_total"), 1200.0);
     assert!(scraped.contains(r#"identify_dead_letters_total{reason="not_parseable"} 1"#));
-    assert_eq!(common::metric(&scraped, "identify_credits_spent_total"), matched.len() as f64);
-    assert_eq!(common::metric(&scraped, "identify_credits_spent_total"), stats.credits_charged as f64);
-    assert_eq!(common::metric(&scraped, "identify_credits_saved_total"), 200.0, "200 repeats not paid for");
-    assert_eq!(common::metric(&scraped, "identify_jobs_submitted_total"), stats.submits_accepted as f64);
-    assert!(common::metric(&scraped, "identify_commits_total") >= 1.0);
+    assert_eq!(
+        common::metric(&scraped, "identify_credits_spent_total"),
+        matched.len() as f64
+    );
+    assert_eq!(
+        common::metric(&scraped, "identify_credits_spent_total"),
+        stats.credits_charged as f64
+    );
+    assert_eq!(
+        common::metric(&scraped, "identify_credits_saved_total"),
+        200.0,
+        "200 repeats not paid for"
+    );
+    assert_eq!(
+        common::metric(&scraped, "identify_jobs_submitted_total"),
+        stats.submits_accepted as f64
+    );
+    assert!(
+        common::metric(&scraped, "identify_commits_total") >= 1.0,
+        "{}",
+        scraped
+            .lines()
+            .filter(|l| l.contains("commit"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,9 +145,17 @@ async fn health_endpoints() {
     let ready = get("/readyz").await;
     assert_eq!(ready.status(), 200);
     let metrics = get("/metrics").await;
-    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = metrics.text().await.unwrap();
-    for name in ["identify_records_consumed_total", "identify_active_jobs", "identify_in_flight_records", "identify_credits_spent_total"] {
+    for name in [
+        "identify_records_consumed_total",
+        "identify_active_jobs",
+        "identify_in_flight_records",
+        "identify_credits_spent_total",
+    ] {
         assert!(text.contains(name), "{name} exported");
     }
     connector.stop().await;

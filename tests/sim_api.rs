@@ -78,10 +78,7 @@ async fn submit_requires_the_version_header_but_poll_does_not() {
     let (status, b) = status_and_body(missing).await;
     assert_eq!(status, 400);
     assert_eq!(error_type(&b), "invalid_request");
-    assert!(b["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("x-api-version"));
+    assert!(b["error"]["message"].as_str().unwrap().contains("x-api-version"));
 
     let wrong = env
         .http
@@ -107,38 +104,72 @@ async fn every_invalid_body_is_a_400_with_a_clear_message() {
     let cases: Vec<(&str, String, &str)> = vec![
         ("invalid json", "{not json".to_string(), "not valid JSON"),
         ("not an object", json!(["a@b.com"]).to_string(), "JSON object"),
-        ("no identifier key", json!({ "webhook_url": "http://x.io/h" }).to_string(), "missing identifier"),
+        (
+            "no identifier key",
+            json!({ "webhook_url": "http://x.io/h" }).to_string(),
+            "missing identifier",
+        ),
         (
             "both keys",
             json!({ "business_emails": ["a@b.com"], "professional_network_profile_urls": ["https://x/in/a"] })
                 .to_string(),
             "exactly one",
         ),
-        ("emails plus business_emails", json!({ "business_emails": ["a@b.com"], "emails": ["c@d.com"] }).to_string(), "exactly one"),
-        ("empty array", json!({ "business_emails": [] }).to_string(), "at least one"),
-        ("not an array", json!({ "business_emails": "a@b.com" }).to_string(), "array"),
-        ("more than 300", json!({ "business_emails": too_many }).to_string(), "at most 300"),
-        ("non-string", json!({ "business_emails": ["a@b.com", 7] }).to_string(), "[1] must be a string"),
-        ("empty string", json!({ "business_emails": ["a@b.com", "b@c.com", "  "] }).to_string(), "[2] must be a non-empty"),
-        ("relative webhook", json!({ "business_emails": ["a@b.com"], "webhook_url": "/hook" }).to_string(), "webhook_url"),
-        ("ftp webhook", json!({ "business_emails": ["a@b.com"], "webhook_url": "ftp://x.io/h" }).to_string(), "webhook_url"),
-        ("non-string webhook", json!({ "business_emails": ["a@b.com"], "webhook_url": 5 }).to_string(), "webhook_url"),
+        (
+            "emails plus business_emails",
+            json!({ "business_emails": ["a@b.com"], "emails": ["c@d.com"] }).to_string(),
+            "exactly one",
+        ),
+        (
+            "empty array",
+            json!({ "business_emails": [] }).to_string(),
+            "at least one",
+        ),
+        (
+            "not an array",
+            json!({ "business_emails": "a@b.com" }).to_string(),
+            "array",
+        ),
+        (
+            "more than 300",
+            json!({ "business_emails": too_many }).to_string(),
+            "at most 300",
+        ),
+        (
+            "non-string",
+            json!({ "business_emails": ["a@b.com", 7] }).to_string(),
+            "[1] must be a string",
+        ),
+        (
+            "empty string",
+            json!({ "business_emails": ["a@b.com", "b@c.com", "  "] }).to_string(),
+            "[2] must be a non-empty",
+        ),
+        (
+            "relative webhook",
+            json!({ "business_emails": ["a@b.com"], "webhook_url": "/hook" }).to_string(),
+            "webhook_url",
+        ),
+        (
+            "ftp webhook",
+            json!({ "business_emails": ["a@b.com"], "webhook_url": "ftp://x.io/h" }).to_string(),
+            "webhook_url",
+        ),
+        (
+            "non-string webhook",
+            json!({ "business_emails": ["a@b.com"], "webhook_url": 5 }).to_string(),
+            "webhook_url",
+        ),
     ];
     for (name, body, needle) in &cases {
         let (status, b) = status_and_body(env.submit_raw(KEY, body).await).await;
         assert_eq!(status, 400, "{name}: {b}");
         assert_eq!(error_type(&b), "invalid_request", "{name}");
         let msg = b["error"]["message"].as_str().unwrap();
-        assert!(
-            msg.contains(needle),
-            "{name}: message {msg:?} lacks {needle:?}"
-        );
+        assert!(msg.contains(needle), "{name}: message {msg:?} lacks {needle:?}");
     }
     let (_, b) = status_and_body(env.submit_raw(KEY, &cases[8].1).await).await;
-    assert_eq!(
-        b["error"]["metadata"]["index"], 1,
-        "metadata names the offending index"
-    );
+    assert_eq!(b["error"]["metadata"]["index"], 1, "metadata names the offending index");
     let stats = env.sim.stats();
     assert_eq!(stats.submits_rejected_400, cases.len() as u64 + 1);
     assert_eq!(stats.submits_accepted, 0);
@@ -174,11 +205,7 @@ async fn submit_response_has_the_documented_shape() {
     assert_eq!(v["action"], "identify");
     assert_eq!(v["identifier_count"], 3);
     assert_eq!(v["entities_requested"], 3);
-    assert_eq!(
-        v["status_url"],
-        format!("/batch/{id}"),
-        "status_url is relative"
-    );
+    assert_eq!(v["status_url"], format!("/batch/{id}"), "status_url is relative");
     assert!(v.get("download_url").is_none());
 }
 
@@ -218,9 +245,7 @@ async fn sixth_active_job_gets_429_with_rate_limit_headers() {
     for _ in 0..5 {
         env.submit_ok(&emails("lim", 1)).await;
     }
-    let resp = env
-        .submit(json!({ "business_emails": ["six@x.com"] }))
-        .await;
+    let resp = env.submit(json!({ "business_emails": ["six@x.com"] })).await;
     assert_eq!(resp.status(), 429);
     let h = resp.headers();
     assert_eq!(h["x-ratelimit-limit"], "5");
@@ -232,10 +257,7 @@ async fn sixth_active_job_gets_429_with_rate_limit_headers() {
 
     // The limit is per key.
     let other = env
-        .submit_raw(
-            KEY2,
-            &json!({ "business_emails": ["k2@x.com"] }).to_string(),
-        )
+        .submit_raw(KEY2, &json!({ "business_emails": ["k2@x.com"] }).to_string())
         .await;
     assert_eq!(other.status(), 200);
 
@@ -262,16 +284,12 @@ async fn a_finished_job_frees_its_slot() {
     .await;
     env.submit_ok(&emails("a", 1)).await;
     assert_eq!(
-        env.submit(json!({ "business_emails": ["b@x.com"] }))
-            .await
-            .status(),
+        env.submit(json!({ "business_emails": ["b@x.com"] })).await.status(),
         429
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(
-        env.submit(json!({ "business_emails": ["b@x.com"] }))
-            .await
-            .status(),
+        env.submit(json!({ "business_emails": ["b@x.com"] })).await.status(),
         200
     );
 }
@@ -289,22 +307,15 @@ async fn requests_per_minute_limit_answers_429() {
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["x-ratelimit-limit"], "2");
     assert_eq!(resp.headers()["x-ratelimit-remaining"], "0");
-    let reset: u64 = resp.headers()["x-ratelimit-reset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let reset: u64 = resp.headers()["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&reset));
     assert_eq!(env.sim.stats().rate_limited_rpm, 1);
     // Other endpoints and keys have their own windows.
     assert_eq!(env.get(KEY, "/batch").await.status(), 200);
     assert_eq!(
-        env.submit_raw(
-            KEY2,
-            &json!({ "business_emails": ["k2@x.com"] }).to_string()
-        )
-        .await
-        .status(),
+        env.submit_raw(KEY2, &json!({ "business_emails": ["k2@x.com"] }).to_string())
+            .await
+            .status(),
         200
     );
 }
@@ -319,28 +330,21 @@ async fn exhausted_credits_answer_402_until_topped_up() {
     .await;
     let done = env.run_job(&emails("c", 3)).await;
     assert_eq!(done["result_count"], 3);
-    let resp = env
-        .submit(json!({ "business_emails": ["more@x.com"] }))
-        .await;
+    let resp = env.submit(json!({ "business_emails": ["more@x.com"] })).await;
     assert_eq!(resp.status(), 402);
     let b: Value = resp.json().await.unwrap();
     assert_eq!(error_type(&b), "insufficient_credits");
     assert_eq!(env.sim.stats().submits_rejected_402, 1);
     // Other keys have their own balance.
     assert_eq!(
-        env.submit_raw(
-            KEY2,
-            &json!({ "business_emails": ["k2@x.com"] }).to_string()
-        )
-        .await
-        .status(),
+        env.submit_raw(KEY2, &json!({ "business_emails": ["k2@x.com"] }).to_string())
+            .await
+            .status(),
         200
     );
     env.sim.update(|c| c.credit_balance = Some(10));
     assert_eq!(
-        env.submit(json!({ "business_emails": ["more@x.com"] }))
-            .await
-            .status(),
+        env.submit(json!({ "business_emails": ["more@x.com"] })).await.status(),
         200
     );
 }
@@ -392,27 +396,14 @@ async fn list_pages_filters_and_isolates_keys() {
     expected.reverse();
     assert_eq!(seen, expected);
 
-    let done: Value = env
-        .get(KEY, "/batch?status=completed")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let done: Value = env.get(KEY, "/batch?status=completed").await.json().await.unwrap();
     assert_eq!(done["jobs"].as_array().unwrap().len(), 5);
     assert_eq!(done["jobs"][0]["status"], "completed");
-    let none: Value = env
-        .get(KEY, "/batch?status=pending")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let none: Value = env.get(KEY, "/batch?status=pending").await.json().await.unwrap();
     assert!(none["jobs"].as_array().unwrap().is_empty());
     assert_eq!(none["next_cursor"], Value::Null);
     let other: Value = env.get(KEY2, "/batch").await.json().await.unwrap();
-    assert!(
-        other["jobs"].as_array().unwrap().is_empty(),
-        "another key sees nothing"
-    );
+    assert!(other["jobs"].as_array().unwrap().is_empty(), "another key sees nothing");
     for bad in [
         "/batch?limit=0",
         "/batch?limit=x",

@@ -29,9 +29,7 @@ async fn download_urls_split_into_parts_of_lines_per_part() {
         all.extend(lines);
     }
     assert_eq!(sizes, vec![10, 10, 5]);
-    let whole = env
-        .download_lines(done["download_url"].as_str().unwrap())
-        .await;
+    let whole = env.download_lines(done["download_url"].as_str().unwrap()).await;
     assert_eq!(all, whole, "parts concatenate to the whole file");
 }
 
@@ -75,10 +73,7 @@ async fn bad_signature_and_expired_links_are_403() {
     let tampered = format!("{}{last}", &url[..url.len() - 1]);
     let (status, body) = xml_error(env.download(&tampered).await).await;
     assert_eq!(status, 403);
-    assert!(
-        body.contains("<Code>SignatureDoesNotMatch</Code>"),
-        "{body}"
-    );
+    assert!(body.contains("<Code>SignatureDoesNotMatch</Code>"), "{body}");
     let other_object = url.replace("results.jsonl.gz", "part-000.jsonl.gz");
     assert_eq!(
         env.download(&other_object).await.status(),
@@ -91,8 +86,7 @@ async fn bad_signature_and_expired_links_are_403() {
     env.sim.update(|c| c.link_ttl = Duration::ZERO);
     let done = env.run_job(&emails("sig2", 1)).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let (status, body) =
-        xml_error(env.download(done["download_url"].as_str().unwrap()).await).await;
+    let (status, body) = xml_error(env.download(done["download_url"].as_str().unwrap()).await).await;
     assert_eq!(status, 403);
     assert!(
         body.contains("<Code>AccessDenied</Code>") && body.contains("Request has expired"),

@@ -62,11 +62,7 @@ async fn injected_poll_list_and_download_500s() {
     assert_eq!(list.status(), 500);
     let dl = env.download(done["download_url"].as_str().unwrap()).await;
     assert_eq!(dl.status(), 500);
-    assert!(dl
-        .text()
-        .await
-        .unwrap()
-        .contains("<Code>InternalError</Code>"));
+    assert!(dl.text().await.unwrap().contains("<Code>InternalError</Code>"));
     assert_eq!(env.sim.stats().injected_500s, 3);
     env.sim.update(|c| {
         c.error_rate_poll = 0.0;
@@ -74,12 +70,7 @@ async fn injected_poll_list_and_download_500s() {
         c.error_rate_download = 0.0;
     });
     assert_eq!(env.poll(id).await.0, 200);
-    assert_eq!(
-        env.download(done["download_url"].as_str().unwrap())
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(env.download(done["download_url"].as_str().unwrap()).await.status(), 200);
 }
 
 async fn download_bytes(env: &Env, url: &str) -> Vec<u8> {
@@ -113,11 +104,7 @@ async fn corrupt_and_truncated_downloads_fail_to_decode_then_recover() {
         assert!(gunzip(&cut).is_err(), "truncated body must not decode");
     }
     env.sim.update(|c| c.truncate_rate = 0.0);
-    assert_eq!(
-        download_bytes(&env, url).await,
-        good,
-        "a re-download succeeds"
-    );
+    assert_eq!(download_bytes(&env, url).await, good, "a re-download succeeds");
     assert_eq!(env.sim.stats().downloads_damaged, 10);
 }
 
@@ -129,9 +116,7 @@ async fn missing_line_fault_silently_drops_one_line() {
     })
     .await;
     let done = env.run_job(&emails("m", 20)).await;
-    let lines = env
-        .download_lines(done["download_url"].as_str().unwrap())
-        .await;
+    let lines = env.download_lines(done["download_url"].as_str().unwrap()).await;
     assert_eq!(lines.len(), 19);
     assert_eq!(done["result_count"], 20);
 }
@@ -164,9 +149,7 @@ async fn slow_download_trickles_the_body() {
     .await;
     let done = env.run_job(&emails("s", 30)).await;
     let started = Instant::now();
-    let lines = env
-        .download_lines(done["download_url"].as_str().unwrap())
-        .await;
+    let lines = env.download_lines(done["download_url"].as_str().unwrap()).await;
     assert!(
         started.elapsed() >= Duration::from_millis(500),
         "{:?}",
@@ -344,7 +327,8 @@ async fn admin_endpoints_expose_stats_patch_config_and_reset() {
     assert_eq!(stats, env.sim.stats());
     assert_eq!(stats.submits_accepted, 1);
 
-    let patch = json!({ "add_api_keys": ["new-key"], "error_rate_poll": 1.0, "latency_scale": 0.0, "pending_time": "1s" });
+    let patch =
+        json!({ "add_api_keys": ["new-key"], "error_rate_poll": 1.0, "latency_scale": 0.0, "pending_time": "1s" });
     let resp = env
         .http
         .post(env.url("/_sim/config"))
@@ -353,11 +337,7 @@ async fn admin_endpoints_expose_stats_patch_config_and_reset() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        env.get("new-key", "/batch").await.status(),
-        200,
-        "added key accepted"
-    );
+    assert_eq!(env.get("new-key", "/batch").await.status(), 200, "added key accepted");
     let id = stats_job_id(&env).await;
     assert_eq!(env.poll(&id).await.0, 500, "error_rate_poll applied");
 
@@ -366,13 +346,7 @@ async fn admin_endpoints_expose_stats_patch_config_and_reset() {
         json!({ "no_such_knob": 1 }),
         json!({ "jitter": "soon" }),
     ] {
-        let resp = env
-            .http
-            .post(env.url("/_sim/config"))
-            .json(&bad)
-            .send()
-            .await
-            .unwrap();
+        let resp = env.http.post(env.url("/_sim/config")).json(&bad).send().await.unwrap();
         assert_eq!(resp.status(), 400, "{bad}");
     }
     let resp = env
@@ -385,12 +359,7 @@ async fn admin_endpoints_expose_stats_patch_config_and_reset() {
     assert_eq!(resp.status(), 200);
     assert_eq!(env.get(KEY, "/batch").await.status(), 401, "replaced keys");
 
-    let resp = env
-        .http
-        .post(env.url("/_sim/reset-stats"))
-        .send()
-        .await
-        .unwrap();
+    let resp = env.http.post(env.url("/_sim/reset-stats")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(env.sim.stats(), SimStats::default());
 }
@@ -413,9 +382,7 @@ async fn sustains_many_full_jobs_at_zero_latency() {
                 let done = env.run_job(&ids).await;
                 assert_eq!(done["status"], "completed");
                 if done["result_count"].as_u64().unwrap() > 0 && j % 10 == 0 {
-                    let lines = env
-                        .download_lines(done["download_url"].as_str().unwrap())
-                        .await;
+                    let lines = env.download_lines(done["download_url"].as_str().unwrap()).await;
                     assert_eq!(lines.len(), 300);
                 }
             }
@@ -430,9 +397,5 @@ async fn sustains_many_full_jobs_at_zero_latency() {
     assert_eq!(stats.unique_identifiers_submitted, 30_000);
     assert_eq!(stats.rate_limited_429, 0);
     assert!(stats.max_active_jobs_per_key <= 5);
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
 }

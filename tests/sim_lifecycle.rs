@@ -55,10 +55,7 @@ async fn unknown_identifiers_add_retrieval_time() {
     let (_, unknown_job) = env.poll(v["batch_id"].as_str().unwrap()).await;
     let (_, known_job) = env.poll(known["batch_id"].as_str().unwrap()).await;
     assert_eq!(known_job["status"], "completed");
-    assert_eq!(
-        unknown_job["status"], "processing",
-        "needs real-time retrieval"
-    );
+    assert_eq!(unknown_job["status"], "processing", "needs real-time retrieval");
 }
 
 #[tokio::test]
@@ -103,10 +100,8 @@ async fn completed_body_has_counts_times_and_absolute_signed_urls() {
     assert_eq!(done["entities_requested"], 4);
     assert_eq!(done["result_count"], 4);
     assert_eq!(done["entities_fulfilled"], 4);
-    let created =
-        chrono::DateTime::parse_from_rfc3339(done["created_at"].as_str().unwrap()).unwrap();
-    let completed =
-        chrono::DateTime::parse_from_rfc3339(done["completed_at"].as_str().unwrap()).unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(done["created_at"].as_str().unwrap()).unwrap();
+    let completed = chrono::DateTime::parse_from_rfc3339(done["completed_at"].as_str().unwrap()).unwrap();
     assert!(completed >= created);
     let id = done["batch_id"].as_str().unwrap();
     let url = done["download_url"].as_str().unwrap();
@@ -149,15 +144,9 @@ async fn result_file_is_gzip_jsonl_with_one_line_per_identifier() {
     let done = env.run_job(&ids).await;
     let resp = env.download(done["download_url"].as_str().unwrap()).await;
     assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers().get("content-encoding").is_none(),
-        "no Content-Encoding"
-    );
+    assert!(resp.headers().get("content-encoding").is_none(), "no Content-Encoding");
     let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(
-        ct == "application/octet-stream" || ct == "application/gzip",
-        "{ct}"
-    );
+    assert!(ct == "application/octet-stream" || ct == "application/gzip", "{ct}");
     let bytes = resp.bytes().await.unwrap();
     assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
     let lines: Vec<Value> = gunzip(&bytes)
@@ -191,10 +180,7 @@ async fn result_file_is_gzip_jsonl_with_one_line_per_identifier() {
         }
     }
     assert_eq!(done["result_count"], matched);
-    assert!(
-        matched > 5 && matched < 37,
-        "match_rate 0.5 gave {matched}/42"
-    );
+    assert!(matched > 5 && matched < 37, "match_rate 0.5 gave {matched}/42");
 }
 
 #[tokio::test]
@@ -231,9 +217,7 @@ async fn lines_are_shuffled_deterministically_and_persons_are_stable() {
     };
     let lines1 = env.download_lines(url).await;
     let done2 = env.run_job(&["ORDER.7@EXAMPLE7.COM".to_string()]).await;
-    let lines2 = env
-        .download_lines(done2["download_url"].as_str().unwrap())
-        .await;
+    let lines2 = env.download_lines(done2["download_url"].as_str().unwrap()).await;
     assert_eq!(
         person_of(&lines1, "order.7@example7.com"),
         person_of(&lines2, "ORDER.7@EXAMPLE7.COM"),
@@ -263,47 +247,26 @@ async fn profile_urls_and_directory_file_people() {
     })
     .await;
     let done = env
-        .run_job(&[
-            "known@corp.com".to_string(),
-            "stranger@corp.com".to_string(),
-        ])
+        .run_job(&["known@corp.com".to_string(), "stranger@corp.com".to_string()])
         .await;
     assert_eq!(done["result_count"], 1);
-    let lines = env
-        .download_lines(done["download_url"].as_str().unwrap())
-        .await;
-    let known = lines
-        .iter()
-        .find(|l| l["matched_on"] == "known@corp.com")
-        .unwrap();
-    assert_eq!(
-        known["matches"][0]["person_data"]["crustdata_person_id"],
-        777
-    );
+    let lines = env.download_lines(done["download_url"].as_str().unwrap()).await;
+    let known = lines.iter().find(|l| l["matched_on"] == "known@corp.com").unwrap();
+    assert_eq!(known["matches"][0]["person_data"]["crustdata_person_id"], 777);
     assert_eq!(known["matches"][0]["person_data"]["extra"], true);
-    let stranger = lines
-        .iter()
-        .find(|l| l["matched_on"] == "stranger@corp.com")
-        .unwrap();
+    let stranger = lines.iter().find(|l| l["matched_on"] == "stranger@corp.com").unwrap();
     assert_eq!(stranger["matches"], json!([]));
 
     let sub: Value = env
-        .submit(
-            json!({ "professional_network_profile_urls": ["https://www.linkedin.com/in/known"] }),
-        )
+        .submit(json!({ "professional_network_profile_urls": ["https://www.linkedin.com/in/known"] }))
         .await
         .json()
         .await
         .unwrap();
     let done = env.wait_done(sub["batch_id"].as_str().unwrap()).await;
-    let lines = env
-        .download_lines(done["download_url"].as_str().unwrap())
-        .await;
+    let lines = env.download_lines(done["download_url"].as_str().unwrap()).await;
     assert_eq!(lines[0]["match_type"], "professional_network_profile_url");
-    assert_eq!(
-        lines[0]["matches"][0]["person_data"]["crustdata_person_id"],
-        888
-    );
+    assert_eq!(lines[0]["matches"][0]["person_data"]["crustdata_person_id"], 888);
 }
 
 #[tokio::test]
@@ -316,9 +279,7 @@ async fn failed_jobs_carry_error_message_and_are_not_billed() {
     .await;
     let done = env.run_job(&emails("fail", 3)).await;
     assert_eq!(done["status"], "failed");
-    assert!(done["error_message"]
-        .as_str()
-        .is_some_and(|m| !m.is_empty()));
+    assert!(done["error_message"].as_str().is_some_and(|m| !m.is_empty()));
     assert!(done.get("download_url").is_none());
     assert!(done.get("download_urls").is_none());
     let stats = env.sim.stats();
@@ -336,11 +297,7 @@ async fn completion_is_billed_without_polling() {
     })
     .await;
     env.submit_ok(&emails("bill", 7)).await;
-    assert_eq!(
-        env.sim.stats().credits_charged,
-        0,
-        "not billed before completion"
-    );
+    assert_eq!(env.sim.stats().credits_charged, 0, "not billed before completion");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = env.sim.stats();
     assert_eq!(stats.jobs_completed, 1);
@@ -388,11 +345,6 @@ async fn finished_jobs_are_forgotten_after_retention() {
     let id = done["batch_id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(env.poll(id).await.0, 404);
-    assert_eq!(
-        env.download(done["download_url"].as_str().unwrap())
-            .await
-            .status(),
-        404
-    );
+    assert_eq!(env.download(done["download_url"].as_str().unwrap()).await.status(), 404);
     assert_eq!(env.sim.stats().jobs_forgotten, 1);
 }

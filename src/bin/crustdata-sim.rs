@@ -245,8 +245,7 @@ mod tests {
 
     #[test]
     fn api_keys_are_repeatable_and_comma_separated() {
-        let cfg =
-            Cli::parse_from(["crustdata-sim", "--api-key", "a", "--api-key", "b,c"]).into_config();
+        let cfg = Cli::parse_from(["crustdata-sim", "--api-key", "a", "--api-key", "b,c"]).into_config();
         assert_eq!(cfg.api_keys, vec!["a", "b", "c"]);
     }
 }

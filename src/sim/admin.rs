@@ -19,15 +19,10 @@ pub(crate) async fn stats(State(shared): State<Arc<Shared>>) -> Json<SimStats> {
 }
 
 /// `POST /_sim/config`: applies a JSON patch; unknown fields or bad values -> 400.
-pub(crate) async fn config(
-    State(shared): State<Arc<Shared>>,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn config(State(shared): State<Arc<Shared>>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let patch: ConfigPatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid(format!("invalid config patch: {e}"), json!({})))?;
-    patch
-        .validate()
-        .map_err(|m| ApiError::invalid(m, json!({})))?;
+    patch.validate().map_err(|m| ApiError::invalid(m, json!({})))?;
     shared.update(|cfg| patch.apply(cfg));
     tracing::info!("configuration updated via /_sim/config");
     Ok(Json(json!({ "ok": true })))

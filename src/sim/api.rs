@@ -27,21 +27,11 @@ use super::webhook;
 const HISTORY_SEED: u64 = 0x5EED_0F1D;
 
 /// Authenticates and applies the per-endpoint request-rate limit.
-fn admit(
-    shared: &Shared,
-    cfg: &SimConfig,
-    headers: &HeaderMap,
-    ep: Endpoint,
-) -> Result<Arc<str>, ApiError> {
+fn admit(shared: &Shared, cfg: &SimConfig, headers: &HeaderMap, ep: Endpoint) -> Result<Arc<str>, ApiError> {
     let key = match shared.authenticate(headers, cfg) {
         Ok(key) => key,
         Err(e) => {
-            shared
-                .store
-                .lock()
-                .expect("store lock")
-                .stats
-                .unauthorized_401 += 1;
+            shared.store.lock().expect("store lock").stats.unauthorized_401 += 1;
             return Err(e);
         }
     };
@@ -51,11 +41,7 @@ fn admit(
 }
 
 /// `POST /batch/person/identify`.
-pub(crate) async fn submit(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let cfg = shared.config();
     match submit_inner(&shared, &cfg, &headers, &body) {
         Ok(v) => (StatusCode::OK, Json(v)).into_response(),
@@ -79,12 +65,7 @@ pub(crate) async fn submit(
     }
 }
 
-fn submit_inner(
-    shared: &Arc<Shared>,
-    cfg: &SimConfig,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Value, ApiError> {
+fn submit_inner(shared: &Arc<Shared>, cfg: &SimConfig, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let key = admit(shared, cfg, headers, Endpoint::Submit)?;
     let version = headers.get("x-api-version").and_then(|v| v.to_str().ok());
     if version.map(str::trim) != Some(cfg.api_version.as_str()) {
@@ -100,10 +81,7 @@ fn submit_inner(
     for ident in &req.identifiers {
         let h = identifier_hash(HISTORY_SEED, ident);
         distinct_hashes.push(h);
-        if shared
-            .directory
-            .matches(req.kind, cfg.seed, cfg.match_rate, ident)
-        {
+        if shared.directory.matches(req.kind, cfg.seed, cfg.match_rate, ident) {
             matched_hashes.push(h);
         }
     }
@@ -118,12 +96,11 @@ fn submit_inner(
         distinct_hashes,
         any_unmatched,
     };
-    let (result, finished) =
-        shared
-            .store
-            .lock()
-            .expect("store lock")
-            .submit(&key, new, cfg, Instant::now());
+    let (result, finished) = shared
+        .store
+        .lock()
+        .expect("store lock")
+        .submit(&key, new, cfg, Instant::now());
     webhook::dispatch(shared, finished);
     let job = result?;
     tracing::debug!(batch_id = %job.id, identifiers = job.identifiers.len(), "job accepted");
@@ -152,11 +129,7 @@ pub(crate) async fn poll(
     let now = Instant::now();
     let not_found = || ApiError::NotFound(format!("batch job {batch_id} not found"));
     let (job, finished) = match Uuid::parse_str(&batch_id) {
-        Ok(id) => shared
-            .store
-            .lock()
-            .expect("store lock")
-            .poll(&key, id, now, &cfg),
+        Ok(id) => shared.store.lock().expect("store lock").poll(&key, id, now, &cfg),
         Err(_) => (None, None),
     };
     webhook::dispatch(&shared, finished.into_iter().collect());
@@ -205,9 +178,10 @@ pub(crate) async fn list(
     };
     let cursor = match query.get("cursor").map(String::as_str) {
         None | Some("") => None,
-        Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
-            ApiError::invalid("cursor is not a valid cursor", json!({ "param": "cursor" }))
-        })?),
+        Some(raw) => Some(
+            raw.parse::<u64>()
+                .map_err(|_| ApiError::invalid("cursor is not a valid cursor", json!({ "param": "cursor" })))?,
+        ),
     };
     inject_500(&shared, cfg.error_rate_list)?;
     let now = Instant::now();
@@ -221,10 +195,7 @@ pub(crate) async fn list(
     } else {
         None
     };
-    let views: Vec<Value> = jobs
-        .iter()
-        .map(|j| status_json(&shared, &cfg, j, now))
-        .collect();
+    let views: Vec<Value> = jobs.iter().map(|j| status_json(&shared, &cfg, j, now)).collect();
     Ok(Json(
         json!({ "jobs": views, "next_cursor": next_cursor, "has_more": has_more }),
     ))

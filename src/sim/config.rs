@@ -137,10 +137,7 @@ impl fmt::Debug for SimConfig {
         f.debug_struct("SimConfig")
             .field("listen", &self.listen)
             .field("public_url", &self.public_url)
-            .field(
-                "api_keys",
-                &format_args!("<{} redacted>", self.api_keys.len()),
-            )
+            .field("api_keys", &format_args!("<{} redacted>", self.api_keys.len()))
             .field("api_version", &self.api_version)
             .field("max_identifiers", &self.max_identifiers)
             .field("max_active_jobs", &self.max_active_jobs)

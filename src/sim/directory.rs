@@ -88,15 +88,15 @@ pub struct Directory {
 impl Directory {
     /// Loads lines `{"email": .., "profile_url": .., "person_data": {..}}` (either key).
     pub fn load(path: &Path) -> anyhow::Result<Directory> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading directory file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading directory file {}", path.display()))?;
         let mut dir = Directory::default();
         for (no, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(line)
-                .with_context(|| format!("{}:{}: invalid JSON", path.display(), no + 1))?;
+            let v: Value =
+                serde_json::from_str(line).with_context(|| format!("{}:{}: invalid JSON", path.display(), no + 1))?;
             let person = v
                 .get("person_data")
                 .filter(|p| p.is_object())
@@ -143,18 +143,11 @@ impl Directory {
 
     /// Whether `identifier` resolves to a person under `(seed, match_rate)`.
     pub fn matches(&self, kind: MatchType, seed: u64, match_rate: f64, identifier: &str) -> bool {
-        self.lookup(kind, identifier).is_some()
-            || unit_float(identifier_hash(seed, identifier)) < match_rate
+        self.lookup(kind, identifier).is_some() || unit_float(identifier_hash(seed, identifier)) < match_rate
     }
 
     /// Renders the result line of one submitted identifier.
-    pub fn render_line(
-        &self,
-        kind: MatchType,
-        seed: u64,
-        match_rate: f64,
-        identifier: &str,
-    ) -> String {
+    pub fn render_line(&self, kind: MatchType, seed: u64, match_rate: f64, identifier: &str) -> String {
         let matches = if let Some(person) = self.lookup(kind, identifier) {
             json!([{ "confidence_score": 1.0, "person_data": person.as_ref() }])
         } else {
@@ -175,9 +168,8 @@ impl Directory {
 }
 
 const FIRST: &[&str] = &[
-    "Ava", "Ben", "Chloe", "Daniel", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Keiko",
-    "Liam", "Maya", "Noah", "Olivia", "Priya", "Quinn", "Rafael", "Sofia", "Tariq", "Uma",
-    "Victor", "Wen", "Ximena", "Yusuf", "Zoe",
+    "Ava", "Ben", "Chloe", "Daniel", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Keiko", "Liam", "Maya",
+    "Noah", "Olivia", "Priya", "Quinn", "Rafael", "Sofia", "Tariq", "Uma", "Victor", "Wen", "Ximena", "Yusuf", "Zoe",
 ];
 const LAST: &[&str] = &[
     "Anderson",
@@ -249,8 +241,7 @@ fn company_for(kind: MatchType, h: u64, identifier: &str) -> String {
 
 /// A synthetic, deterministic match derived from the identifier's hash.
 fn synthetic_match(kind: MatchType, h: u64, identifier: &str) -> Value {
-    let pick =
-        |salt: u64, list: &[&'static str]| list[(mix64(h ^ salt) % list.len() as u64) as usize];
+    let pick = |salt: u64, list: &[&'static str]| list[(mix64(h ^ salt) % list.len() as u64) as usize];
     let name = format!("{} {}", pick(1, FIRST), pick(2, LAST));
     let title = pick(3, TITLES);
     let company = company_for(kind, h, identifier);

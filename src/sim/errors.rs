@@ -86,9 +86,9 @@ impl ApiError {
             ApiError::InsufficientCredits { remaining } => {
                 json!({ "credits_remaining": remaining })
             }
-            ApiError::RateLimited {
-                limit, reset_secs, ..
-            } => json!({ "limit": limit, "remaining": 0, "reset": reset_secs }),
+            ApiError::RateLimited { limit, reset_secs, .. } => {
+                json!({ "limit": limit, "remaining": 0, "reset": reset_secs })
+            }
             _ => json!({}),
         }
     }
@@ -104,10 +104,7 @@ impl IntoResponse for ApiError {
             }
         });
         let mut resp = (self.status(), axum::Json(body)).into_response();
-        if let ApiError::RateLimited {
-            limit, reset_secs, ..
-        } = &self
-        {
+        if let ApiError::RateLimited { limit, reset_secs, .. } = &self {
             let h = resp.headers_mut();
             h.insert("x-ratelimit-limit", HeaderValue::from(*limit));
             h.insert("x-ratelimit-remaining", HeaderValue::from(0u64));
@@ -157,10 +154,7 @@ impl IntoResponse for S3Error {
         );
         (
             status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/xml"),
-            )],
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"))],
             body,
         )
             .into_response()

@@ -37,27 +37,17 @@ pub(crate) struct Links {
 impl Links {
     /// A signer with a random secret.
     pub fn new() -> Links {
-        Links {
-            secret: rand::random(),
-        }
+        Links { secret: rand::random() }
     }
 
     fn signature(&self, id: &Uuid, name: &str, date: &str, expires: &str) -> Vec<u8> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length");
         mac.update(format!("{id}/{name}\n{date}\n{expires}").as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
 
     /// An absolute pre-signed URL for object `name` of job `id`.
-    pub fn presign(
-        &self,
-        base: &str,
-        id: &Uuid,
-        name: &str,
-        signed_at: DateTime<Utc>,
-        ttl: Duration,
-    ) -> String {
+    pub fn presign(&self, base: &str, id: &Uuid, name: &str, signed_at: DateTime<Utc>, ttl: Duration) -> String {
         let date = signed_at.format(AMZ_DATE).to_string();
         let expires = ttl.as_secs().to_string();
         let sig = hex::encode(self.signature(id, name, &date, &expires));
@@ -69,11 +59,9 @@ impl Links {
 
     /// Checks signature then expiry of a download request's query.
     fn verify(&self, id: &Uuid, name: &str, q: &HashMap<String, String>) -> Result<(), S3Error> {
-        let (Some(date), Some(expires), Some(sig)) = (
-            q.get("X-Amz-Date"),
-            q.get("X-Amz-Expires"),
-            q.get("X-Amz-Signature"),
-        ) else {
+        let (Some(date), Some(expires), Some(sig)) =
+            (q.get("X-Amz-Date"), q.get("X-Amz-Expires"), q.get("X-Amz-Signature"))
+        else {
             return Err(S3Error::SignatureDoesNotMatch);
         };
         let given = hex::decode(sig).map_err(|_| S3Error::SignatureDoesNotMatch)?;
@@ -84,9 +72,7 @@ impl Links {
         let signed = NaiveDateTime::parse_from_str(date, AMZ_DATE)
             .map_err(|_| S3Error::SignatureDoesNotMatch)?
             .and_utc();
-        let ttl: i64 = expires
-            .parse()
-            .map_err(|_| S3Error::SignatureDoesNotMatch)?;
+        let ttl: i64 = expires.parse().map_err(|_| S3Error::SignatureDoesNotMatch)?;
         if Utc::now() > signed + chrono::Duration::seconds(ttl) {
             return Err(S3Error::Expired);
         }
@@ -97,9 +83,7 @@ impl Links {
 /// Object names of a job with `lines` result lines: the parts of `download_urls`.
 pub(crate) fn part_names(lines: usize, lines_per_part: usize) -> Vec<String> {
     let parts = lines.div_ceil(lines_per_part.max(1)).max(1);
-    (0..parts)
-        .map(|i| format!("part-{i:03}.jsonl.gz"))
-        .collect()
+    (0..parts).map(|i| format!("part-{i:03}.jsonl.gz")).collect()
 }
 
 /// Index range of the shuffled lines held by object `name`, if it exists.
@@ -107,11 +91,7 @@ fn object_range(name: &str, lines: usize, lines_per_part: usize) -> Option<std::
     if name == WHOLE_FILE {
         return Some(0..lines);
     }
-    let idx: usize = name
-        .strip_prefix("part-")?
-        .strip_suffix(".jsonl.gz")?
-        .parse()
-        .ok()?;
+    let idx: usize = name.strip_prefix("part-")?.strip_suffix(".jsonl.gz")?.parse().ok()?;
     let lpp = lines_per_part.max(1);
     let start = idx.checked_mul(lpp)?;
     (start < lines || (idx == 0 && lines == 0)).then(|| start..(start + lpp).min(lines))
@@ -161,12 +141,7 @@ pub(crate) async fn download(
             serve(bytes, slow)
         }
         Err(e) => {
-            shared
-                .store
-                .lock()
-                .expect("store lock")
-                .stats
-                .download_errors += 1;
+            shared.store.lock().expect("store lock").stats.download_errors += 1;
             e.into_response()
         }
     }
@@ -196,15 +171,9 @@ fn prepare(
         }
         let job = store.get(&id).ok_or(S3Error::NoSuchKey)?;
         let damage = Damage {
-            missing_line: store
-                .chance(cfg.missing_line_rate)
-                .then(|| store.below(u64::MAX)),
-            corrupt: store
-                .chance(cfg.corrupt_rate)
-                .then(|| store.below(u64::MAX)),
-            truncate: store
-                .chance(cfg.truncate_rate)
-                .then(|| store.below(u64::MAX)),
+            missing_line: store.chance(cfg.missing_line_rate).then(|| store.below(u64::MAX)),
+            corrupt: store.chance(cfg.corrupt_rate).then(|| store.below(u64::MAX)),
+            truncate: store.chance(cfg.truncate_rate).then(|| store.below(u64::MAX)),
         };
         if damage.missing_line.is_some() || damage.corrupt.is_some() || damage.truncate.is_some() {
             store.stats.downloads_damaged += 1;
@@ -215,8 +184,7 @@ fn prepare(
         Phase::Completed { result_count, .. } if result_count > 0 => {}
         _ => return Err(S3Error::NoSuchKey),
     }
-    let range =
-        object_range(name, job.identifiers.len(), cfg.lines_per_part).ok_or(S3Error::NoSuchKey)?;
+    let range = object_range(name, job.identifiers.len(), cfg.lines_per_part).ok_or(S3Error::NoSuchKey)?;
     let mut lines = render_lines(shared, &job);
     lines.truncate(range.end);
     lines.drain(..range.start);

@@ -145,13 +145,7 @@ impl Store {
     }
 
     /// Enforces the per-key, per-endpoint requests-per-minute limit.
-    pub fn check_rate(
-        &mut self,
-        key: &Arc<str>,
-        ep: Endpoint,
-        limit: u32,
-        now: Instant,
-    ) -> Result<(), ApiError> {
+    pub fn check_rate(&mut self, key: &Arc<str>, ep: Endpoint, limit: u32, now: Instant) -> Result<(), ApiError> {
         if limit == 0 {
             return Ok(());
         }
@@ -161,9 +155,7 @@ impl Store {
             q.pop_front();
         }
         if q.len() >= limit as usize {
-            let reset = q
-                .front()
-                .map_or(window, |t| window - now.duration_since(*t));
+            let reset = q.front().map_or(window, |t| window - now.duration_since(*t));
             self.stats.rate_limited_429 += 1;
             self.stats.rate_limited_rpm += 1;
             return Err(ApiError::RateLimited {
@@ -240,10 +232,7 @@ impl Store {
             if now.duration_since(created) < retention {
                 break;
             }
-            let still_active = self
-                .jobs
-                .get(&id)
-                .is_some_and(|j| matches!(j.phase, Phase::Active));
+            let still_active = self.jobs.get(&id).is_some_and(|j| matches!(j.phase, Phase::Active));
             if still_active {
                 break;
             }
@@ -259,14 +248,8 @@ impl Store {
 
     /// Finishes the due active jobs of one key.
     fn settle_key(&mut self, key: &Arc<str>, now: Instant, cfg: &SimConfig) -> Vec<Finished> {
-        let ids: Vec<Uuid> = self
-            .keys
-            .get(key)
-            .map(|k| k.active.clone())
-            .unwrap_or_default();
-        ids.into_iter()
-            .filter_map(|id| self.finish(id, now, cfg))
-            .collect()
+        let ids: Vec<Uuid> = self.keys.get(key).map(|k| k.active.clone()).unwrap_or_default();
+        ids.into_iter().filter_map(|id| self.finish(id, now, cfg)).collect()
     }
 
     /// Creates a job after the fault, credit and active-job checks.
@@ -301,10 +284,7 @@ impl Store {
             self.stats.rate_limited_429 += 1;
             self.stats.rate_limited_active_jobs += 1;
             let err = ApiError::RateLimited {
-                message: format!(
-                    "too many active batch jobs: at most {} per user",
-                    cfg.max_active_jobs
-                ),
+                message: format!("too many active batch jobs: at most {} per user", cfg.max_active_jobs),
                 limit: cfg.max_active_jobs as u64,
                 reset_secs: ceil_secs(earliest.saturating_duration_since(now)),
             };
@@ -318,8 +298,7 @@ impl Store {
         }
         let jitter = cfg.jitter.as_secs_f64() * self.rng.random::<f64>();
         let scale = cfg.latency_scale.max(0.0);
-        let total = Duration::try_from_secs_f64((total.as_secs_f64() + jitter) * scale)
-            .unwrap_or(Duration::MAX / 4);
+        let total = Duration::try_from_secs_f64((total.as_secs_f64() + jitter) * scale).unwrap_or(Duration::MAX / 4);
         let pending = Duration::try_from_secs_f64(cfg.pending_time.as_secs_f64() * scale)
             .unwrap_or(Duration::MAX / 4)
             .min(total);
@@ -365,13 +344,7 @@ impl Store {
     }
 
     /// Looks up a job of `key`, finishing it first if its time has come.
-    pub fn poll(
-        &mut self,
-        key: &str,
-        id: Uuid,
-        now: Instant,
-        cfg: &SimConfig,
-    ) -> (Option<Job>, Option<Finished>) {
+    pub fn poll(&mut self, key: &str, id: Uuid, now: Instant, cfg: &SimConfig) -> (Option<Job>, Option<Finished>) {
         let finished = self.finish(id, now, cfg);
         let job = self.jobs.get(&id).filter(|j| &*j.key == key).cloned();
         (job, finished)

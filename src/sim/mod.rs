@@ -64,10 +64,7 @@ impl SimHandle {
             let shutdown = async move {
                 let _ = server_rx.changed().await;
             };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
                 tracing::error!(error = %e, "simulator server failed");
             }
         });
@@ -113,10 +110,7 @@ impl SimHandle {
         let _ = self.stop.send(true);
         let _ = self.sweeper.await;
         let mut server = self.server;
-        if tokio::time::timeout(Duration::from_secs(3), &mut server)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(3), &mut server).await.is_err() {
             server.abort();
         }
         tracing::info!(addr = %self.addr, "crustdata simulator stopped");

@@ -36,11 +36,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Builds the state; `bound_base` is the listener's `http://ADDR`.
-    pub fn new(
-        config: SimConfig,
-        directory: Directory,
-        bound_base: String,
-    ) -> anyhow::Result<Shared> {
+    pub fn new(config: SimConfig, directory: Directory, bound_base: String) -> anyhow::Result<Shared> {
         let http = reqwest::Client::builder()
             .user_agent("crustdata-sim-webhook/1")
             .build()?;
@@ -86,8 +82,7 @@ impl Shared {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
                 let (scheme, rest) = v.trim().split_once(' ')?;
-                let ok =
-                    scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
+                let ok = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
                 ok.then(|| rest.trim())
             })
             .filter(|k| !k.is_empty());
@@ -100,9 +95,7 @@ impl Shared {
                 found = Some(key);
             }
         }
-        found
-            .map(|k| Arc::from(k.as_str()))
-            .ok_or(ApiError::Unauthorized)
+        found.map(|k| Arc::from(k.as_str())).ok_or(ApiError::Unauthorized)
     }
 }
 

@@ -36,18 +36,11 @@ pub fn parse_submit(body: &[u8], max: usize) -> Result<SubmitRequest, ApiError> 
         )
     })?;
     let Value::Object(obj) = value else {
-        return Err(ApiError::invalid(
-            "request body must be a JSON object",
-            json!({}),
-        ));
+        return Err(ApiError::invalid("request body must be a JSON object", json!({})));
     };
     let present: Vec<(&str, MatchType, &Value)> = IDENTIFIER_FIELDS
         .iter()
-        .filter_map(|(name, kind)| {
-            obj.get(*name)
-                .filter(|v| !v.is_null())
-                .map(|v| (*name, *kind, v))
-        })
+        .filter_map(|(name, kind)| obj.get(*name).filter(|v| !v.is_null()).map(|v| (*name, *kind, v)))
         .collect();
     let accepted: Vec<&str> = IDENTIFIER_FIELDS.iter().map(|(n, _)| *n).collect();
     let (field, kind, list) = match present.as_slice() {

@@ -53,11 +53,7 @@ pub(crate) fn status_json(shared: &Shared, cfg: &SimConfig, job: &Job, now: Inst
             result_count,
         } => {
             let base = shared.public_base(cfg);
-            let sign = |name: &str| {
-                shared
-                    .links
-                    .presign(&base, &job.id, name, *completed_at, cfg.link_ttl)
-            };
+            let sign = |name: &str| shared.links.presign(&base, &job.id, name, *completed_at, cfg.link_ttl);
             let parts: Vec<String> = part_names(job.identifiers.len(), cfg.lines_per_part)
                 .iter()
                 .map(|p| sign(p))

@@ -18,15 +18,11 @@ pub const SIGNATURE_HEADER: &str = "x-crustdata-signature";
 /// The `x-crustdata-signature` value: `t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
 /// keyed by the job's API key.
 pub fn webhook_signature(api_key: &str, unix_time: i64, body: &[u8]) -> String {
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(api_key.as_bytes()).expect("HMAC accepts any key length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(api_key.as_bytes()).expect("HMAC accepts any key length");
     mac.update(unix_time.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!(
-        "t={unix_time},v1={}",
-        hex::encode(mac.finalize().into_bytes())
-    )
+    format!("t={unix_time},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Logs finished jobs and sends the webhooks of those that asked for one.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -150,22 +150,6 @@ impl ConsumerContext for SourceContext {
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
     }
-
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        self.metrics.commit(result.is_ok());
-        match result {
-            Ok(()) => {
-                let mut t = self.tracker.lock().expect("tracker");
-                for e in offsets.elements() {
-                    if let Offset::Offset(o) = e.offset() {
-                        t.mark_committed(&(Arc::from(e.topic()), e.partition()), o);
-                    }
-                }
-            }
-            Err(KafkaError::ConsumerCommit(rdkafka::error::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => warn!(error = %e, "offset commit failed; will retry"),
-        }
-    }
 }
 
 /// Settings of the consumer thread.
@@ -218,7 +202,9 @@ pub fn spawn(parts: SourceParts) -> Result<JoinHandle<Result<(), String>>, Kafka
         .map_err(|e| KafkaError::Subscription(format!("cannot start consumer thread: {e}")))
 }
 
-fn commit_safe(consumer: &BaseConsumer<SourceContext>, tracker: &Mutex<OffsetTracker>, mode: CommitMode) {
+/// Commits every partition's safe offset that moved. Synchronous: a commit
+/// is a round trip every `kafka.commit_interval`, and its outcome is known.
+fn commit_safe(consumer: &BaseConsumer<SourceContext>, tracker: &Mutex<OffsetTracker>) {
     let candidates = tracker.lock().expect("tracker").commit_candidates();
     if candidates.is_empty() {
         return;
@@ -227,17 +213,16 @@ fn commit_safe(consumer: &BaseConsumer<SourceContext>, tracker: &Mutex<OffsetTra
     for ((topic, partition), off) in &candidates {
         let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
     }
-    if let Err(e) = consumer.commit(&tpl, mode) {
-        warn!(error = %e, "offset commit failed; will retry");
-        if matches!(mode, CommitMode::Sync) {
-            consumer.context().metrics.commit(false);
+    let result = consumer.commit(&tpl, CommitMode::Sync);
+    consumer.context().metrics.commit(result.is_ok());
+    match result {
+        Ok(()) => {
+            let mut t = tracker.lock().expect("tracker");
+            for (tp, off) in &candidates {
+                t.mark_committed(tp, *off);
+            }
         }
-    } else if matches!(mode, CommitMode::Sync) {
-        consumer.context().metrics.commit(true);
-        let mut t = tracker.lock().expect("tracker");
-        for (tp, off) in &candidates {
-            t.mark_committed(tp, *off);
-        }
+        Err(e) => warn!(error = %e, "offset commit failed; will retry"),
     }
 }
 
@@ -249,7 +234,7 @@ fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), Stri
     let high_bytes = p.cfg.max_in_flight_bytes;
     loop {
         if p.control.close.load(Ordering::Relaxed) {
-            commit_safe(&consumer, &p.tracker, CommitMode::Sync);
+            commit_safe(&consumer, &p.tracker);
             info!("leaving the consumer group");
             drop(consumer); // closes: revoke callback commits what is safe
             return Ok(());
@@ -282,7 +267,7 @@ fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), Stri
             }
         }
         if last_commit.elapsed() >= p.cfg.commit_interval {
-            commit_safe(&consumer, &p.tracker, CommitMode::Async);
+            commit_safe(&consumer, &p.tracker);
             last_commit = Instant::now();
         }
         let msg = match consumer.poll(Duration::from_millis(100)) {

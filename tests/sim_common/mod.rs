@@ -43,9 +43,7 @@ pub async fn start(cfg: SimConfig) -> Env {
 
 /// `n` distinct emails with a prefix.
 pub fn emails(prefix: &str, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| format!("{prefix}.{i}@example{i}.com"))
-        .collect()
+    (0..n).map(|i| format!("{prefix}.{i}@example{i}.com")).collect()
 }
 
 impl Env {
@@ -113,8 +111,7 @@ impl Env {
     /// Submits emails and waits for the job to finish.
     pub async fn run_job(&self, ids: &[String]) -> Value {
         let sub = self.submit_ok(ids).await;
-        self.wait_done(sub["batch_id"].as_str().expect("batch_id"))
-            .await
+        self.wait_done(sub["batch_id"].as_str().expect("batch_id")).await
     }
 
     /// Downloads an absolute URL without any Authorization header.
