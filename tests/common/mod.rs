@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod proc;
 
 use std::time::Duration;
 
@@ -140,6 +141,13 @@ pub fn event(email: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"email": email, "source": "test"})).unwrap()
 }
 
+/// `n` events with distinct emails (`{tag}{i}@example{i % 13}.com`).
+pub fn emails(n: usize, tag: &str) -> kafka::Records {
+    (0..n)
+        .map(|i| (None, event(&format!("{tag}{i}@example{}.com", i % 13))))
+        .collect()
+}
+
 /// Checks the at-least-once bookkeeping after a run: every input record at
 /// an offset below the committed offset has an output or a dead letter;
 /// returns (outputs, dead letters, duplicates, lost) over all input records.
@@ -181,6 +189,37 @@ pub struct Audit {
 }
 
 impl Audit {
+    /// The one line a chaos, hostile-input or security scenario prints:
+    /// `RESULT <scenario>: inputs=N lost=N duplicates=N dead_lettered=N recover_secs=X`.
+    pub fn result_line(&self, scenario: &str, recover_secs: f64) -> String {
+        format!(
+            "RESULT {scenario}: inputs={} lost={} duplicates={} dead_lettered={} recover_secs={recover_secs:.1}",
+            self.inputs,
+            self.lost.len(),
+            self.duplicates,
+            self.dlq.len(),
+        )
+    }
+
+    /// Dead letters counted by their `identify.error.reason` header.
+    pub fn dlq_reasons(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut by = std::collections::BTreeMap::new();
+        for r in &self.dlq {
+            *by.entry(r.header("identify.error.reason").to_string()).or_insert(0) += 1;
+        }
+        by
+    }
+
+    /// Panics with the first lost offsets unless nothing was lost.
+    pub fn assert_nothing_lost(&self, scenario: &str) {
+        assert!(
+            self.lost.is_empty(),
+            "{scenario}: {} records lost, first {:?}",
+            self.lost.len(),
+            &self.lost[..self.lost.len().min(10)]
+        );
+    }
+
     pub fn summary(&self, name: &str) -> String {
         format!(
             "{name}: inputs={} outputs={} dead_lettered={} lost={} duplicates={}",
