@@ -19,10 +19,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// The test configuration with a 3 s session timeout, so that the group
 /// notices a SIGKILLed member quickly.
 fn chaos_toml(topics: &Topics, base_url: &str) -> String {
-    common::toml_for(topics, base_url).replace(
-        r#""session.timeout.ms" = "6000""#,
-        r#""session.timeout.ms" = "3000""#,
-    )
+    common::toml_for(topics, base_url).replace(r#""session.timeout.ms" = "6000""#, r#""session.timeout.ms" = "3000""#)
 }
 
 fn committed_sum(topics: &Topics) -> i64 {
@@ -79,9 +76,7 @@ async fn crash_sigkill_three_times_at_random_moments_loses_nothing() {
         committed_at_kill = committed_sum(&topics);
         let outputs = kafka::end_offsets(&topics.output, 3).iter().sum::<i64>()
             + kafka::end_offsets(&topics.dlq, 1).iter().sum::<i64>();
-        println!(
-            "crash: SIGKILL {round} after {after:?}: outputs={outputs} committed={committed_at_kill}"
-        );
+        println!("crash: SIGKILL {round} after {after:?}: outputs={outputs} committed={committed_at_kill}");
         outputs_after_kill.push(outputs);
     }
     assert!(
@@ -147,7 +142,10 @@ async fn group_churn_chaos_monkey_kills_and_restarts_members_loses_nothing() {
         members[victim] = Some(ConnectorProc::start(&cfg, &logs[victim], "warn", &[]));
         last_restart = Instant::now();
     }
-    assert!(kills >= 3, "the monkey struck at least 3 times during the run (struck {kills})");
+    assert!(
+        kills >= 3,
+        "the monkey struck at least 3 times during the run (struck {kills})"
+    );
     let recover = wait_commit_progress(&topics, committed_at_kill, last_restart).await;
     common::wait_done(&topics, Duration::from_secs(150)).await;
     for (i, m) in members.into_iter().enumerate() {
@@ -229,4 +227,62 @@ async fn api_faults_everywhere_every_record_resolved_or_dead_lettered_with_reaso
         common::metric(&metrics, "identify_jobs_resubmitted_total") > 0.0,
         "failed jobs were resubmitted"
     );
+}
+
+/// Regression: a rebalance while the in-flight budget has every partition
+/// paused. librdkafka keeps an application pause across revoke and
+/// re-assignment; the consumer loop used to "resume" the empty assignment
+/// between the two and then never resume the partitions it got back, so
+/// the connector stalled for good (first seen when the broker restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalance_while_paused_resumes_the_partitions_assigned_back() {
+    let _serial = SERIAL.lock().await;
+    const N: usize = 1500;
+    let sim = common::start_sim(|c| {
+        c.base_time = Duration::from_secs(2);
+        c.jitter = Duration::ZERO;
+    })
+    .await;
+    let topics = Topics::create("pausedrebalance", 2).await;
+    let other = kafka::unique("pausedrebalance-other");
+    kafka::create_topics(&[(&other, 1)]).await;
+    kafka::produce(&topics.input, 2, &common::emails(N, "paused")).await;
+    let mut cfg = common::config(&topics, &sim.base_url());
+    cfg.kafka.max_in_flight = 300;
+    let connector = Connector::start(cfg).await;
+    kafka::wait_for("partitions paused by the budget", Duration::from_secs(30), || {
+        common::metric(&connector.metrics(), "identify_paused_partitions") > 0.0
+    })
+    .await;
+
+    // Another member joins the group (subscribed to another topic): an eager
+    // rebalance revokes both partitions and assigns them straight back.
+    let assigns = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with(r#"identify_rebalances_total{kind="assign"}"#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = assigns(&connector.metrics());
+    let intruder: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka::bootstrap())
+        .set("group.id", &topics.group)
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    rdkafka::consumer::Consumer::subscribe(&intruder, &[other.as_str()]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while assigns(&connector.metrics()) <= before {
+        assert!(Instant::now() < deadline, "the connector was never re-assigned");
+        let _ = intruder.poll(Duration::from_millis(100));
+    }
+    sim.update(|c| c.base_time = Duration::from_millis(200));
+    let rejoined = Instant::now();
+    common::wait_done(&topics, Duration::from_secs(60)).await;
+    let recover = rejoined.elapsed().as_secs_f64();
+    drop(intruder);
+    connector.stop().await;
+    let audit = common::audit(&topics);
+    println!("{}", audit.result_line("rebalance_while_paused", recover));
+    audit.assert_nothing_lost("rebalance while paused");
 }

@@ -60,6 +60,10 @@ pub struct SourceContext {
     health: Arc<Health>,
     control: Arc<SourceControl>,
     drain_timeout: Duration,
+    /// Assignments received so far. librdkafka keeps a partition's
+    /// application pause across revoke and re-assignment, so the consumer
+    /// loop resumes every new assignment once it is under budget.
+    assignments: std::sync::atomic::AtomicU64,
 }
 
 impl ClientContext for SourceContext {
@@ -136,6 +140,7 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 self.metrics.rebalance("assign");
+                self.assignments.fetch_add(1, Ordering::Relaxed);
                 let mut t = self.tracker.lock().expect("tracker");
                 for e in tpl.elements() {
                     t.assign((Arc::from(e.topic()), e.partition()));
@@ -192,6 +197,7 @@ pub fn spawn(parts: SourceParts) -> Result<JoinHandle<Result<(), String>>, Kafka
         health: parts.health.clone(),
         control: parts.control.clone(),
         drain_timeout: parts.cfg.rebalance_drain_timeout,
+        assignments: Default::default(),
     };
     let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx)?;
     let topics: Vec<&str> = parts.cfg.input_topics.iter().map(String::as_str).collect();
@@ -229,6 +235,8 @@ fn commit_safe(consumer: &BaseConsumer<SourceContext>, tracker: &Mutex<OffsetTra
 fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), String> {
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
     let mut paused = false;
+    // The assignment last resumed (see `SourceContext::assignments`).
+    let mut resumed_assignment = 0;
     let mut last_commit = Instant::now();
     let high = p.cfg.max_in_flight;
     let high_bytes = p.cfg.max_in_flight_bytes;
@@ -249,7 +257,11 @@ fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), Stri
         let over = stop || in_flight >= high || bytes >= high_bytes;
         let under = !stop && in_flight * 5 < high * 4 && bytes / 5 < high_bytes / 5 * 4;
         if over || under {
-            // A rebalance resumes newly assigned partitions; re-apply each time.
+            // Pausing is re-applied to every assignment while over budget; a
+            // new assignment is resumed once under it, even if the loop last
+            // resumed an empty one: librdkafka keeps the pause of a revoked
+            // partition, and it would never fetch again when assigned back.
+            let assigned = consumer.context().assignments.load(Ordering::Relaxed);
             if let Ok(assignment) = consumer.assignment() {
                 if over {
                     if consumer.pause(&assignment).is_ok() {
@@ -259,9 +271,10 @@ fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), Stri
                         paused = true;
                         p.metrics.set_paused_partitions(assignment.count());
                     }
-                } else if paused && consumer.resume(&assignment).is_ok() {
+                } else if (paused || assigned != resumed_assignment) && consumer.resume(&assignment).is_ok() {
                     debug!(in_flight, "partitions resumed");
                     paused = false;
+                    resumed_assignment = assigned;
                     p.metrics.set_paused_partitions(0);
                 }
             }
