@@ -1,0 +1,142 @@
+//! Chaos: the Kafka broker is stopped and started again in the middle of a
+//! run; the connector, never restarted, recovers and loses nothing.
+//!
+//! The broker is a dedicated one started with `scripts/kafka-local.sh` on
+//! `KAFKA_CHAOS_PORT` (default 19092, its own state directory), so stopping
+//! it cannot break other tests or people using the shared broker on 9092.
+//! Setting `KAFKA_CHAOS_PORT=9092` runs the scenario against the shared
+//! broker instead. Either way a guard puts the broker back in the state it
+//! found it in (running, or stopped if the test started it), even when the
+//! test fails. Keep this the only test in this file: cargo runs test
+//! binaries one after another, tests within one binary in parallel.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{kafka, Connector, Topics};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+fn script(action: &str, port: u16) -> bool {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let status = Command::new(format!("{root}/scripts/kafka-local.sh"))
+        .arg(action)
+        .current_dir(root)
+        .env("KAFKA_PORT", port.to_string())
+        .status()
+        .unwrap_or_else(|e| panic!("scripts/kafka-local.sh {action}: {e}"));
+    status.success()
+}
+
+/// Restores the broker's initial state on drop.
+struct BrokerGuard {
+    port: u16,
+    was_running: bool,
+}
+
+impl BrokerGuard {
+    fn new(port: u16) -> Self {
+        let was_running = script("status", port);
+        assert!(script("start", port), "broker on {port} starts");
+        BrokerGuard { port, was_running }
+    }
+}
+
+impl Drop for BrokerGuard {
+    fn drop(&mut self) {
+        if self.was_running {
+            script("start", self.port);
+        } else {
+            script("stop", self.port);
+        }
+    }
+}
+
+/// Committed offsets, or `None` while the broker cannot answer.
+fn try_committed_sum(topics: &Topics) -> Option<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka::bootstrap())
+        .set("group.id", &topics.group)
+        .create()
+        .ok()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..topics.partitions {
+        tpl.add_partition(&topics.input, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+    Some(
+        (0..topics.partitions)
+            .map(|p| match got.find_partition(&topics.input, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            })
+            .sum(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_stop_and_start_mid_run_connector_recovers_without_restart() {
+    const N: usize = 20_000;
+    let port: u16 = std::env::var("KAFKA_CHAOS_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(19092);
+    let _guard = BrokerGuard::new(port);
+    // Every helper (and the connector configuration) uses this broker.
+    std::env::set_var("KAFKA_BOOTSTRAP", format!("127.0.0.1:{port}"));
+
+    // Jobs of about 1.3 s: the run lasts well beyond the broker's outage.
+    let sim = common::start_sim(|c| c.base_time = Duration::from_secs(1)).await;
+    let topics = Topics::create("brokerchaos", 3).await;
+    kafka::produce(&topics.input, 3, &common::emails(N, "broker")).await;
+    let connector = Connector::start(common::config(&topics, &sim.base_url())).await;
+
+    kafka::wait_for("first commits", Duration::from_secs(60), || {
+        try_committed_sum(&topics).is_some_and(|c| c > 0)
+    })
+    .await;
+    let before = try_committed_sum(&topics).expect("broker answers");
+    assert!(before < N as i64, "the outage starts mid-run (committed {before})");
+
+    assert!(script("stop", port), "broker stops");
+    let stopped = Instant::now();
+    // The outage: the broker stays down while jobs keep finishing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(script("start", port), "broker starts again");
+    let up = Instant::now();
+    println!(
+        "broker: down for {:.1} s with {before} of {N} committed",
+        stopped.elapsed().as_secs_f64() - up.elapsed().as_secs_f64()
+    );
+
+    kafka::wait_for("commits to advance after the restart", Duration::from_secs(120), || {
+        try_committed_sum(&topics).is_some_and(|c| c > before)
+    })
+    .await;
+    let recover = up.elapsed().as_secs_f64();
+    kafka::wait_for("every offset committed", Duration::from_secs(180), || {
+        try_committed_sum(&topics) == Some(N as i64)
+    })
+    .await;
+    assert!(
+        connector.running.health.live(),
+        "the connector never failed during the outage"
+    );
+    let metrics = connector.metrics();
+    connector.stop().await;
+
+    let audit = common::audit(&topics);
+    println!("{}", audit.result_line("broker_restart", recover));
+    println!(
+        "broker: commit_errors={} produce_errors={} rebalances={}",
+        common::metric(&metrics, "identify_commit_errors_total"),
+        common::metric(&metrics, "identify_produce_errors_total"),
+        common::metric(&metrics, "identify_rebalances_total"),
+    );
+    audit.assert_nothing_lost("broker restart");
+    assert_eq!(audit.inputs, N);
+    assert!(audit.dlq.is_empty(), "valid emails are never dead-lettered");
+}
