@@ -328,7 +328,8 @@ pub struct ApiConfig {
     pub key: Secret,
     /// Jobs active at once (submitted, results not yet published). Default 5.
     pub max_active_jobs: usize,
-    /// Requests per minute across all endpoints. Default 300.
+    /// Requests per minute across all endpoints. Default 600 (5 jobs of 2 s
+    /// need about 9 requests a second).
     pub requests_per_minute: u32,
     /// A job not finished within this is abandoned and resubmitted. Default `30m`.
     #[serde(deserialize_with = "duration::deserialize")]
@@ -364,7 +365,7 @@ impl Default for ApiConfig {
             base_url: "https://api.crustdata.com".into(),
             key: Secret::default(),
             max_active_jobs: 5,
-            requests_per_minute: 300,
+            requests_per_minute: 600,
             job_timeout: Duration::from_secs(30 * 60),
             request_timeout: Duration::from_secs(30),
             poll_initial: Duration::from_secs(1),
