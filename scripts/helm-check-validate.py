@@ -44,12 +44,17 @@ SERVICEMONITOR_SPEC_KEYS = {
     "podTargetLabels", "sampleLimit", "attachMetadata",
 }
 PROM_DURATION = re.compile(r"^(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$")
+# humantime 2.4 (src/duration.rs): the units parse_duration accepts.
 HUMANTIME_UNITS = {
-    "ns": 1e-9, "nsec": 1e-9, "us": 1e-6, "usec": 1e-6, "µs": 1e-6, "ms": 1e-3, "msec": 1e-3,
+    "nanos": 1e-9, "ns": 1e-9, "nsec": 1e-9, "us": 1e-6, "usec": 1e-6, "µs": 1e-6,
+    "millis": 1e-3, "ms": 1e-3, "msec": 1e-3,
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
     "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
     "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
     "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "wk": 604800, "wks": 604800, "week": 604800, "weeks": 604800,
+    "M": 2630016, "month": 2630016, "months": 2630016,
+    "y": 31557600, "yr": 31557600, "yrs": 31557600, "year": 31557600, "years": 31557600,
 }
 
 
@@ -86,11 +91,15 @@ def strip_nulls(value):
     return value
 
 
-def humantime_seconds(text):
-    parts = re.findall(r"([0-9]+)\s*([a-zA-Zµ]+)", text)
-    if not parts or re.sub(r"[0-9]+\s*[a-zA-Zµ]+|\s", "", text):
-        raise ValueError("not a humantime duration: %r" % text)
-    return sum(int(n) * HUMANTIME_UNITS[u] for n, u in parts)
+def humantime_seconds(value):
+    """Seconds of a config duration: a humantime string or an integer of seconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Zµ]+)", str(value))
+    if (not parts or re.sub(r"[0-9]+(?:\.[0-9]+)?\s*[a-zA-Zµ]+|\s", "", str(value))
+            or any(u not in HUMANTIME_UNITS for _, u in parts)):
+        raise ValueError("not a humantime duration: %r" % (value,))
+    return sum(float(n) * HUMANTIME_UNITS[u] for n, u in parts)
 
 
 def subset(small, big):
@@ -117,7 +126,7 @@ def main():  # noqa: C901 (one linear list of checks)
     with open(os.path.join(args.chart, "Chart.yaml")) as f:
         app_version = str(yaml.safe_load(f)["appVersion"])
     with open(os.path.join(args.chart, "values.schema.json")) as f:
-        config_schema = json.load(f)["properties"]["config"]
+        values_schema = json.load(f)
 
     with open(args.manifest) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
@@ -169,7 +178,8 @@ def main():  # noqa: C901 (one linear list of checks)
             expected = strip_nulls(values.get("config") or {})
         c.check(config == expected, "config.toml differs from the values:\n  rendered: %s\n  expected: %s"
                 % (json.dumps(config, sort_keys=True), json.dumps(expected, sort_keys=True)))
-        for err in jsonschema.Draft7Validator(config_schema).iter_errors(config):
+        # The whole values schema (its config part refers to #/definitions).
+        for err in jsonschema.Draft7Validator(values_schema).iter_errors({"config": config}):
             c.check(False, "config.toml violates the config schema at %s: %s"
                     % ("/".join(str(p) for p in err.path), err.message))
         if args.config_out:
