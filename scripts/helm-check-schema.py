@@ -13,7 +13,8 @@ passes through the environment from Secrets instead of the ConfigMap.
    commented), so a key added to the connector fails here until the schema
    knows it;
 3. every key the chart sets in values.yaml `config` has the connector's
-   default, except the deliberate deployment choices in DEPLOYMENT_CHOICES.
+   default, except the deliberate deployment choices in DEPLOYMENT_CHOICES;
+4. the secret keys are refused in `config` (it becomes a ConfigMap).
 
 Exit status 0 when every check passes, 1 otherwise.
 """
@@ -68,7 +69,7 @@ def schema_keys(node, defs, prefix=""):
         path = prefix + key
         if "$ref" in sub:
             sub = defs[sub["$ref"].rsplit("/", 1)[1]]
-        if sub.get("type") == "object" and "properties" in sub:
+        if sub.get("type") == "object" and "properties" in sub and path not in FREE_MAPS:
             out |= schema_keys(sub, defs, path + ".")
         else:
             out.add(path)
@@ -102,6 +103,14 @@ def main():
         failures.append("the connector accepts %s but values.schema.json does not know it" % key)
     for key in sorted(have - want):
         failures.append("values.schema.json accepts %s, which the connector does not know" % key)
+
+    for key in sorted(secrets):
+        section, name = key.rsplit(".", 1)
+        probe = {name: "not-a-real-secret"}
+        for part in reversed(section.split(".")):
+            probe = {part: probe}
+        if validator.is_valid({"config": probe}):
+            failures.append("values.schema.json accepts the secret config.%s (it would land in the ConfigMap)" % key)
 
     defaults = flatten(example)
     for key, value in sorted(flatten(chart_config).items()):

@@ -182,6 +182,13 @@ def main():  # noqa: C901 (one linear list of checks)
         for err in jsonschema.Draft7Validator(values_schema).iter_errors({"config": config}):
             c.check(False, "config.toml violates the config schema at %s: %s"
                     % ("/".join(str(p) for p in err.path), err.message))
+        kafka_cfg = config.get("kafka") or {}
+        leaked = [k for k in ("sasl_password", "ssl_key_password") if k in kafka_cfg]
+        leaked += ["key"] if "key" in (config.get("api") or {}) else []
+        for client in ("consumer", "producer"):
+            leaked += ["%s.%s" % (client, k) for k in (kafka_cfg.get(client) or {})
+                       if k in ("sasl.password", "ssl.key.password")]
+        c.check(not leaked, "secrets in the ConfigMap's config.toml: %s" % leaked)
         if args.config_out:
             os.makedirs(args.config_out, exist_ok=True)
             with open(os.path.join(args.config_out, args.combo + ".toml"), "w") as f:
@@ -281,6 +288,15 @@ def main():  # noqa: C901 (one linear list of checks)
             c.check("checksum/secret" in annotations, "no checksum/secret annotation")
     else:
         c.check(key_ref is None and not secrets, "an API key is wired although none is configured")
+    for value, var in (("saslPasswordSecret", "IDENTIFY_KAFKA__SASL_PASSWORD"),
+                       ("sslKeyPasswordSecret", "IDENTIFY_KAFKA__SSL_KEY_PASSWORD")):
+        ref = (values.get("kafka") or {}).get(value) or {}
+        got = ((env_by_name.get(var) or {}).get("valueFrom") or {}).get("secretKeyRef")
+        if ref.get("name"):
+            c.check(got == {"name": ref["name"], "key": ref["key"]},
+                    "%s does not reference kafka.%s (%s)" % (var, value, got))
+        else:
+            c.check(var not in env_by_name, "%s is set although kafka.%s.name is empty" % (var, value))
 
     # --- Service -------------------------------------------------------------
     svc_ports = {p["name"]: p for p in service["spec"]["ports"]}

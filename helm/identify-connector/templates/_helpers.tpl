@@ -79,6 +79,53 @@ neither apiKey nor existingSecret is set.
 {{- end }}
 
 {{/*
+Environment variables the chart sets from Secrets: the Crustdata API key and
+the Kafka passwords. Fails when extraEnv repeats one of them (Kubernetes would
+silently keep one of the two), and when a raw configToml carries a secret
+(it is stored in clear in the ConfigMap).
+*/}}
+{{- define "identify-connector.secretEnv" -}}
+{{- $secretName := include "identify-connector.secretName" . }}
+{{- $vars := list }}
+{{- if $secretName }}
+{{- $vars = append $vars (dict "env" "CRUSTDATA_API_KEY" "name" $secretName "key" (include "identify-connector.secretKey" .)) }}
+{{- end }}
+{{- $kafka := .Values.kafka | default dict }}
+{{- range $value, $env := dict "saslPasswordSecret" "IDENTIFY_KAFKA__SASL_PASSWORD" "sslKeyPasswordSecret" "IDENTIFY_KAFKA__SSL_KEY_PASSWORD" }}
+{{- $ref := get $kafka $value | default dict }}
+{{- if $ref.name }}
+{{- $vars = append $vars (dict "env" $env "name" $ref.name "key" (required (printf "kafka.%s.key is required" $value) $ref.key)) }}
+{{- end }}
+{{- end }}
+{{- range $vars }}
+{{- $env := .env }}
+{{- range $.Values.extraEnv }}
+{{- if eq .name $env }}
+{{- fail (printf "extraEnv sets %s, which the chart already sets from a Secret (apiKey/existingSecret, kafka.saslPasswordSecret, kafka.sslKeyPasswordSecret)" $env) }}
+{{- end }}
+{{- end }}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name | quote }}
+      key: {{ .key | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+configToml is stored in the ConfigMap like `config`; refuse the secret keys
+there too (the schema cannot look inside the string).
+*/}}
+{{- define "identify-connector.checkConfigTomlSecrets" -}}
+{{- if .Values.configToml }}
+{{- $m := regexFind `(?m)^[ \t]*(sasl_password|ssl_key_password|key|"sasl\.password"|"ssl\.key\.password"|'sasl\.password'|'ssl\.key\.password')[ \t]*=` .Values.configToml }}
+{{- if $m }}
+{{- fail (printf "configToml sets %s: secrets must not be stored in the ConfigMap; use apiKey/existingSecret, kafka.saslPasswordSecret or kafka.sslKeyPasswordSecret" (trimSuffix "=" $m | trim)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The config.toml the connector reads: configToml verbatim when set, otherwise
 the structured `config` map rendered to TOML.
 */}}
