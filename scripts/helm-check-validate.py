@@ -227,8 +227,16 @@ def main():  # noqa: C901 (one linear list of checks)
         c.check(get.get("path") == path and get.get("port") in ("http", http_port),
                 "%s is not GET %s on the http port" % (probe, path))
 
-    mounts = {m["name"]: m for m in ctr.get("volumeMounts") or []}
-    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    mount_list, volume_list = ctr.get("volumeMounts") or [], spec.get("volumes") or []
+    mounts = {m["name"]: m for m in mount_list}
+    volumes = {v["name"]: v for v in volume_list}
+    c.check(len(volumes) == len(volume_list), "duplicate volume names: %s" % [v["name"] for v in volume_list])
+    c.check(len({m["mountPath"] for m in mount_list}) == len(mount_list), "duplicate mountPaths")
+    c.check(all(m["name"] in volumes for m in mount_list), "a volumeMount names no volume")
+    for extra in values.get("extraVolumes") or []:
+        c.check(volumes.get(extra["name"]) == extra, "extraVolumes %s missing from the pod" % extra["name"])
+    for extra in values.get("extraVolumeMounts") or []:
+        c.check(extra in mount_list, "extraVolumeMounts %s missing from the container" % extra["name"])
     c.check(mounts.get("config", {}).get("mountPath") == CONFIG_DIR and mounts["config"].get("readOnly"),
             "config volume is not mounted read-only at %s" % CONFIG_DIR)
     c.check((volumes.get("config", {}).get("configMap") or {}).get("name") == cm["metadata"]["name"],
@@ -297,6 +305,27 @@ def main():  # noqa: C901 (one linear list of checks)
                     "%s does not reference kafka.%s (%s)" % (var, value, got))
         else:
             c.check(var not in env_by_name, "%s is set although kafka.%s.name is empty" % (var, value))
+
+    # --- Kafka TLS files and SASL credentials ------------------------------
+    # librdkafka reads *.location files inside the container: from a mounted
+    # volume, or the image's system CA bundle.
+    mount_paths = [m["mountPath"].rstrip("/") + "/" for m in mount_list]
+    kafka_cfg = config.get("kafka") or {}
+    sasl_password_env = ("IDENTIFY_KAFKA__SASL_PASSWORD" in env_by_name
+                         or bool(values.get("extraEnvFrom")))
+    for client in ("consumer", "producer"):
+        props = kafka_cfg.get(client) or {}
+        for key, path in props.items():
+            if key.endswith(".location") and path != "probe":
+                c.check(path.startswith("/etc/ssl/certs/") or any(path.startswith(m) for m in mount_paths),
+                        "kafka.%s.%s %s is neither in a mounted volume nor in /etc/ssl/certs"
+                        % (client, key, path))
+        mechanism = props.get("sasl.mechanism", props.get("sasl.mechanisms", "GSSAPI"))
+        if props.get("security.protocol", "").upper().startswith("SASL") and mechanism.upper() in (
+                "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            c.check("sasl.username" in props, "kafka.%s uses SASL %s without sasl.username" % (client, mechanism))
+            c.check(sasl_password_env, "kafka.%s uses SASL %s but IDENTIFY_KAFKA__SASL_PASSWORD is not set "
+                    "(kafka.saslPasswordSecret)" % (client, mechanism))
 
     # --- Service -------------------------------------------------------------
     svc_ports = {p["name"]: p for p in service["spec"]["ports"]}

@@ -231,6 +231,8 @@ INVALID_CASES=(
   "ssl.key.password in kafka.consumer|REFUSED|--set	config.kafka.consumer.ssl\\.key\\.password=not-real"
   "sasl_password in configToml|must not be stored in the ConfigMap|--set-string	configToml=sasl_password = \"x\""
   "extraEnv repeating IDENTIFY_KAFKA__SASL_PASSWORD|already sets|--set	kafka.saslPasswordSecret.name=kafka-sasl	--set-json	extraEnv=[{\"name\":\"IDENTIFY_KAFKA__SASL_PASSWORD\",\"value\":\"x\"}]"
+  "extraVolumes named config|$SCHEMA_ERR|--set-json	extraVolumes=[{\"name\":\"config\",\"emptyDir\":{}}]"
+  "extraVolumeMounts without mountPath|$SCHEMA_ERR|--set-json	extraVolumeMounts=[{\"name\":\"kafka-ca\"}]"
   "kafka.saslPasswordSecret without a key|$SCHEMA_ERR|--set	kafka.saslPasswordSecret.name=s	--set	kafka.saslPasswordSecret.key="
   "input_topics empty|$SCHEMA_ERR|--set-json	config.kafka.input_topics=[]"
   "webhook public_url without scheme|$SCHEMA_ERR|--set	config.webhook.public_url=identify.example.com"
