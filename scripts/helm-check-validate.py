@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import tomllib
+import urllib.parse
 
 import jsonschema
 import kubernetes_validate
@@ -100,6 +101,14 @@ def humantime_seconds(value):
             or any(u not in HUMANTIME_UNITS for _, u in parts)):
         raise ValueError("not a humantime duration: %r" % (value,))
     return sum(float(n) * HUMANTIME_UNITS[u] for n, u in parts)
+
+
+def ingress_path_matches(rule_path, path_type, request_path):
+    """Kubernetes Ingress path matching (ImplementationSpecific read as Prefix)."""
+    if path_type == "Exact":
+        return request_path == rule_path
+    prefix = rule_path.rstrip("/")
+    return prefix == "" or request_path == prefix or request_path.startswith(prefix + "/")
 
 
 def subset(small, big):
@@ -345,6 +354,23 @@ def main():  # noqa: C901 (one linear list of checks)
                         "Ingress backend is not the Service's http port")
                 c.check(p["path"].startswith("/webhooks/crustdata"),
                         "Ingress exposes %s, not only the webhook path" % p["path"])
+    # The callback URL Crustdata calls ({public_url}/webhooks/crustdata/{token},
+    # src/pipeline/mod.rs) must reach the route the connector serves
+    # (POST /webhooks/crustdata/{token}, src/server.rs) through the Ingress
+    # unchanged: same host, a matching path, and the same path at the pod.
+    public_url = (config.get("webhook") or {}).get("public_url", "")
+    if ingresses and public_url:
+        url = urllib.parse.urlsplit(public_url.rstrip("/") + "/webhooks/crustdata/t0ken")
+        served = "/webhooks/crustdata/t0ken"
+        rules = [r for ing in ingresses for r in ing["spec"]["rules"]
+                 if r.get("host") in (None, "", url.hostname)]
+        c.check(rules, "no Ingress rule for the public_url host %s" % url.hostname)
+        routed = [p for r in rules for p in r["http"]["paths"]
+                  if ingress_path_matches(p["path"], p.get("pathType", "Prefix"), url.path)]
+        c.check(routed, "callback path %s (from public_url %s) matches no Ingress path %s"
+                % (url.path, public_url, [p["path"] for r in rules for p in r["http"]["paths"]]))
+        c.check(url.path == served, "callback path %s differs from the served %s; the Ingress does not "
+                "rewrite paths" % (url.path, served))
 
     # --- PodDisruptionBudget -------------------------------------------------
     pdb_values = values["podDisruptionBudget"]

@@ -153,6 +153,42 @@ server.listen address of the config ("0.0.0.0:8080" -> 8080).
 {{- $port | default "8080" }}
 {{- end }}
 
+{{/*
+webhook.public_url from the structured config or the raw configToml ("" when
+unset).
+*/}}
+{{- define "identify-connector.publicUrl" -}}
+{{- if .Values.configToml }}
+{{- $m := regexFind `(?m)^[ \t]*public_url[ \t]*=[ \t]*"[^"]*"` .Values.configToml }}
+{{- regexReplaceAll `^[^"]*"([^"]*)"$` $m "${1}" }}
+{{- else }}
+{{- dig "webhook" "public_url" "" (.Values.config | default dict) }}
+{{- end }}
+{{- end }}
+
+{{/*
+With the Ingress, the callback URL {public_url}/webhooks/crustdata/{token}
+must reach the connector's POST /webhooks/crustdata/{token} unchanged: the
+public_url must have no path, and its host must be one of the Ingress hosts.
+*/}}
+{{- define "identify-connector.checkWebhookIngress" -}}
+{{- $public := include "identify-connector.publicUrl" . }}
+{{- if and .Values.ingress.enabled $public }}
+{{- $u := urlParse $public }}
+{{- if not (has ($u.path | default "/") (list "/" "")) }}
+{{- fail (printf "webhook.public_url %s has the path %s, but the Ingress routes /webhooks/crustdata at the host's root and the connector serves it there: use a public_url without a path (see the chart README)" $public $u.path) }}
+{{- end }}
+{{- $host := regexReplaceAll `:[0-9]+$` $u.host "" }}
+{{- $hosts := list }}
+{{- range .Values.ingress.hosts }}
+{{- $hosts = append $hosts (.host | default "") }}
+{{- end }}
+{{- if not (or (has $host $hosts) (has "" $hosts)) }}
+{{- fail (printf "webhook.public_url host %s is none of the ingress.hosts %v" $host $hosts) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* ---------------------------------------------------------------------
 A small TOML renderer.
 
