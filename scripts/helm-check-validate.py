@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import tomllib
+import urllib.parse
 
 import jsonschema
 import kubernetes_validate
@@ -44,12 +45,17 @@ SERVICEMONITOR_SPEC_KEYS = {
     "podTargetLabels", "sampleLimit", "attachMetadata",
 }
 PROM_DURATION = re.compile(r"^(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$")
+# humantime 2.4 (src/duration.rs): the units parse_duration accepts.
 HUMANTIME_UNITS = {
-    "ns": 1e-9, "nsec": 1e-9, "us": 1e-6, "usec": 1e-6, "µs": 1e-6, "ms": 1e-3, "msec": 1e-3,
+    "nanos": 1e-9, "ns": 1e-9, "nsec": 1e-9, "us": 1e-6, "usec": 1e-6, "µs": 1e-6,
+    "millis": 1e-3, "ms": 1e-3, "msec": 1e-3,
     "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
     "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
     "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
     "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "wk": 604800, "wks": 604800, "week": 604800, "weeks": 604800,
+    "M": 2630016, "month": 2630016, "months": 2630016,
+    "y": 31557600, "yr": 31557600, "yrs": 31557600, "year": 31557600, "years": 31557600,
 }
 
 
@@ -86,11 +92,23 @@ def strip_nulls(value):
     return value
 
 
-def humantime_seconds(text):
-    parts = re.findall(r"([0-9]+)\s*([a-zA-Zµ]+)", text)
-    if not parts or re.sub(r"[0-9]+\s*[a-zA-Zµ]+|\s", "", text):
-        raise ValueError("not a humantime duration: %r" % text)
-    return sum(int(n) * HUMANTIME_UNITS[u] for n, u in parts)
+def humantime_seconds(value):
+    """Seconds of a config duration: a humantime string or an integer of seconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Zµ]+)", str(value))
+    if (not parts or re.sub(r"[0-9]+(?:\.[0-9]+)?\s*[a-zA-Zµ]+|\s", "", str(value))
+            or any(u not in HUMANTIME_UNITS for _, u in parts)):
+        raise ValueError("not a humantime duration: %r" % (value,))
+    return sum(float(n) * HUMANTIME_UNITS[u] for n, u in parts)
+
+
+def ingress_path_matches(rule_path, path_type, request_path):
+    """Kubernetes Ingress path matching (ImplementationSpecific read as Prefix)."""
+    if path_type == "Exact":
+        return request_path == rule_path
+    prefix = rule_path.rstrip("/")
+    return prefix == "" or request_path == prefix or request_path.startswith(prefix + "/")
 
 
 def subset(small, big):
@@ -117,7 +135,7 @@ def main():  # noqa: C901 (one linear list of checks)
     with open(os.path.join(args.chart, "Chart.yaml")) as f:
         app_version = str(yaml.safe_load(f)["appVersion"])
     with open(os.path.join(args.chart, "values.schema.json")) as f:
-        config_schema = json.load(f)["properties"]["config"]
+        values_schema = json.load(f)
 
     with open(args.manifest) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
@@ -169,9 +187,17 @@ def main():  # noqa: C901 (one linear list of checks)
             expected = strip_nulls(values.get("config") or {})
         c.check(config == expected, "config.toml differs from the values:\n  rendered: %s\n  expected: %s"
                 % (json.dumps(config, sort_keys=True), json.dumps(expected, sort_keys=True)))
-        for err in jsonschema.Draft7Validator(config_schema).iter_errors(config):
+        # The whole values schema (its config part refers to #/definitions).
+        for err in jsonschema.Draft7Validator(values_schema).iter_errors({"config": config}):
             c.check(False, "config.toml violates the config schema at %s: %s"
                     % ("/".join(str(p) for p in err.path), err.message))
+        kafka_cfg = config.get("kafka") or {}
+        leaked = [k for k in ("sasl_password", "ssl_key_password") if k in kafka_cfg]
+        leaked += ["key"] if "key" in (config.get("api") or {}) else []
+        for client in ("consumer", "producer"):
+            leaked += ["%s.%s" % (client, k) for k in (kafka_cfg.get(client) or {})
+                       if k in ("sasl.password", "ssl.key.password")]
+        c.check(not leaked, "secrets in the ConfigMap's config.toml: %s" % leaked)
         if args.config_out:
             os.makedirs(args.config_out, exist_ok=True)
             with open(os.path.join(args.config_out, args.combo + ".toml"), "w") as f:
@@ -210,8 +236,16 @@ def main():  # noqa: C901 (one linear list of checks)
         c.check(get.get("path") == path and get.get("port") in ("http", http_port),
                 "%s is not GET %s on the http port" % (probe, path))
 
-    mounts = {m["name"]: m for m in ctr.get("volumeMounts") or []}
-    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    mount_list, volume_list = ctr.get("volumeMounts") or [], spec.get("volumes") or []
+    mounts = {m["name"]: m for m in mount_list}
+    volumes = {v["name"]: v for v in volume_list}
+    c.check(len(volumes) == len(volume_list), "duplicate volume names: %s" % [v["name"] for v in volume_list])
+    c.check(len({m["mountPath"] for m in mount_list}) == len(mount_list), "duplicate mountPaths")
+    c.check(all(m["name"] in volumes for m in mount_list), "a volumeMount names no volume")
+    for extra in values.get("extraVolumes") or []:
+        c.check(volumes.get(extra["name"]) == extra, "extraVolumes %s missing from the pod" % extra["name"])
+    for extra in values.get("extraVolumeMounts") or []:
+        c.check(extra in mount_list, "extraVolumeMounts %s missing from the container" % extra["name"])
     c.check(mounts.get("config", {}).get("mountPath") == CONFIG_DIR and mounts["config"].get("readOnly"),
             "config volume is not mounted read-only at %s" % CONFIG_DIR)
     c.check((volumes.get("config", {}).get("configMap") or {}).get("name") == cm["metadata"]["name"],
@@ -271,6 +305,36 @@ def main():  # noqa: C901 (one linear list of checks)
             c.check("checksum/secret" in annotations, "no checksum/secret annotation")
     else:
         c.check(key_ref is None and not secrets, "an API key is wired although none is configured")
+    for value, var in (("saslPasswordSecret", "IDENTIFY_KAFKA__SASL_PASSWORD"),
+                       ("sslKeyPasswordSecret", "IDENTIFY_KAFKA__SSL_KEY_PASSWORD")):
+        ref = (values.get("kafka") or {}).get(value) or {}
+        got = ((env_by_name.get(var) or {}).get("valueFrom") or {}).get("secretKeyRef")
+        if ref.get("name"):
+            c.check(got == {"name": ref["name"], "key": ref["key"]},
+                    "%s does not reference kafka.%s (%s)" % (var, value, got))
+        else:
+            c.check(var not in env_by_name, "%s is set although kafka.%s.name is empty" % (var, value))
+
+    # --- Kafka TLS files and SASL credentials ------------------------------
+    # librdkafka reads *.location files inside the container: from a mounted
+    # volume, or the image's system CA bundle.
+    mount_paths = [m["mountPath"].rstrip("/") + "/" for m in mount_list]
+    kafka_cfg = config.get("kafka") or {}
+    sasl_password_env = ("IDENTIFY_KAFKA__SASL_PASSWORD" in env_by_name
+                         or bool(values.get("extraEnvFrom")))
+    for client in ("consumer", "producer"):
+        props = kafka_cfg.get(client) or {}
+        for key, path in props.items():
+            if key.endswith(".location") and path != "probe":
+                c.check(path.startswith("/etc/ssl/certs/") or any(path.startswith(m) for m in mount_paths),
+                        "kafka.%s.%s %s is neither in a mounted volume nor in /etc/ssl/certs"
+                        % (client, key, path))
+        mechanism = props.get("sasl.mechanism", props.get("sasl.mechanisms", "GSSAPI"))
+        if props.get("security.protocol", "").upper().startswith("SASL") and mechanism.upper() in (
+                "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            c.check("sasl.username" in props, "kafka.%s uses SASL %s without sasl.username" % (client, mechanism))
+            c.check(sasl_password_env, "kafka.%s uses SASL %s but IDENTIFY_KAFKA__SASL_PASSWORD is not set "
+                    "(kafka.saslPasswordSecret)" % (client, mechanism))
 
     # --- Service -------------------------------------------------------------
     svc_ports = {p["name"]: p for p in service["spec"]["ports"]}
@@ -290,6 +354,23 @@ def main():  # noqa: C901 (one linear list of checks)
                         "Ingress backend is not the Service's http port")
                 c.check(p["path"].startswith("/webhooks/crustdata"),
                         "Ingress exposes %s, not only the webhook path" % p["path"])
+    # The callback URL Crustdata calls ({public_url}/webhooks/crustdata/{token},
+    # src/pipeline/mod.rs) must reach the route the connector serves
+    # (POST /webhooks/crustdata/{token}, src/server.rs) through the Ingress
+    # unchanged: same host, a matching path, and the same path at the pod.
+    public_url = (config.get("webhook") or {}).get("public_url", "")
+    if ingresses and public_url:
+        url = urllib.parse.urlsplit(public_url.rstrip("/") + "/webhooks/crustdata/t0ken")
+        served = "/webhooks/crustdata/t0ken"
+        rules = [r for ing in ingresses for r in ing["spec"]["rules"]
+                 if r.get("host") in (None, "", url.hostname)]
+        c.check(rules, "no Ingress rule for the public_url host %s" % url.hostname)
+        routed = [p for r in rules for p in r["http"]["paths"]
+                  if ingress_path_matches(p["path"], p.get("pathType", "Prefix"), url.path)]
+        c.check(routed, "callback path %s (from public_url %s) matches no Ingress path %s"
+                % (url.path, public_url, [p["path"] for r in rules for p in r["http"]["paths"]]))
+        c.check(url.path == served, "callback path %s differs from the served %s; the Ingress does not "
+                "rewrite paths" % (url.path, served))
 
     # --- PodDisruptionBudget -------------------------------------------------
     pdb_values = values["podDisruptionBudget"]

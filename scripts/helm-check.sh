@@ -12,8 +12,11 @@
 #    own, and checks the rendered config.toml and the wiring between objects;
 #    deploy/config.toml (the image's default config) must equal the default
 #    rendering;
-# 3. the checksum/config annotation changes with the config, and only then;
-# 4. invalid values are rejected: each case must make `helm template` fail,
+# 3. scripts/helm-check-schema.py: values.schema.json knows exactly the keys
+#    of config/example.toml (every key the connector accepts), accepts that
+#    file, and the chart's config defaults equal the connector's;
+# 4. the checksum/config annotation changes with the config, and only then;
+# 5. invalid values are rejected: each case must make `helm template` fail,
 #    with the expected reason.
 #
 # helm (pinned below) is built once with `go install` into the cache; the
@@ -38,6 +41,7 @@ NAMESPACE=identify
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CHART=$ROOT/helm/identify-connector
 VALIDATOR=$ROOT/scripts/helm-check-validate.py
+SCHEMA_CHECK=$ROOT/scripts/helm-check-schema.py
 CACHE_ROOT=${XDG_CACHE_HOME:-$HOME/.cache}/identify-connector
 BIN_DIR=$CACHE_ROOT/bin
 VENV=$CACHE_ROOT/venv-kubernetes-validate-$KUBERNETES_VALIDATE_VERSION
@@ -160,13 +164,20 @@ else
   fail "deploy/config.toml differs from the default rendering (re-render it from the chart)"
 fi
 
+echo "== config schema and defaults match the connector (config/example.toml)"
+if "$VENV/bin/python" "$SCHEMA_CHECK" --chart "$CHART" --example "$ROOT/config/example.toml"; then
+  pass "schema keys and chart defaults match config/example.toml"
+else
+  fail "schema keys and chart defaults match config/example.toml"
+fi
+
 echo "== checksum/config rolls the pods exactly when the config changes"
 checksum() { # checksum [helm template args...]
   render "$WORK/checksum.yaml" --show-only templates/deployment.yaml "$@" &&
     sed -n 's/^ *checksum\/config: *//p' "$WORK/checksum.yaml"
 }
 base=$(checksum) || true
-changed=$(checksum --set config.batch.max_size=301) || true
+changed=$(checksum --set config.batch.max_size=299) || true
 same=$(checksum --set replicaCount=2) || true
 if [ -n "$base" ] && [ -n "$changed" ] && [ "$base" != "$changed" ]; then
   pass "checksum changes with config.batch.max_size"
@@ -201,7 +212,32 @@ INVALID_CASES=(
   "non-string librdkafka property|$SCHEMA_ERR|--set-json	config.kafka.consumer={\"fetch.max.bytes\":1048576}"
   "duration that is not one|$SCHEMA_ERR|--set	config.batch.linger=soon"
   "max_active_jobs 0|$SCHEMA_ERR|--set	config.api.max_active_jobs=0"
+  "unknown api key poll_intial|$SCHEMA_ERR|--set	config.api.poll_intial=1s"
+  "api.max_job_attempts is a string|$SCHEMA_ERR|--set-string	config.api.max_job_attempts=3"
+  "api.max_job_attempts 0|$SCHEMA_ERR|--set	config.api.max_job_attempts=0"
+  "api.max_result_bytes below 1024|$SCHEMA_ERR|--set	config.api.max_result_bytes=1000"
+  "api.download_allowed_hosts not a list|$SCHEMA_ERR|--set	config.api.download_allowed_hosts=example.com"
+  "kafka.max_in_flight_bytes is a string|$SCHEMA_ERR|--set-string	config.kafka.max_in_flight_bytes=64MiB"
+  "kafka.rebalance_drain_timeout unknown unit|$SCHEMA_ERR|--set	config.kafka.rebalance_drain_timeout=10 parsecs"
+  "kafka.commit_interval 0s|$SCHEMA_ERR|--set	config.kafka.commit_interval=0s"
+  "batch.max_size above the API's 300|$SCHEMA_ERR|--set	config.batch.max_size=301"
+  "output_topic not a topic name|$SCHEMA_ERR|--set	config.kafka.output_topic=emails identified"
+  "server.listen with a host name|$SCHEMA_ERR|--set	config.server.listen=localhost:8080"
+  "cache.max_entries 0|$SCHEMA_ERR|--set	config.cache.max_entries=0"
+  "api.key in config|REFUSED|--set	config.api.key=sk-not-real"
+  "kafka.sasl_password in config|REFUSED|--set	config.kafka.sasl_password=not-real"
+  "kafka.ssl_key_password in config|REFUSED|--set	config.kafka.ssl_key_password=not-real"
+  "sasl.password in kafka.producer|REFUSED|--set	config.kafka.producer.sasl\\.password=not-real"
+  "ssl.key.password in kafka.consumer|REFUSED|--set	config.kafka.consumer.ssl\\.key\\.password=not-real"
+  "sasl_password in configToml|must not be stored in the ConfigMap|--set-string	configToml=sasl_password = \"x\""
+  "extraEnv repeating IDENTIFY_KAFKA__SASL_PASSWORD|already sets|--set	kafka.saslPasswordSecret.name=kafka-sasl	--set-json	extraEnv=[{\"name\":\"IDENTIFY_KAFKA__SASL_PASSWORD\",\"value\":\"x\"}]"
+  "extraVolumes named config|$SCHEMA_ERR|--set-json	extraVolumes=[{\"name\":\"config\",\"emptyDir\":{}}]"
+  "extraVolumeMounts without mountPath|$SCHEMA_ERR|--set-json	extraVolumeMounts=[{\"name\":\"kafka-ca\"}]"
+  "kafka.saslPasswordSecret without a key|$SCHEMA_ERR|--set	kafka.saslPasswordSecret.name=s	--set	kafka.saslPasswordSecret.key="
   "input_topics empty|$SCHEMA_ERR|--set-json	config.kafka.input_topics=[]"
+  "webhook public_url with a path behind the Ingress|REFUSED: with ingress.enabled|-f	$CHART/ci/webhook-values.yaml	--set	config.webhook.public_url=https://hooks.example.org/identify"
+  "webhook public_url host not an Ingress host|none of the ingress.hosts|-f	$CHART/ci/webhook-values.yaml	--set	config.webhook.public_url=https://elsewhere.example.org"
+  "configToml public_url with a path behind the Ingress|has the path /identify|--set	ingress.enabled=true	--set-string	configToml=public_url = \"https://identify.example.com/identify\""
   "webhook public_url without scheme|$SCHEMA_ERR|--set	config.webhook.public_url=identify.example.com"
   "image.pullPolicy Sometimes|$SCHEMA_ERR|--set	image.pullPolicy=Sometimes"
   "service.port out of range|$SCHEMA_ERR|--set	service.port=70000"

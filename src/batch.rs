@@ -91,6 +91,22 @@ impl Batcher {
         (!ids.is_empty()).then_some(JobSpec { kind, ids })
     }
 
+    /// Keeps only the identifiers for which `keep` is true (others were
+    /// answered another way, e.g. by a recovered job); empty batches vanish.
+    pub fn retain(&mut self, mut keep: impl FnMut(IdentifierType, &str) -> bool) {
+        self.ready.retain_mut(|spec| {
+            spec.ids.retain(|id| keep(spec.kind, id));
+            !spec.ids.is_empty()
+        });
+        for kind in IdentifierType::ALL {
+            let open = &mut self.open[kind.index()];
+            open.ids.retain(|id| keep(kind, id));
+            if open.ids.is_empty() {
+                open.started = None;
+            }
+        }
+    }
+
     /// When the oldest open batch's linger expires (for the dispatcher's timer).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.open
@@ -177,6 +193,19 @@ mod tests {
         });
         assert_eq!(b.next_job(now).unwrap().ids, vec!["retry@x.co"]);
         assert_eq!(b.next_job(now).unwrap().ids.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retain_drops_answered_identifiers() {
+        let mut b = Batcher::new(2, Duration::from_secs(1));
+        let now = Instant::now();
+        for id in ids(3, "a") {
+            b.push(BusinessEmail, id, now);
+        }
+        b.retain(|_, id| id != "a0@x.co" && id != "a2@x.co");
+        assert_eq!(b.queued_ids(), 1);
+        assert_eq!(b.next_deadline(), None, "the emptied open batch has no deadline");
+        assert_eq!(b.next_job(now).unwrap().ids, vec!["a1@x.co"]);
     }
 
     #[test]

@@ -74,7 +74,8 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let r = Registry::new_custom(Some("identify".into()), None).expect("valid prefix");
-        let secs = exponential_buckets(0.05, 2.0, 14).expect("buckets");
+        // 50 ms to about 1.8 h (api.job_timeout defaults to 30 min).
+        let secs = exponential_buckets(0.05, 2.0, 18).expect("buckets");
         Self {
             records_consumed: counter(&r, "records_consumed_total", "Input records consumed."),
             records_produced: counter_vec(
@@ -270,7 +271,8 @@ impl Metrics {
     pub fn credits_spent(&self, n: u64) {
         self.credits_spent.inc_by(n);
     }
-    /// Lookups saved: `source` is `dedupe`, `in_flight` or `cache`.
+    /// Lookups saved: `source` is `dedupe` (identifier already pending),
+    /// `cache` or `recovery` (a previous owner's job).
     pub fn credits_saved(&self, source: &str, n: u64) {
         self.credits_saved.with_label_values(&[source]).inc_by(n);
     }

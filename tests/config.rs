@@ -102,7 +102,7 @@ fn environment_overrides_file() {
     std::env::set_var("IDENTIFY_KAFKA__BROKERS", "broker-a:9092,broker-b:9092");
     std::env::set_var("IDENTIFY_BATCH__LINGER", "750ms");
     std::env::set_var("CRUSTDATA_API_KEY", "from-env");
-    std::env::set_var("IDENTIFY_KAFKA__SASL_PASSWORD", "pw-from-env");
+    std::env::set_var("IDENTIFY_KAFKA__SASL_PASSWORD", "0123");
     let c = Config::load(Some(&path)).unwrap();
     assert_eq!(c.kafka.brokers, "broker-a:9092,broker-b:9092");
     assert_eq!(c.batch.linger, Duration::from_millis(750));
@@ -112,13 +112,13 @@ fn environment_overrides_file() {
             .client_properties(false)
             .get("sasl.password")
             .map(String::as_str),
-        Some("pw-from-env")
+        Some("0123")
     );
     assert_eq!(
         c.kafka.client_properties(true).get("sasl.password").map(String::as_str),
-        Some("pw-from-env")
+        Some("0123")
     );
-    assert!(!format!("{c:?}").contains("pw-from-env"));
+    assert!(!format!("{c:?}").contains("0123"));
     let missing = Config::load(Some(&dir.path().join("nope.toml"))).unwrap_err();
     assert!(missing.to_string().contains("does not exist"));
 }

@@ -234,3 +234,59 @@ async fn slow_api_backlog_beyond_budget_stays_in_group_with_bounded_memory() {
     assert!(peak <= 401.0, "in-flight records bounded by the budget: {peak}");
     assert_eq!(rebalances, 1.0, "one assignment, never evicted from the group");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_jobs_in_flight_does_not_pay_twice() {
+    // Slow jobs, so that several are in flight when the process dies.
+    let sim = common::start_sim(|c| {
+        c.base_time = Duration::from_secs(3);
+        c.jitter = Duration::ZERO;
+    })
+    .await;
+    let topics = Topics::create("recover", 3).await;
+    kafka::produce(&topics.input, 3, &emails(1500, "recover")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connector.toml");
+    std::fs::write(&path, common::toml_for(&topics, &sim.base_url())).unwrap();
+
+    let mut child = connector_process(&path);
+    kafka::wait_for("jobs in flight", Duration::from_secs(60), || {
+        sim.stats().submits_accepted >= 3
+    })
+    .await;
+    // Let a commit carry the jobs' ids in its metadata, then kill.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let killed_with = sim.stats().submits_accepted;
+
+    let mut child = connector_process(&path);
+    common::wait_done(&topics, Duration::from_secs(120)).await;
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+    let audit = common::audit(&topics);
+    let stats = sim.stats();
+    println!(
+        "{} jobs_before_kill={killed_with} jobs_total={} credits_charged={} credits_recharged={} identifiers_resubmitted={}",
+        audit.summary("sigkill-recovery"),
+        stats.submits_accepted,
+        stats.credits_charged,
+        stats.credits_recharged,
+        stats.identifiers_submitted_more_than_once
+    );
+    assert!(
+        audit.lost.is_empty(),
+        "lost {:?}",
+        &audit.lost[..audit.lost.len().min(10)]
+    );
+    assert_eq!(
+        stats.identifiers_submitted_more_than_once, 0,
+        "jobs in flight at the crash were reused, not resubmitted"
+    );
+    assert_eq!(stats.credits_recharged, 0);
+}

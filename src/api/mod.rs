@@ -186,22 +186,23 @@ impl ApiClient {
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
         headers.insert("x-api-version", HeaderValue::from_static(API_VERSION));
-        let build = |headers: HeaderMap| {
+        let build = |headers: HeaderMap, redirect: reqwest::redirect::Policy| {
             reqwest::Client::builder()
                 .default_headers(headers)
                 .timeout(cfg.request_timeout)
                 .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
-                .redirect(reqwest::redirect::Policy::limited(3))
+                .redirect(redirect)
                 .user_agent(concat!("identify-connector/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| ApiError::Transport(e.to_string()))
         };
         let rpm = NonZeroU32::new(cfg.requests_per_minute.max(1)).expect("nonzero");
         Ok(Self {
-            http: build(headers)?,
+            http: build(headers, reqwest::redirect::Policy::limited(3))?,
             // Result files are fetched without the Authorization header (S3
-            // refuses it) and without automatic decompression.
-            files: build(HeaderMap::new())?,
+            // refuses it), without automatic decompression, and without
+            // following redirects (a redirect could leave the allowlist).
+            files: build(HeaderMap::new(), reqwest::redirect::Policy::none())?,
             policy: DownloadPolicy::new(cfg, &base),
             base,
             key: cfg.key.clone(),

@@ -7,7 +7,7 @@ use std::path::Path;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 
-use super::{Config, ConfigError, InputFormat};
+use super::{Config, ConfigError, InputFormat, Secret};
 
 impl Config {
     /// Loads defaults, then `file` (if any), then the environment.
@@ -25,7 +25,19 @@ impl Config {
         fig = fig
             .merge(Env::prefixed("IDENTIFY_").split("__"))
             .merge(Env::raw().only(&["CRUSTDATA_API_KEY"]).map(|_| "api.key".into()));
-        let config = Self::extract(fig)?;
+        let mut config = Self::extract(fig)?;
+        // Secrets verbatim: the environment provider would read "0123" as
+        // the number 123.
+        let raw = |var: &str| std::env::var(var).ok().map(Secret::new);
+        if let Some(k) = raw("CRUSTDATA_API_KEY").or_else(|| raw("IDENTIFY_API__KEY")) {
+            config.api.key = k;
+        }
+        if let Some(p) = raw("IDENTIFY_KAFKA__SASL_PASSWORD") {
+            config.kafka.sasl_password = p;
+        }
+        if let Some(p) = raw("IDENTIFY_KAFKA__SSL_KEY_PASSWORD") {
+            config.kafka.ssl_key_password = p;
+        }
         config.validate()?;
         Ok(config)
     }

@@ -55,7 +55,19 @@ impl fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        // The environment provider reads an all-digit value as a number.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(i64),
+            Float(f64),
+        }
+        Ok(Secret(match Raw::deserialize(d)? {
+            Raw::Text(s) => s,
+            Raw::Int(i) => i.to_string(),
+            Raw::Float(f) => f.to_string(),
+        }))
     }
 }
 
@@ -316,7 +328,8 @@ pub struct ApiConfig {
     pub key: Secret,
     /// Jobs active at once (submitted, results not yet published). Default 5.
     pub max_active_jobs: usize,
-    /// Requests per minute across all endpoints. Default 300.
+    /// Requests per minute across all endpoints. Default 600 (5 jobs of 2 s
+    /// need about 9 requests a second).
     pub requests_per_minute: u32,
     /// A job not finished within this is abandoned and resubmitted. Default `30m`.
     #[serde(deserialize_with = "duration::deserialize")]
@@ -352,7 +365,7 @@ impl Default for ApiConfig {
             base_url: "https://api.crustdata.com".into(),
             key: Secret::default(),
             max_active_jobs: 5,
-            requests_per_minute: 300,
+            requests_per_minute: 600,
             job_timeout: Duration::from_secs(30 * 60),
             request_timeout: Duration::from_secs(30),
             poll_initial: Duration::from_secs(1),

@@ -2,15 +2,19 @@
 //! adaptive schedule, woken early by a webhook callback), download and
 //! decode its results. Failed, timed-out and unreadable jobs are resubmitted
 //! a bounded number of times; auth refusals are retried slowly forever
-//! while the service reports itself unready.
+//! while the service reports itself unready. Jobs named in commit metadata
+//! after a crash or rebalance are recovered: their results are fetched
+//! instead of paying for the same identifiers again.
 
 pub mod poll;
 pub mod results;
+pub mod slots;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -21,7 +25,7 @@ use crate::decode::{match_key, IdentifierType};
 use crate::metrics::Metrics;
 use crate::server::Health;
 use poll::DurationEstimator;
-use results::{has_matches, Matches};
+use results::{has_matches, Matches, ResultRow};
 
 /// A batch to run as one job.
 #[derive(Debug, Clone)]
@@ -62,6 +66,37 @@ pub enum JobOutcome {
         /// The last failure.
         message: String,
     },
+    /// A job recovered from commit metadata finished: its result rows.
+    Recovered {
+        /// The job.
+        batch_id: Arc<str>,
+        /// Every row of its result file (empty when it had no matches file).
+        rows: Vec<ResultRow>,
+    },
+    /// A recovered job could not be used (failed, forgotten, unreadable).
+    RecoveryFailed {
+        /// The job.
+        batch_id: Arc<str>,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What running jobs tell the dispatcher while they run.
+#[derive(Debug)]
+pub enum JobEvent {
+    /// The API accepted job `seq` as `batch_id`.
+    Submitted {
+        /// The dispatcher's job number.
+        seq: u64,
+        /// The API's id.
+        batch_id: Arc<str>,
+    },
+    /// A submit of job `seq` got 429.
+    RateLimited {
+        /// The dispatcher's job number.
+        seq: u64,
+    },
 }
 
 /// Webhook tokens -> jobs waiting for them.
@@ -83,12 +118,15 @@ pub struct JobContext {
     pub webhook: Option<(String, Duration)>,
     /// Live webhook tokens.
     pub wakers: Arc<WakeRegistry>,
+    /// To the dispatcher.
+    pub events: UnboundedSender<JobEvent>,
 }
 
 enum Attempt {
     Done(Arc<str>, HashMap<String, Matches>, Vec<String>),
     Rejected(String),
     Retry(String),
+    GiveUp(String),
 }
 
 impl JobContext {
@@ -102,7 +140,7 @@ impl JobContext {
     /// Runs one request with the retry policy: retryable errors up to
     /// `api.max_request_retries` attempts (rate limits without bound), auth
     /// errors slowly without bound (marking the API refused meanwhile).
-    async fn call<T, F, Fut>(&self, what: &'static str, mut op: F) -> Result<T, ApiError>
+    async fn call<T, F, Fut>(&self, what: &'static str, seq: u64, mut op: F) -> Result<T, ApiError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ApiError>>,
@@ -120,6 +158,9 @@ impl JobContext {
                     return Ok(v);
                 }
                 Err(e) if e.class() == ErrorClass::Auth => {
+                    // Slow retries of a refused key do not use up the budget
+                    // for transient errors.
+                    attempt = 0;
                     auth_attempt += 1;
                     self.health.set_api_refused(true);
                     let wait = Backoff {
@@ -131,33 +172,38 @@ impl JobContext {
                     self.metrics.api_retry(what, e.label());
                     tokio::time::sleep(wait).await;
                 }
-                Err(e) => match decide(
-                    &e,
-                    attempt,
-                    self.cfg.max_request_retries,
-                    &self.backoff(),
-                    rand::random(),
-                ) {
-                    RetryDecision::RetryAfter(wait) => {
-                        debug!(request = what, error = %e, attempt, retry_in = ?wait, "retrying");
-                        self.metrics.api_retry(what, e.label());
-                        tokio::time::sleep(wait).await;
+                Err(e) => {
+                    if what == "submit" && matches!(e, ApiError::RateLimited { .. }) {
+                        let _ = self.events.send(JobEvent::RateLimited { seq });
                     }
-                    RetryDecision::GiveUp => return Err(e),
-                },
+                    match decide(
+                        &e,
+                        attempt,
+                        self.cfg.max_request_retries,
+                        &self.backoff(),
+                        rand::random(),
+                    ) {
+                        RetryDecision::RetryAfter(wait) => {
+                            debug!(request = what, error = %e, attempt, retry_in = ?wait, "retrying");
+                            self.metrics.api_retry(what, e.label());
+                            tokio::time::sleep(wait).await;
+                        }
+                        RetryDecision::GiveUp => return Err(e),
+                    }
+                }
             }
         }
     }
 
-    /// Runs a job to its outcome.
-    pub async fn run(self: Arc<Self>, spec: JobSpec) -> JobOutcome {
+    /// Runs job `seq` to its outcome.
+    pub async fn run(self: Arc<Self>, seq: u64, spec: JobSpec) -> JobOutcome {
         let mut last = String::new();
         for attempt in 1..=self.cfg.max_job_attempts {
             if attempt > 1 {
                 self.metrics.job_resubmitted();
                 info!(attempt, kind = spec.kind.as_str(), size = spec.ids.len(), reason = %last, "resubmitting job");
             }
-            match self.attempt(&spec).await {
+            match self.attempt(seq, &spec).await {
                 Attempt::Done(batch_id, results, missing) => {
                     return JobOutcome::Done {
                         spec,
@@ -167,13 +213,36 @@ impl JobContext {
                     }
                 }
                 Attempt::Rejected(message) => return JobOutcome::Rejected { spec, message },
+                Attempt::GiveUp(message) => return JobOutcome::Failed { spec, message },
                 Attempt::Retry(why) => last = why,
             }
         }
         JobOutcome::Failed { spec, message: last }
     }
 
-    async fn attempt(&self, spec: &JobSpec) -> Attempt {
+    /// Fetches the results of a job submitted before a crash or rebalance.
+    pub async fn recover(self: Arc<Self>, seq: u64, batch_id: Arc<str>) -> JobOutcome {
+        let failed = |message: String| JobOutcome::RecoveryFailed {
+            batch_id: batch_id.clone(),
+            message,
+        };
+        let status = match self.wait(seq, &batch_id, Instant::now(), &Notify::new(), true).await {
+            Ok(s) => s,
+            Err(why) => return failed(why),
+        };
+        if status.result_count == Some(0) {
+            return JobOutcome::Recovered {
+                batch_id,
+                rows: Vec::new(),
+            };
+        }
+        match self.fetch_all(seq, &batch_id, status).await {
+            Ok(rows) => JobOutcome::Recovered { batch_id, rows },
+            Err(e) => failed(e.to_string()),
+        }
+    }
+
+    async fn attempt(&self, seq: u64, spec: &JobSpec) -> Attempt {
         let token = self.webhook.as_ref().map(|_| new_token());
         let wake = Arc::new(Notify::new());
         let hook_url = match (&self.webhook, &token) {
@@ -183,17 +252,17 @@ impl JobContext {
             }
             _ => None,
         };
-        let result = self.submit_and_collect(spec, hook_url.as_deref(), &wake).await;
+        let result = self.submit_and_collect(seq, spec, hook_url.as_deref(), &wake).await;
         if let Some(t) = token {
             self.wakers.lock().expect("wakers").remove(&t);
         }
         result
     }
 
-    async fn submit_and_collect(&self, spec: &JobSpec, hook_url: Option<&str>, wake: &Notify) -> Attempt {
+    async fn submit_and_collect(&self, seq: u64, spec: &JobSpec, hook_url: Option<&str>, wake: &Notify) -> Attempt {
         let submitted = Instant::now();
         let batch_id: Arc<str> = match self
-            .call("submit", || self.api.submit(spec.kind, &spec.ids, hook_url))
+            .call("submit", seq, || self.api.submit(spec.kind, &spec.ids, hook_url))
             .await
         {
             Ok(id) => id.into(),
@@ -201,21 +270,34 @@ impl JobContext {
             Err(e) => return Attempt::Retry(format!("submit: {e}")),
         };
         self.metrics.job_submitted();
+        let _ = self.events.send(JobEvent::Submitted {
+            seq,
+            batch_id: batch_id.clone(),
+        });
         debug!(%batch_id, size = spec.ids.len(), "job submitted");
-        let status = match self.wait(&batch_id, submitted, wake).await {
+        let status = match self.wait(seq, &batch_id, submitted, wake, false).await {
             Ok(s) => s,
             Err(why) => return Attempt::Retry(why),
         };
         self.metrics.job_finished("completed", submitted.elapsed());
         self.estimator.lock().expect("estimator").observe(submitted.elapsed());
-        match self.collect(spec, &batch_id, status).await {
+        match self.collect(seq, spec, &batch_id, status).await {
             Ok((results, missing)) => Attempt::Done(batch_id, results, missing),
-            Err(why) => Attempt::Retry(why),
+            // A link the allowlist refuses stays refused: do not pay again.
+            Err(e @ ApiError::RefusedUrl(_)) => Attempt::GiveUp(format!("results of {batch_id}: {e}")),
+            Err(e) => Attempt::Retry(format!("results of {batch_id}: {e}")),
         }
     }
 
     /// Polls until the job completes; `Err` for failed or timed out.
-    async fn wait(&self, batch_id: &str, submitted: Instant, wake: &Notify) -> Result<JobStatus, String> {
+    async fn wait(
+        &self,
+        seq: u64,
+        batch_id: &str,
+        submitted: Instant,
+        wake: &Notify,
+        recovering: bool,
+    ) -> Result<JobStatus, String> {
         let mut index = 0u32;
         loop {
             let elapsed = submitted.elapsed();
@@ -225,8 +307,8 @@ impl JobContext {
             }
             let delay = match &self.webhook {
                 // With callbacks, poll rarely: the callback wakes us.
-                Some((_, fallback)) => *fallback,
-                None => {
+                Some((_, fallback)) if !recovering => *fallback,
+                _ => {
                     let est = self.estimator.lock().expect("estimator").clone();
                     poll::next_delay(index, elapsed, &est, self.cfg.poll_initial, self.cfg.poll_max)
                 }
@@ -237,7 +319,7 @@ impl JobContext {
                 _ = wake.notified() => { self.metrics.webhook_wakeup(); }
             }
             index += 1;
-            let status = match self.call("status", || self.api.status(batch_id)).await {
+            let status = match self.call("status", seq, || self.api.status(batch_id)).await {
                 Ok(s) => s,
                 Err(e) => return Err(format!("status of {batch_id}: {e}")),
             };
@@ -253,42 +335,25 @@ impl JobContext {
         }
     }
 
-    /// Downloads and decodes the results of a completed job.
+    /// Downloads and decodes the results of a completed job and matches
+    /// them to the submitted identifiers.
     async fn collect(
         &self,
+        seq: u64,
         spec: &JobSpec,
         batch_id: &str,
-        mut status: JobStatus,
-    ) -> Result<(HashMap<String, Matches>, Vec<String>), String> {
-        let mut found: HashMap<String, Matches> = HashMap::with_capacity(spec.ids.len());
-        if status.result_count != Some(0) {
-            let mut refreshed = false;
-            loop {
-                let urls = if status.download_urls.is_empty() {
-                    status.download_url.iter().cloned().collect::<Vec<_>>()
-                } else {
-                    status.download_urls.clone()
-                };
-                if urls.is_empty() {
-                    return Err(format!("job {batch_id} completed without download_url"));
-                }
-                match self.fetch_all(&urls).await {
-                    Ok(map) => {
-                        found = map;
-                        break;
-                    }
-                    // A pre-signed link may expire: a fresh status gives fresh links.
-                    Err(ApiError::LinkExpired(_)) if !refreshed => {
-                        refreshed = true;
-                        status = self
-                            .call("status", || self.api.status(batch_id))
-                            .await
-                            .map_err(|e| format!("status of {batch_id}: {e}"))?;
-                    }
-                    Err(e) => return Err(format!("results of {batch_id}: {e}")),
-                }
-            }
-        }
+        status: JobStatus,
+    ) -> Result<(HashMap<String, Matches>, Vec<String>), ApiError> {
+        let empty = status.result_count == Some(0);
+        let rows = if empty {
+            Vec::new()
+        } else {
+            self.fetch_all(seq, batch_id, status).await?
+        };
+        let mut found: HashMap<String, Matches> = rows
+            .into_iter()
+            .map(|r| (match_key(&r.matched_on), r.matches))
+            .collect();
         let mut results = HashMap::with_capacity(spec.ids.len());
         let mut missing = Vec::new();
         let mut credits = 0u64;
@@ -300,7 +365,7 @@ impl JobContext {
                     }
                     results.insert(id.clone(), m);
                 }
-                None if status.result_count == Some(0) => {
+                None if empty => {
                     results.insert(id.clone(), results::no_matches());
                 }
                 None => missing.push(id.clone()),
@@ -311,30 +376,53 @@ impl JobContext {
         Ok((results, missing))
     }
 
-    /// Downloads every part; a corrupt part is fetched once more.
-    async fn fetch_all(&self, urls: &[String]) -> Result<HashMap<String, Matches>, ApiError> {
-        let mut all = HashMap::new();
-        for url in urls {
-            let mut tries = 0;
-            loop {
-                tries += 1;
-                let data = self.call("download", || self.api.download(url)).await?;
-                match results::parse(&data, self.api.max_result_bytes()) {
-                    Ok(map) => {
-                        all.extend(map);
-                        break;
-                    }
-                    Err(e) => {
-                        self.metrics.result_file_rejected();
-                        warn!(error = %e, tries, "unusable result file");
-                        if tries >= 2 {
-                            return Err(ApiError::Malformed(e.to_string()));
+    /// Downloads every part of a completed job's results (`download_urls`,
+    /// else `download_url`). An expired link is renewed once by a fresh
+    /// status request; a corrupt part is fetched once more.
+    async fn fetch_all(&self, seq: u64, batch_id: &str, mut status: JobStatus) -> Result<Vec<ResultRow>, ApiError> {
+        let mut refreshed = false;
+        'links: loop {
+            let urls = if status.download_urls.is_empty() {
+                status.download_url.iter().cloned().collect::<Vec<_>>()
+            } else {
+                status.download_urls.clone()
+            };
+            if urls.is_empty() {
+                return Err(ApiError::Malformed(format!(
+                    "job {batch_id} completed without download_url"
+                )));
+            }
+            let mut all = Vec::new();
+            for url in &urls {
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let data = match self.call("download", seq, || self.api.download(url)).await {
+                        Ok(d) => d,
+                        Err(ApiError::LinkExpired(_)) if !refreshed => {
+                            refreshed = true;
+                            status = self.call("status", seq, || self.api.status(batch_id)).await?;
+                            continue 'links;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    match results::parse(&data, self.api.max_result_bytes()) {
+                        Ok(rows) => {
+                            all.extend(rows);
+                            break;
+                        }
+                        Err(e) => {
+                            self.metrics.result_file_rejected();
+                            warn!(error = %e, tries, %batch_id, "unusable result file");
+                            if tries >= 2 {
+                                return Err(ApiError::Malformed(e.to_string()));
+                            }
                         }
                     }
                 }
             }
+            return Ok(all);
         }
-        Ok(all)
     }
 }
 

@@ -56,7 +56,8 @@ pub fn next_delay(
     initial: Duration,
     max: Duration,
 ) -> Duration {
-    let floor = Duration::from_millis(50);
+    // Small enough for near-instant jobs; the learnt estimate dominates otherwise.
+    let floor = Duration::from_millis(10);
     let d = if index == 0 {
         est.expected().map_or(initial, |e| e.saturating_sub(elapsed))
     } else {
@@ -97,7 +98,7 @@ mod tests {
         let second = next_delay(1, first, &e, S(1.0), S(30.0));
         assert!(second >= S(0.1) && second < S(0.5), "{second:?}");
         // A job polled late still gets a small positive delay.
-        assert_eq!(next_delay(0, S(100.0), &e, S(1.0), S(30.0)), S(0.05));
+        assert_eq!(next_delay(0, S(100.0), &e, S(1.0), S(30.0)), S(0.01));
     }
 
     #[test]

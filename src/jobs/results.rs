@@ -1,14 +1,24 @@
 //! Result files: gzip detection by magic bytes, bounded decompression (a
-//! gzip bomb is refused), and stream-decoding of the JSONL lines into
-//! `matched_on` -> `matches` (kept verbatim as raw JSON).
+//! gzip bomb is refused), and stream-decoding of the JSONL lines into rows
+//! of `matched_on`, `match_type` and `matches` (kept verbatim as raw JSON).
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::decode::match_key;
+use crate::decode::IdentifierType;
+
+/// One line of a result file.
+#[derive(Debug)]
+pub struct ResultRow {
+    /// The identifier as submitted (the API echoes it).
+    pub matched_on: String,
+    /// The identifier type the line names (`business_email` when absent).
+    pub kind: IdentifierType,
+    /// The matches, verbatim.
+    pub matches: Matches,
+}
 
 /// Why a result file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +38,8 @@ pub type Matches = Box<RawValue>;
 struct Line<'a> {
     #[serde(borrow)]
     matched_on: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    match_type: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     matches: Option<Box<RawValue>>,
 }
@@ -52,9 +64,9 @@ pub fn has_matches(m: &RawValue) -> bool {
     !inner.is_some_and(|i| i.trim().is_empty())
 }
 
-/// Decodes a result file (gzip or plain JSONL) into `match_key(matched_on)`
-/// -> `matches`, reading at most `max_bytes` decompressed bytes.
-pub fn parse(data: &[u8], max_bytes: u64) -> Result<HashMap<String, Matches>, ResultError> {
+/// Decodes a result file (gzip or plain JSONL) into rows, reading at most
+/// `max_bytes` decompressed bytes.
+pub fn parse(data: &[u8], max_bytes: u64) -> Result<Vec<ResultRow>, ResultError> {
     if is_gzip(data) {
         let dec = flate2::read::MultiGzDecoder::new(data);
         parse_lines(dec, max_bytes)
@@ -63,9 +75,9 @@ pub fn parse(data: &[u8], max_bytes: u64) -> Result<HashMap<String, Matches>, Re
     }
 }
 
-fn parse_lines(input: impl Read, max_bytes: u64) -> Result<HashMap<String, Matches>, ResultError> {
+fn parse_lines(input: impl Read, max_bytes: u64) -> Result<Vec<ResultRow>, ResultError> {
     let mut reader = BufReader::new(input.take(max_bytes + 1));
-    let mut out = HashMap::new();
+    let mut out = Vec::new();
     let mut line = Vec::with_capacity(1024);
     let mut total: u64 = 0;
     let mut number = 0usize;
@@ -94,7 +106,15 @@ fn parse_lines(input: impl Read, max_bytes: u64) -> Result<HashMap<String, Match
             None => no_matches(),
             Some(_) => return Err(ResultError::Corrupt(format!("line {number}: matches is not an array"))),
         };
-        out.insert(match_key(&parsed.matched_on), matches);
+        let kind = match parsed.match_type.as_deref() {
+            Some(t) if t.contains("url") || t.contains("profile") => IdentifierType::ProfileUrl,
+            _ => IdentifierType::BusinessEmail,
+        };
+        out.push(ResultRow {
+            matched_on: parsed.matched_on.into_owned(),
+            kind,
+            matches,
+        });
     }
     Ok(out)
 }
@@ -102,7 +122,16 @@ fn parse_lines(input: impl Read, max_bytes: u64) -> Result<HashMap<String, Match
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
     use std::io::Write;
+
+    fn map(data: &[u8], max: u64) -> Result<HashMap<String, Matches>, ResultError> {
+        parse(data, max).map(|rows| {
+            rows.into_iter()
+                .map(|r| (crate::decode::match_key(&r.matched_on), r.matches))
+                .collect()
+        })
+    }
 
     fn gz(text: &str) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -120,7 +149,7 @@ mod tests {
     #[test]
     fn gzip_and_plain_are_both_read() {
         for data in [gz(LINES), LINES.as_bytes().to_vec()] {
-            let m = parse(&data, 1 << 20).unwrap();
+            let m = map(&data, 1 << 20).unwrap();
             assert_eq!(m.len(), 2);
             assert!(has_matches(&m["jane@acme.com"]));
             assert!(!has_matches(&m["nobody@example.com"]));
@@ -133,7 +162,7 @@ mod tests {
         let (a, b) = LINES.split_at(LINES.find('\n').unwrap() + 1);
         let mut data = gz(a);
         data.extend(gz(b));
-        assert_eq!(parse(&data, 1 << 20).unwrap().len(), 2);
+        assert_eq!(map(&data, 1 << 20).unwrap().len(), 2);
     }
 
     #[test]
@@ -171,7 +200,7 @@ mod tests {
 
     #[test]
     fn missing_or_null_matches_mean_unmatched() {
-        let m = parse(
+        let m = map(
             b"{\"matched_on\":\"a@b.co\"}\n{\"matched_on\":\"c@d.co\",\"matches\":null}\n",
             1024,
         )

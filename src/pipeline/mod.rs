@@ -79,6 +79,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     let wakers = Arc::new(Mutex::default());
 
     let api = Arc::new(ApiClient::new(&cfg.api, metrics.clone())?);
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
     let webhook = (!cfg.webhook.public_url.is_empty()).then(|| {
         (
             format!("{}/webhooks/crustdata", cfg.webhook.public_url.trim_end_matches('/')),
@@ -93,6 +94,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         metrics: metrics.clone(),
         webhook,
         wakers: wakers.clone(),
+        events: events_tx,
     });
     let sink = Arc::new(Sink::new(&cfg.kafka, tracker.clone(), metrics.clone(), fatal.clone())?);
 
@@ -137,7 +139,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             info!("shutdown requested: no new records are taken");
             stop_control.stop_taking.store(true, Ordering::Relaxed);
         };
-        let outcome = dispatcher.run(rx, stop, grace).await;
+        let outcome = dispatcher.run(rx, events_rx, stop, grace).await;
         control.stop_taking.store(true, Ordering::Relaxed);
         probe.abort();
         // Everything handed to the producer gets acknowledged (or not) now.
@@ -155,8 +157,6 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|_| "consumer thread panicked".to_string()))
             .and_then(|r| r);
-        let _ = server_stop_tx.send(());
-        let _ = server_task.await;
         let result = match (outcome, source_result, fatal.get()) {
             (_, _, Some(f)) => Err(PipelineError::Failed(f)),
             (Err(e), _, _) => Err(PipelineError::Failed(e)),
@@ -173,6 +173,8 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
                 error!(error = %e, "pipeline stopped with an error");
             }
         }
+        let _ = server_stop_tx.send(());
+        let _ = server_task.await;
         let _ = done_tx.send(result);
     });
     Ok(Running {

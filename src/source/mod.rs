@@ -33,7 +33,7 @@ use crate::decode::{Decoder, Identifier};
 use crate::metrics::Metrics;
 use crate::server::Health;
 use crate::sink::{InputRecord, Sink};
-use offsets::{OffsetTracker, TopicPartition};
+use offsets::{CommitPoint, OffsetTracker, TopicPartition};
 
 /// A decoded record on its way to the dispatcher.
 #[derive(Debug)]
@@ -42,6 +42,16 @@ pub struct Work {
     pub rec: InputRecord,
     /// Its identifier.
     pub id: Identifier,
+}
+
+/// What the consumer thread hands the dispatcher.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// A decoded record.
+    Record(Work),
+    /// Jobs named in the commit metadata of newly assigned partitions
+    /// (submitted by a previous owner): reuse their results.
+    Recover(Vec<String>),
 }
 
 /// Flags the pipeline uses to steer the consumer thread.
@@ -64,6 +74,48 @@ pub struct SourceContext {
     /// application pause across revoke and re-assignment, so the consumer
     /// loop resumes every new assignment once it is under budget.
     assignments: std::sync::atomic::AtomicU64,
+    tx: UnboundedSender<SourceEvent>,
+}
+
+impl SourceContext {
+    /// Reads the commit metadata of newly assigned partitions and hands the
+    /// jobs it names to the dispatcher. Such a job can only cover offsets
+    /// below the partition's current end, so it stays in this instance's
+    /// metadata until the commit passes that end.
+    fn recover_jobs(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot read committed offsets; jobs of a previous owner are not reused");
+                return;
+            }
+        };
+        let mut all = Vec::new();
+        for e in committed.elements() {
+            let ids = offsets::decode_jobs(e.metadata());
+            if ids.is_empty() {
+                continue;
+            }
+            let end = consumer
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
+                .map_or(i64::MAX, |(_, high)| high - 1);
+            let tp: TopicPartition = (Arc::from(e.topic()), e.partition());
+            let mut t = self.tracker.lock().expect("tracker");
+            for id in &ids {
+                t.add_recovered_job(&tp, &Arc::from(id.as_str()), end);
+            }
+            all.extend(ids);
+        }
+        all.sort();
+        all.dedup();
+        if !all.is_empty() {
+            info!(
+                jobs = all.len(),
+                "commit metadata names jobs of a previous owner; reusing their results"
+            );
+            let _ = self.tx.send(SourceEvent::Recover(all));
+        }
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -110,19 +162,18 @@ impl ConsumerContext for SourceContext {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let mut commit = TopicPartitionList::new();
+        let mut points = Vec::new();
         {
             let mut t = self.tracker.lock().expect("tracker");
             for tp in &revoked {
-                if let Some(off) = t.safe_offset(tp) {
-                    let _ = commit.add_partition_offset(&tp.0, tp.1, Offset::Offset(off));
-                }
+                points.extend(t.commit_point(tp));
                 t.revoke(tp);
                 self.metrics.forget_partition(&tp.0, tp.1);
             }
             self.metrics.set_in_flight(t.in_flight());
         }
-        if commit.count() > 0 {
+        if !points.is_empty() {
+            let commit = commit_list(&points);
             let result = consumer.commit(&commit, CommitMode::Sync);
             self.metrics.commit(result.is_ok());
             match result {
@@ -136,14 +187,19 @@ impl ConsumerContext for SourceContext {
         info!(partitions = ?revoked.iter().map(|(t, p)| format!("{t}/{p}")).collect::<Vec<_>>(), "partitions revoked");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 self.metrics.rebalance("assign");
                 self.assignments.fetch_add(1, Ordering::Relaxed);
-                let mut t = self.tracker.lock().expect("tracker");
-                for e in tpl.elements() {
-                    t.assign((Arc::from(e.topic()), e.partition()));
+                {
+                    let mut t = self.tracker.lock().expect("tracker");
+                    for e in tpl.elements() {
+                        t.assign((Arc::from(e.topic()), e.partition()));
+                    }
+                }
+                if tpl.count() > 0 {
+                    self.recover_jobs(consumer, tpl);
                 }
                 self.health.set_joined(true);
                 info!(
@@ -168,7 +224,7 @@ pub struct SourceParts {
     /// For dead letters of undecodable records.
     pub sink: Arc<Sink>,
     /// To the dispatcher.
-    pub tx: UnboundedSender<Work>,
+    pub tx: UnboundedSender<SourceEvent>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Health flags.
@@ -198,6 +254,7 @@ pub fn spawn(parts: SourceParts) -> Result<JoinHandle<Result<(), String>>, Kafka
         control: parts.control.clone(),
         drain_timeout: parts.cfg.rebalance_drain_timeout,
         assignments: Default::default(),
+        tx: parts.tx.clone(),
     };
     let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx)?;
     let topics: Vec<&str> = parts.cfg.input_topics.iter().map(String::as_str).collect();
@@ -208,6 +265,17 @@ pub fn spawn(parts: SourceParts) -> Result<JoinHandle<Result<(), String>>, Kafka
         .map_err(|e| KafkaError::Subscription(format!("cannot start consumer thread: {e}")))
 }
 
+/// The list to commit: offsets with their metadata.
+fn commit_list(points: &[CommitPoint]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(points.len());
+    for c in points {
+        let mut e = tpl.add_partition(&c.tp.0, c.tp.1);
+        let _ = e.set_offset(Offset::Offset(c.offset));
+        e.set_metadata(c.metadata.as_str());
+    }
+    tpl
+}
+
 /// Commits every partition's safe offset that moved. Synchronous: a commit
 /// is a round trip every `kafka.commit_interval`, and its outcome is known.
 fn commit_safe(consumer: &BaseConsumer<SourceContext>, tracker: &Mutex<OffsetTracker>) {
@@ -215,17 +283,13 @@ fn commit_safe(consumer: &BaseConsumer<SourceContext>, tracker: &Mutex<OffsetTra
     if candidates.is_empty() {
         return;
     }
-    let mut tpl = TopicPartitionList::with_capacity(candidates.len());
-    for ((topic, partition), off) in &candidates {
-        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
-    }
-    let result = consumer.commit(&tpl, CommitMode::Sync);
+    let result = consumer.commit(&commit_list(&candidates), CommitMode::Sync);
     consumer.context().metrics.commit(result.is_ok());
     match result {
         Ok(()) => {
             let mut t = tracker.lock().expect("tracker");
-            for (tp, off) in &candidates {
-                t.mark_committed(tp, *off);
+            for c in &candidates {
+                t.mark_committed(&c.tp, c.offset);
             }
         }
         Err(e) => warn!(error = %e, "offset commit failed; will retry"),
@@ -255,7 +319,7 @@ fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), Stri
         };
         p.metrics.set_in_flight(in_flight);
         let over = stop || in_flight >= high || bytes >= high_bytes;
-        let under = !stop && in_flight * 5 < high * 4 && bytes / 5 < high_bytes / 5 * 4;
+        let under = !stop && in_flight * 5 < high * 4 && bytes / 4 < high_bytes / 5;
         if over || under {
             // Pausing is re-applied to every assignment while over budget; a
             // new assignment is resumed once under it, even if the loop last
@@ -326,7 +390,7 @@ fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), Stri
         };
         match p.decoder.decode(rec.value.as_deref()) {
             Ok(id) => {
-                if p.tx.send(Work { rec, id }).is_err() {
+                if p.tx.send(SourceEvent::Record(Work { rec, id })).is_err() {
                     return Err("dispatcher stopped".into());
                 }
             }

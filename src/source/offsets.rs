@@ -7,6 +7,11 @@
 //! finishes first therefore never commits past an earlier unfinished one.
 //! Every assignment gets a fresh epoch; completions that carry an older
 //! epoch (work of a partition since revoked) are ignored.
+//!
+//! Each partition also remembers the API jobs covering its uncommitted
+//! records; their ids travel in the commit metadata (see [`encode_jobs`]) so
+//! that whoever owns the partition next can reuse their results instead of
+//! paying for the same identifiers again.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -42,6 +47,49 @@ struct PartitionState {
     next: Option<i64>,
     /// Last offset committed (or known committed) in this assignment.
     committed: Option<i64>,
+    /// Jobs covering records of this partition: batch id -> highest offset.
+    jobs: Vec<(Arc<str>, i64)>,
+    /// The job list changed since the last commit.
+    jobs_dirty: bool,
+}
+
+/// Prefix of the commit metadata written by this connector.
+const META_PREFIX: &str = "identify/v1 jobs=";
+/// At most this many job ids per partition (commit metadata is limited,
+/// 4096 bytes by default on the broker).
+pub const MAX_META_JOBS: usize = 64;
+
+/// Commit metadata naming the jobs that cover uncommitted records.
+pub fn encode_jobs<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+    let ids: Vec<&str> = ids.take(MAX_META_JOBS).collect();
+    format!("{META_PREFIX}{}", ids.join(","))
+}
+
+/// The job ids in commit metadata written by [`encode_jobs`]; anything else
+/// (another tool's metadata, garbage) yields none.
+pub fn decode_jobs(meta: &str) -> Vec<String> {
+    let Some(list) = meta.strip_prefix(META_PREFIX) else {
+        return Vec::new();
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .take(MAX_META_JOBS)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A commit to make: partition, offset and metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitPoint {
+    /// The partition.
+    pub tp: TopicPartition,
+    /// The offset (next to read).
+    pub offset: i64,
+    /// Commit metadata (see [`encode_jobs`]).
+    pub metadata: String,
 }
 
 /// The offset a partition may commit: the first unfinished offset, else one
@@ -77,6 +125,8 @@ impl OffsetTracker {
                 pending: VecDeque::new(),
                 next: None,
                 committed: None,
+                jobs: Vec::new(),
+                jobs_dirty: false,
             },
         );
         epoch
@@ -170,22 +220,89 @@ impl OffsetTracker {
         safe_commit_offset(s.pending.front().map(|e| e.offset), s.next)
     }
 
-    /// Partitions whose safe offset moved past what was last committed.
-    pub fn commit_candidates(&self) -> Vec<(TopicPartition, i64)> {
-        self.parts
-            .iter()
-            .filter_map(|(tp, s)| {
-                let safe = safe_commit_offset(s.pending.front().map(|e| e.offset), s.next)?;
-                (s.committed.is_none_or(|c| safe > c)).then(|| (tp.clone(), safe))
-            })
-            .collect()
+    /// Partitions whose safe offset moved past what was last committed, or
+    /// whose covering jobs changed, with the metadata to commit.
+    pub fn commit_candidates(&mut self) -> Vec<CommitPoint> {
+        let mut out = Vec::new();
+        for (tp, s) in self.parts.iter_mut() {
+            let Some(safe) = safe_commit_offset(s.pending.front().map(|e| e.offset), s.next).or(s.committed) else {
+                continue;
+            };
+            // Jobs whose records are all below the safe offset are done with.
+            let before = s.jobs.len();
+            s.jobs.retain(|(_, max)| *max >= safe);
+            let moved = s.committed.is_none_or(|c| safe > c);
+            if moved || s.jobs_dirty || s.jobs.len() != before {
+                out.push(CommitPoint {
+                    tp: tp.clone(),
+                    offset: safe,
+                    metadata: encode_jobs(s.jobs.iter().rev().map(|(id, _)| id.as_ref())),
+                });
+            }
+        }
+        out
     }
 
-    /// Records that `offset` was committed for `tp`.
+    /// The commit point of `tp` now (on revoke: offset and covering jobs, so
+    /// the next owner can reuse the jobs' results).
+    pub fn commit_point(&self, tp: &TopicPartition) -> Option<CommitPoint> {
+        let s = self.parts.get(tp)?;
+        let offset = safe_commit_offset(s.pending.front().map(|e| e.offset), s.next).or(s.committed)?;
+        Some(CommitPoint {
+            tp: tp.clone(),
+            offset,
+            metadata: encode_jobs(
+                s.jobs
+                    .iter()
+                    .rev()
+                    .filter(|(_, max)| *max >= offset)
+                    .map(|(id, _)| id.as_ref()),
+            ),
+        })
+    }
+
+    /// Records that `offset` was committed for `tp` with its job list.
     pub fn mark_committed(&mut self, tp: &TopicPartition, offset: i64) {
         if let Some(s) = self.parts.get_mut(tp) {
             if s.committed.is_none_or(|c| offset > c) {
                 s.committed = Some(offset);
+            }
+            s.jobs_dirty = false;
+        }
+    }
+
+    /// Notes that job `batch_id` covers the record at `pos` (current epoch only).
+    pub fn add_job(&mut self, pos: &SourcePos, batch_id: &Arc<str>) {
+        let Some(s) = self.parts.get_mut(&(pos.topic.clone(), pos.partition)) else {
+            return;
+        };
+        if s.epoch != pos.epoch {
+            return;
+        }
+        Self::cover(s, batch_id, pos.offset);
+    }
+
+    /// Notes that job `batch_id` may cover records of `tp` up to `max_offset`
+    /// (jobs recovered from commit metadata).
+    pub fn add_recovered_job(&mut self, tp: &TopicPartition, batch_id: &Arc<str>, max_offset: i64) {
+        if let Some(s) = self.parts.get_mut(tp) {
+            Self::cover(s, batch_id, max_offset);
+        }
+    }
+
+    fn cover(s: &mut PartitionState, batch_id: &Arc<str>, offset: i64) {
+        match s.jobs.iter_mut().find(|(id, _)| id == batch_id) {
+            Some((_, max)) => {
+                if offset > *max {
+                    *max = offset;
+                }
+            }
+            None => {
+                s.jobs.push((batch_id.clone(), offset));
+                if s.jobs.len() > MAX_META_JOBS {
+                    s.jobs.remove(0);
+                }
+                s.jobs_dirty = true;
             }
         }
     }
@@ -228,6 +345,62 @@ mod tests {
             offset,
             epoch,
         }
+    }
+
+    fn offsets(t: &mut OffsetTracker) -> Vec<i64> {
+        t.commit_candidates().into_iter().map(|c| c.offset).collect()
+    }
+
+    #[test]
+    fn jobs_travel_in_commit_metadata_until_committed_past() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        for o in 0..10 {
+            t.track(&pos(o, e), 1);
+        }
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("job-a"), Arc::from("job-b"));
+        t.add_job(&pos(2, e), &a);
+        t.add_job(&pos(4, e), &a);
+        t.add_job(&pos(7, e), &b);
+        // The job list changed: commit the same position with new metadata.
+        let c = t.commit_candidates();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].offset, 0);
+        assert_eq!(decode_jobs(&c[0].metadata), vec!["job-b", "job-a"]);
+        t.mark_committed(&tp(), 0);
+        assert!(t.commit_candidates().is_empty());
+        for o in 0..5 {
+            t.complete(&pos(o, e));
+        }
+        let c = t.commit_candidates();
+        assert_eq!(c[0].offset, 5);
+        assert_eq!(
+            decode_jobs(&c[0].metadata),
+            vec!["job-b"],
+            "job-a's records are all committed"
+        );
+        t.mark_committed(&tp(), 5);
+        for o in 5..10 {
+            t.complete(&pos(o, e));
+        }
+        let c = t.commit_candidates();
+        assert_eq!(c[0].offset, 10);
+        assert!(decode_jobs(&c[0].metadata).is_empty());
+    }
+
+    #[test]
+    fn metadata_round_trip_and_foreign_metadata() {
+        assert_eq!(
+            decode_jobs(&encode_jobs(["a-1", "b_2"].into_iter())),
+            vec!["a-1", "b_2"]
+        );
+        assert!(decode_jobs("").is_empty());
+        assert!(decode_jobs("someone else's metadata").is_empty());
+        assert_eq!(decode_jobs("identify/v1 jobs=ok,bad id,,x;y"), vec!["ok"]);
+        let many: Vec<String> = (0..200).map(|i| format!("{i:036}")).collect();
+        let meta = encode_jobs(many.iter().map(String::as_str));
+        assert!(meta.len() < 4096);
+        assert_eq!(decode_jobs(&meta).len(), MAX_META_JOBS);
     }
 
     #[test]
@@ -314,13 +487,13 @@ mod tests {
         let e = t.assign(tp());
         t.track(&pos(0, e), 1);
         t.complete(&pos(0, e));
-        assert_eq!(t.commit_candidates(), vec![(tp(), 1)]);
+        assert_eq!(offsets(&mut t), vec![1]);
         t.mark_committed(&tp(), 1);
         assert!(t.commit_candidates().is_empty());
         t.track(&pos(1, e), 1);
         assert!(t.commit_candidates().is_empty());
         t.complete(&pos(1, e));
-        assert_eq!(t.commit_candidates(), vec![(tp(), 2)]);
+        assert_eq!(offsets(&mut t), vec![2]);
     }
 
     #[test]
@@ -330,7 +503,7 @@ mod tests {
         t.track(&pos(40, e), 1);
         assert!(t.commit_candidates().is_empty(), "no progress yet");
         t.complete(&pos(40, e));
-        assert_eq!(t.commit_candidates(), vec![(tp(), 41)]);
+        assert_eq!(offsets(&mut t), vec![41]);
     }
 
     #[test]

@@ -79,6 +79,53 @@ neither apiKey nor existingSecret is set.
 {{- end }}
 
 {{/*
+Environment variables the chart sets from Secrets: the Crustdata API key and
+the Kafka passwords. Fails when extraEnv repeats one of them (Kubernetes would
+silently keep one of the two), and when a raw configToml carries a secret
+(it is stored in clear in the ConfigMap).
+*/}}
+{{- define "identify-connector.secretEnv" -}}
+{{- $secretName := include "identify-connector.secretName" . }}
+{{- $vars := list }}
+{{- if $secretName }}
+{{- $vars = append $vars (dict "env" "CRUSTDATA_API_KEY" "name" $secretName "key" (include "identify-connector.secretKey" .)) }}
+{{- end }}
+{{- $kafka := .Values.kafka | default dict }}
+{{- range $value, $env := dict "saslPasswordSecret" "IDENTIFY_KAFKA__SASL_PASSWORD" "sslKeyPasswordSecret" "IDENTIFY_KAFKA__SSL_KEY_PASSWORD" }}
+{{- $ref := get $kafka $value | default dict }}
+{{- if $ref.name }}
+{{- $vars = append $vars (dict "env" $env "name" $ref.name "key" (required (printf "kafka.%s.key is required" $value) $ref.key)) }}
+{{- end }}
+{{- end }}
+{{- range $vars }}
+{{- $env := .env }}
+{{- range $.Values.extraEnv }}
+{{- if eq .name $env }}
+{{- fail (printf "extraEnv sets %s, which the chart already sets from a Secret (apiKey/existingSecret, kafka.saslPasswordSecret, kafka.sslKeyPasswordSecret)" $env) }}
+{{- end }}
+{{- end }}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .name | quote }}
+      key: {{ .key | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+configToml is stored in the ConfigMap like `config`; refuse the secret keys
+there too (the schema cannot look inside the string).
+*/}}
+{{- define "identify-connector.checkConfigTomlSecrets" -}}
+{{- if .Values.configToml }}
+{{- $m := regexFind `(?m)^[ \t]*(sasl_password|ssl_key_password|key|"sasl\.password"|"ssl\.key\.password"|'sasl\.password'|'ssl\.key\.password')[ \t]*=` .Values.configToml }}
+{{- if $m }}
+{{- fail (printf "configToml sets %s: secrets must not be stored in the ConfigMap; use apiKey/existingSecret, kafka.saslPasswordSecret or kafka.sslKeyPasswordSecret" (trimSuffix "=" $m | trim)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 The config.toml the connector reads: configToml verbatim when set, otherwise
 the structured `config` map rendered to TOML.
 */}}
@@ -104,6 +151,42 @@ server.listen address of the config ("0.0.0.0:8080" -> 8080).
 {{- end }}
 {{- $port := regexFind "[0-9]+$" $listen }}
 {{- $port | default "8080" }}
+{{- end }}
+
+{{/*
+webhook.public_url from the structured config or the raw configToml ("" when
+unset).
+*/}}
+{{- define "identify-connector.publicUrl" -}}
+{{- if .Values.configToml }}
+{{- $m := regexFind `(?m)^[ \t]*public_url[ \t]*=[ \t]*"[^"]*"` .Values.configToml }}
+{{- regexReplaceAll `^[^"]*"([^"]*)"$` $m "${1}" }}
+{{- else }}
+{{- dig "webhook" "public_url" "" (.Values.config | default dict) }}
+{{- end }}
+{{- end }}
+
+{{/*
+With the Ingress, the callback URL {public_url}/webhooks/crustdata/{token}
+must reach the connector's POST /webhooks/crustdata/{token} unchanged: the
+public_url must have no path, and its host must be one of the Ingress hosts.
+*/}}
+{{- define "identify-connector.checkWebhookIngress" -}}
+{{- $public := include "identify-connector.publicUrl" . }}
+{{- if and .Values.ingress.enabled $public }}
+{{- $u := urlParse $public }}
+{{- if not (has ($u.path | default "/") (list "/" "")) }}
+{{- fail (printf "webhook.public_url %s has the path %s, but the Ingress routes /webhooks/crustdata at the host's root and the connector serves it there: use a public_url without a path (see the chart README)" $public $u.path) }}
+{{- end }}
+{{- $host := regexReplaceAll `:[0-9]+$` $u.host "" }}
+{{- $hosts := list }}
+{{- range .Values.ingress.hosts }}
+{{- $hosts = append $hosts (.host | default "") }}
+{{- end }}
+{{- if not (or (has $host $hosts) (has "" $hosts)) }}
+{{- fail (printf "webhook.public_url host %s is none of the ingress.hosts %v" $host $hosts) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* ---------------------------------------------------------------------
