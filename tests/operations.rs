@@ -57,6 +57,23 @@ async fn webhooks_complete_jobs_with_at_most_two_status_requests() {
         .await
         .unwrap();
     assert_eq!(huge.status(), 413, "oversized bodies are refused");
+    // Other forged shapes: one digit short, overlong, encoded traversal, non-ASCII.
+    let forged_shapes = [
+        "0".repeat(31),
+        "f".repeat(4096),
+        "..%2F..%2Fmetrics".to_string(),
+        "%C3%A9t%C3%A9".to_string(),
+    ];
+    for token in &forged_shapes {
+        let r = client
+            .post(format!("{http}/webhooks/crustdata/{token}"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "forged token {token:.40}");
+    }
+    let forged_total = 1 + forged_shapes.len();
 
     common::wait_done(&topics, Duration::from_secs(60)).await;
     let stats = sim.stats();
@@ -88,11 +105,13 @@ async fn webhooks_complete_jobs_with_at_most_two_status_requests() {
     );
     assert_eq!(
         common::metric(&scraped, "identify_webhook_callbacks_total"),
-        stats.webhooks_sent as f64 + 1.0
+        (stats.webhooks_sent + forged_total as u64) as f64
     );
     assert!(
-        scraped.contains(r#"identify_webhook_callbacks_total{result="rejected"} 1"#),
-        "forged token counted"
+        scraped.contains(&format!(
+            r#"identify_webhook_callbacks_total{{result="rejected"}} {forged_total}"#
+        )),
+        "forged tokens counted"
     );
 
     // The scrape agrees with the run.
