@@ -265,9 +265,12 @@ fn unicode_quoted_and_nul_emails_are_invalid_identifiers() {
     );
 }
 
+/// Raw records: optional key, optional value (`None`: a tombstone).
+type RawRecords = Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>;
+
 /// Records with a null value (tombstones) cannot go through
 /// `kafka::produce`, which always sets a payload.
-async fn produce_raw(topic: &str, records: &[(Option<Vec<u8>>, Option<Vec<u8>>)]) {
+async fn produce_raw(topic: &str, records: &RawRecords) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", kafka::bootstrap())
@@ -322,7 +325,7 @@ async fn hostile_records_in_kafka_are_each_dead_lettered_with_their_reason() {
         ("oversized", Some(big.into_bytes())),
     ];
     let valid = 20;
-    let mut records: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+    let mut records: RawRecords = Vec::new();
     let mut expected = std::collections::HashMap::new();
     for (i, (reason, value)) in cases.iter().enumerate() {
         // Interleave valid records; hostile keys too (invalid UTF-8, NUL).
