@@ -70,8 +70,15 @@ listen = "127.0.0.1:{port}"
         path
     }
 
-    fn done(&self) -> bool {
+    fn committed_all(&self) -> bool {
         kafka::committed(&self.group, &self.input, self.partitions) == kafka::end_offsets(&self.input, self.partitions)
+    }
+
+    /// Every input has its output (or dead letter) acknowledged.
+    fn published_all(&self) -> bool {
+        let inputs: i64 = kafka::end_offsets(&self.input, self.partitions).iter().sum();
+        let outputs: i64 = kafka::end_offsets(&self.output, self.partitions).iter().sum::<i64>() + kafka::end_offsets(&self.dlq, 1)[0];
+        outputs >= inputs
     }
 }
 
@@ -99,7 +106,7 @@ impl Connector {
             .arg("--config")
             .arg(config)
             .env("CRUSTDATA_API_KEY", KEY)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -181,8 +188,11 @@ fn report(name: &str, fields: &[(&str, String)]) {
     println!("RESULT {name}: {}", body.join(" "));
 }
 
-/// Drains a backlog; returns (elapsed, mean active jobs while draining, connector).
-async fn drain(run: &Run, conn: &Connector, limit: Duration) -> (Duration, f64) {
+/// Drains a backlog: waits until every output is published (the drain
+/// time), then until the offsets are committed. Returns (drain time since
+/// start, mean active jobs while draining, time until the first job was
+/// active).
+async fn drain(run: &Run, conn: &Connector, limit: Duration) -> (Duration, f64, Duration) {
     let started = Instant::now();
     let (mut samples, mut busy) = (0u64, 0.0);
     let mut first_active = None;
@@ -194,16 +204,22 @@ async fn drain(run: &Run, conn: &Connector, limit: Duration) -> (Duration, f64) 
             samples += 1;
             busy += active;
         }
-        if last_check.elapsed() >= Duration::from_millis(250) {
+        if last_check.elapsed() >= Duration::from_millis(100) {
             last_check = Instant::now();
-            if tokio::task::block_in_place(|| run.done()) {
+            if tokio::task::block_in_place(|| run.published_all()) {
                 break;
             }
         }
         assert!(started.elapsed() < limit, "not drained within {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (started.elapsed(), if samples > 0 { busy / samples as f64 } else { 0.0 })
+    let drained = started.elapsed();
+    let startup = first_active.map_or(Duration::ZERO, |t| t - started);
+    while !tokio::task::block_in_place(|| run.committed_all()) {
+        assert!(started.elapsed() < limit, "offsets not committed within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (drained, if samples > 0 { busy / samples as f64 } else { 0.0 }, startup)
 }
 
 async fn bench_drain(webhooks: bool) {
@@ -219,7 +235,8 @@ async fn bench_drain(webhooks: bool) {
         String::new()
     };
     let conn = Connector::start(&run.config(&sim.base_url(), port, &extra), port);
-    let (elapsed, mean_active) = drain(&run, &conn, Duration::from_secs(600)).await;
+    let (elapsed, mean_active, startup) = drain(&run, &conn, Duration::from_secs(600)).await;
+    let busy = elapsed - startup;
     let (cpu, rss) = conn.usage();
     conn.stop();
     let stats = sim.stats();
@@ -232,6 +249,8 @@ async fn bench_drain(webhooks: bool) {
             ("drain_s", format!("{:.2}", elapsed.as_secs_f64())),
             ("floor_s", format!("{floor:.0}")),
             ("drain_over_floor", format!("{:.3}", elapsed.as_secs_f64() / floor)),
+            ("startup_s", format!("{:.2}", startup.as_secs_f64())),
+            ("first_job_to_drained_over_floor", format!("{:.3}", busy.as_secs_f64() / floor)),
             ("slot_utilization", format!("{:.3}", mean_active / 5.0)),
             ("jobs", jobs.to_string()),
             ("api_requests_per_job", format!("{:.2}", api_requests(&stats) as f64 / jobs as f64)),
@@ -250,7 +269,7 @@ async fn bench_instant(name: &str, n: usize) {
     produce_unique(&run, n, name).await;
     let port = free_port();
     let conn = Connector::start(&run.config(&sim.base_url(), port, "[batch]\nlinger = \"100ms\"\n"), port);
-    let (elapsed, _) = drain(&run, &conn, Duration::from_secs(900)).await;
+    let (elapsed, _, _) = drain(&run, &conn, Duration::from_secs(900)).await;
     let (cpu, rss) = conn.usage();
     conn.stop();
     let stats = sim.stats();
@@ -286,7 +305,7 @@ async fn bench_latency() {
         kafka::produce(&run.input, run.partitions, &rec).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, _) = drain(&run, &conn, Duration::from_secs(120)).await;
+    drain(&run, &conn, Duration::from_secs(120)).await;
     conn.stop();
     // Latency: output record timestamp (set when the connector produced it)
     // minus input record timestamp (set when the event was produced).
@@ -371,7 +390,7 @@ async fn bench_recovery() {
     child.wait().unwrap();
     let at_kill = sim.stats();
     let conn = Connector::start(&cfg, port);
-    let (elapsed, _) = drain(&run, &conn, Duration::from_secs(300)).await;
+    let (elapsed, _, _) = drain(&run, &conn, Duration::from_secs(300)).await;
     conn.stop();
     let stats = sim.stats();
     let audit_outputs: i64 = kafka::end_offsets(&run.output, run.partitions).iter().sum();

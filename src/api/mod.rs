@@ -52,6 +52,8 @@ pub struct JobStatus {
     pub download_url: Option<String>,
     /// Why a failed job failed.
     pub error_message: Option<String>,
+    /// `completed_at - created_at`, when the API reports both.
+    pub server_duration: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +70,10 @@ struct RawStatus {
     error_message: Option<String>,
     #[serde(default)]
     error: Option<serde_json::Value>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    completed_at: Option<String>,
 }
 
 /// Maps a status word to a state; unknown words count as still running.
@@ -91,7 +97,13 @@ pub fn parse_status(body: &[u8]) -> Result<JobStatus, ApiError> {
             other => other.to_string(),
         })
     });
+    let ts = |t: &Option<String>| t.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let server_duration = match (ts(&raw.created_at), ts(&raw.completed_at)) {
+        (Some(a), Some(b)) => (b - a).to_std().ok(),
+        _ => None,
+    };
     Ok(JobStatus {
+        server_duration,
         state: job_state(&status),
         status,
         result_count: raw.result_count,
@@ -377,6 +389,12 @@ mod tests {
         assert_eq!(s.state, JobState::Completed);
         assert_eq!(s.result_count, Some(0));
         assert!(s.download_urls.is_empty());
+        assert_eq!(s.server_duration, None);
+        let timed = parse_status(
+            br#"{"status":"completed","created_at":"2026-06-12T12:23:03.945900+00:00","completed_at":"2026-06-12T12:23:15.993293+00:00"}"#,
+        )
+        .unwrap();
+        assert_eq!(timed.server_duration, Some(Duration::from_micros(12_047_393)));
         let f = parse_status(br#"{"status":"failed","error":{"message":"boom"}}"#).unwrap();
         assert_eq!(f.state, JobState::Failed);
         assert!(f.error_message.unwrap().contains("boom"));

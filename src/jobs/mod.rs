@@ -280,7 +280,6 @@ impl JobContext {
             Err(why) => return Attempt::Retry(why),
         };
         self.metrics.job_finished("completed", submitted.elapsed());
-        self.estimator.lock().expect("estimator").observe(submitted.elapsed());
         match self.collect(seq, spec, &batch_id, status).await {
             Ok((results, missing)) => Attempt::Done(batch_id, results, missing),
             // A link the allowlist refuses stays refused: do not pay again.
@@ -299,6 +298,7 @@ impl JobContext {
         recovering: bool,
     ) -> Result<JobStatus, String> {
         let mut index = 0u32;
+        let mut last_running = None;
         loop {
             let elapsed = submitted.elapsed();
             if elapsed >= self.cfg.job_timeout {
@@ -319,13 +319,26 @@ impl JobContext {
                 _ = wake.notified() => { self.metrics.webhook_wakeup(); }
             }
             index += 1;
+            let asked = submitted.elapsed();
             let status = match self.call("status", seq, || self.api.status(batch_id)).await {
                 Ok(s) => s,
                 Err(e) => return Err(format!("status of {batch_id}: {e}")),
             };
             match status.state {
-                JobState::Running => continue,
-                JobState::Completed => return Ok(status),
+                JobState::Running => last_running = Some(asked),
+                JobState::Completed => {
+                    if !recovering {
+                        // Learn the job's real duration, not when we happened to
+                        // look: the server's own timestamps, else the middle of
+                        // the last "running" and first "completed" observation.
+                        let observed = status.server_duration.unwrap_or_else(|| match last_running {
+                            Some(r) => (r + asked) / 2,
+                            None => asked,
+                        });
+                        self.estimator.lock().expect("estimator").observe(observed);
+                    }
+                    return Ok(status);
+                }
                 JobState::Failed => {
                     self.metrics.job_finished("failed", submitted.elapsed());
                     let msg = status.error_message.unwrap_or_else(|| "no error_message".into());

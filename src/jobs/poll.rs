@@ -21,7 +21,8 @@ impl DurationEstimator {
         match self.mean {
             None => {
                 self.mean = Some(x);
-                self.dev = x / 4.0;
+                // A small initial spread: real spread shows up in later observations.
+                self.dev = x / 20.0;
             }
             Some(m) => {
                 let err = x - m;
@@ -31,9 +32,11 @@ impl DurationEstimator {
         }
     }
 
-    /// When most jobs are done: mean plus one mean deviation.
+    /// When most jobs are done: mean plus one mean deviation (at least 1%
+    /// of the mean, so that a job of a steady length is not polled a moment
+    /// too early).
     pub fn expected(&self) -> Option<Duration> {
-        self.mean.map(|m| Duration::from_secs_f64((m + self.dev).max(0.0)))
+        self.mean.map(|m| Duration::from_secs_f64((m + self.dev.max(m * 0.01)).max(0.0)))
     }
 
     /// The typical spread of job durations.
@@ -47,8 +50,10 @@ impl DurationEstimator {
 ///
 /// - first poll: at the expected completion time (or `initial` while nothing
 ///   has been learnt);
-/// - later polls: a step of a quarter of the spread (at least 100 ms, or
-///   `initial` unlearnt) that doubles each time, never above `max`.
+/// - later polls: a step of a quarter of the spread (at least 50 ms) that
+///   doubles each time; while nothing has been learnt, a quarter of
+///   `initial` growing by half each time, so the first jobs are not seen
+///   long after they finish; never above `max`.
 pub fn next_delay(
     index: u32,
     elapsed: Duration,
@@ -61,10 +66,10 @@ pub fn next_delay(
     let d = if index == 0 {
         est.expected().map_or(initial, |e| e.saturating_sub(elapsed))
     } else {
-        let step = est
-            .spread()
-            .map_or(initial, |s| (s / 4).max(Duration::from_millis(100)));
-        step.saturating_mul(1 << (index - 1).min(16))
+        match est.spread() {
+            Some(s) => (s / 4).max(Duration::from_millis(50)).saturating_mul(1 << (index - 1).min(16)),
+            None => (initial / 4).mul_f64(1.5f64.powi((index - 1).min(40) as i32)),
+        }
     };
     d.clamp(floor, max.max(floor))
 }
@@ -76,14 +81,14 @@ mod tests {
     const S: fn(f64) -> Duration = Duration::from_secs_f64;
 
     #[test]
-    fn unlearnt_schedule_uses_initial_then_doubles() {
+    fn unlearnt_schedule_starts_at_initial_then_grows_from_a_quarter() {
         let e = DurationEstimator::default();
         let (i, m) = (S(1.0), S(30.0));
         assert_eq!(next_delay(0, S(0.0), &e, i, m), S(1.0));
-        assert_eq!(next_delay(1, S(1.0), &e, i, m), S(1.0));
-        assert_eq!(next_delay(2, S(2.0), &e, i, m), S(2.0));
-        assert_eq!(next_delay(3, S(4.0), &e, i, m), S(4.0));
-        assert_eq!(next_delay(10, S(4.0), &e, i, m), S(30.0));
+        assert_eq!(next_delay(1, S(1.0), &e, i, m), S(0.25));
+        assert_eq!(next_delay(2, S(1.25), &e, i, m), S(0.375));
+        assert_eq!(next_delay(3, S(1.6), &e, i, m), S(0.5625));
+        assert_eq!(next_delay(30, S(100.0), &e, i, m), S(30.0));
     }
 
     #[test]
@@ -96,9 +101,19 @@ mod tests {
         let first = next_delay(0, S(0.0), &e, S(1.0), S(30.0));
         assert!(first > S(2.1) && first < S(2.6), "{first:?}");
         let second = next_delay(1, first, &e, S(1.0), S(30.0));
-        assert!(second >= S(0.1) && second < S(0.5), "{second:?}");
+        assert!(second >= S(0.05) && second < S(0.5), "{second:?}");
         // A job polled late still gets a small positive delay.
         assert_eq!(next_delay(0, S(100.0), &e, S(1.0), S(30.0)), S(0.01));
+    }
+
+    #[test]
+    fn steady_jobs_are_polled_just_after_they_finish() {
+        let mut e = DurationEstimator::default();
+        for _ in 0..60 {
+            e.observe(S(2.0));
+        }
+        let first = next_delay(0, S(0.0), &e, S(1.0), S(30.0)).as_secs_f64();
+        assert!((2.01..2.05).contains(&first), "{first}");
     }
 
     #[test]

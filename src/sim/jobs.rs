@@ -47,6 +47,9 @@ pub(crate) struct Job {
     pub created_at: DateTime<Utc>,
     pub processing_at: Instant,
     pub finish_at: Instant,
+    /// Submit-to-finish time; `completed_at` is `created_at` plus this, as a
+    /// real service records when the work ended, not when someone looked.
+    pub duration: Duration,
     pub seed: u64,
     pub match_rate: f64,
     /// Number of submitted values that resolve to a person.
@@ -179,7 +182,7 @@ impl Store {
         }
         let fail = self.chance(cfg.job_failure_rate);
         let job = self.jobs.get_mut(&id)?;
-        let completed_at = Utc::now().max(job.created_at);
+        let completed_at = job.created_at + chrono::Duration::from_std(job.duration).unwrap_or_default();
         if fail {
             job.phase = Phase::Failed {
                 completed_at,
@@ -316,6 +319,7 @@ impl Store {
             created_at: Utc::now(),
             processing_at: now + pending,
             finish_at: now + total,
+            duration: total,
             seed: cfg.seed,
             match_rate: cfg.match_rate,
             matched: new.matched_hashes.len() as u64,
