@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::sync::Cache;
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
@@ -61,7 +62,7 @@ pub enum Stopped {
 /// Dispatcher state.
 pub struct Dispatcher {
     batcher: Batcher,
-    waiters: HashMap<Key, Pending>,
+    waiters: FxHashMap<Key, Pending>,
     missing_tries: HashMap<Key, u32>,
     cache: Option<Cache<Key, Arc<Cached>>>,
     jobs: JoinSet<JobOutcome>,
@@ -95,7 +96,7 @@ impl Dispatcher {
         });
         Self {
             batcher: Batcher::new(cfg.batch.max_size, cfg.batch.linger),
-            waiters: HashMap::new(),
+            waiters: FxHashMap::default(),
             missing_tries: HashMap::new(),
             cache,
             jobs: JoinSet::new(),
@@ -134,7 +135,11 @@ impl Dispatcher {
                 Some(ev) = events.recv() => self.event(ev),
                 Some(joined) = self.jobs.join_next_with_id(), if !self.jobs.is_empty() => self.finished(joined).await?,
                 input = rx.recv() => match input {
-                    Some(SourceEvent::Record(w)) => self.accept(w).await?,
+                    Some(SourceEvent::Records(batch)) => {
+                        for w in batch {
+                            self.accept(w).await?;
+                        }
+                    }
                     Some(SourceEvent::Recover(ids)) => self.recover(ids),
                     None => break Stopped::SourceClosed,
                 },
