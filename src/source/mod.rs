@@ -235,6 +235,10 @@ pub fn spawn(parts: SourceParts) -> Result<JoinHandle<Result<(), String>>, Kafka
     cc.set("bootstrap.servers", &parts.cfg.brokers)
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
+        // Bounded prefetch: the in-flight budget, not librdkafka's queue,
+        // should hold the backlog (librdkafka defaults: 64 MiB, 100000).
+        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.min.messages", "10000")
         .set("client.id", "identify-connector");
     for (k, v) in &parts.cfg.client_properties(false) {
         cc.set(k, v);
