@@ -77,19 +77,27 @@ listen = "127.0.0.1:{port}"
     /// Every input has its output (or dead letter) acknowledged.
     fn published_all(&self) -> bool {
         let inputs: i64 = kafka::end_offsets(&self.input, self.partitions).iter().sum();
-        let outputs: i64 = kafka::end_offsets(&self.output, self.partitions).iter().sum::<i64>() + kafka::end_offsets(&self.dlq, 1)[0];
+        let outputs: i64 =
+            kafka::end_offsets(&self.output, self.partitions).iter().sum::<i64>() + kafka::end_offsets(&self.dlq, 1)[0];
         outputs >= inputs
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn connector_bin() -> PathBuf {
-    std::env::var_os("CONNECTOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/identify-connector")))
+    std::env::var_os("CONNECTOR_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/release/identify-connector"
+        ))
+    })
 }
 
 /// The connector as a child process.
@@ -143,7 +151,10 @@ impl Connector {
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "connector exit: {status:?}");
     }
@@ -172,7 +183,12 @@ async fn produce_unique(run: &Run, n: usize, tag: &str) {
     let chunk = 100_000;
     for start in (0..n).step_by(chunk) {
         let records: kafka::Records = (start..(start + chunk).min(n))
-            .map(|i| (None, format!(r#"{{"email":"{tag}{i}@company{}.com","n":{i}}}"#, i % 997).into_bytes()))
+            .map(|i| {
+                (
+                    None,
+                    format!(r#"{{"email":"{tag}{i}@company{}.com","n":{i}}}"#, i % 997).into_bytes(),
+                )
+            })
             .collect();
         kafka::produce(&run.input, run.partitions, &records).await;
     }
@@ -250,11 +266,20 @@ async fn bench_drain(webhooks: bool) {
             ("floor_s", format!("{floor:.0}")),
             ("drain_over_floor", format!("{:.3}", elapsed.as_secs_f64() / floor)),
             ("startup_s", format!("{:.2}", startup.as_secs_f64())),
-            ("first_job_to_drained_over_floor", format!("{:.3}", busy.as_secs_f64() / floor)),
+            (
+                "first_job_to_drained_over_floor",
+                format!("{:.3}", busy.as_secs_f64() / floor),
+            ),
             ("slot_utilization", format!("{:.3}", mean_active / 5.0)),
             ("jobs", jobs.to_string()),
-            ("api_requests_per_job", format!("{:.2}", api_requests(&stats) as f64 / jobs as f64)),
-            ("status_polls_per_job", format!("{:.2}", stats.polls as f64 / jobs as f64)),
+            (
+                "api_requests_per_job",
+                format!("{:.2}", api_requests(&stats) as f64 / jobs as f64),
+            ),
+            (
+                "status_polls_per_job",
+                format!("{:.2}", stats.polls as f64 / jobs as f64),
+            ),
             ("rate_limited_429", stats.rate_limited_429.to_string()),
             ("max_concurrent_jobs", stats.max_concurrent_active_jobs.to_string()),
             ("cpu_s", format!("{cpu:.2}")),
@@ -268,7 +293,10 @@ async fn bench_instant(name: &str, n: usize) {
     let run = Run::new(name, 6).await;
     produce_unique(&run, n, name).await;
     let port = free_port();
-    let conn = Connector::start(&run.config(&sim.base_url(), port, "[batch]\nlinger = \"100ms\"\n"), port);
+    let conn = Connector::start(
+        &run.config(&sim.base_url(), port, "[batch]\nlinger = \"100ms\"\n"),
+        port,
+    );
     let (elapsed, _, _) = drain(&run, &conn, Duration::from_secs(900)).await;
     let (cpu, rss) = conn.usage();
     conn.stop();
@@ -294,14 +322,22 @@ async fn bench_latency() {
     let conn = Connector::start(&run.config(&sim.base_url(), port, ""), port);
     // Wait until the consumer is in its group and the key is confirmed.
     let t0 = Instant::now();
-    while reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+    while reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+        != 200
+    {
         assert!(t0.elapsed() < Duration::from_secs(60), "connector never ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Light load: 10 records a second for 30 seconds.
     let n = 300;
     for i in 0..n {
-        let rec = vec![(None, format!(r#"{{"email":"light{i}@company{}.com"}}"#, i % 7).into_bytes())];
+        let rec = vec![(
+            None,
+            format!(r#"{{"email":"light{i}@company{}.com"}}"#, i % 7).into_bytes(),
+        )];
         kafka::produce(&run.input, run.partitions, &rec).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -326,7 +362,10 @@ async fn bench_latency() {
             ("p90_s", format!("{:.3}", pct(0.9))),
             ("p99_s", format!("{:.3}", pct(0.99))),
             ("max_s", format!("{:.3}", lat[lat.len() - 1])),
-            ("p99_added_over_linger_plus_job_ms", format!("{:.0}", (pct(0.99) - 4.0) * 1000.0)),
+            (
+                "p99_added_over_linger_plus_job_ms",
+                format!("{:.0}", (pct(0.99) - 4.0) * 1000.0),
+            ),
         ],
     );
 }
@@ -398,9 +437,15 @@ async fn bench_recovery() {
         "recovery",
         &[
             ("records", n.to_string()),
-            ("jobs_in_flight_at_kill", (at_kill.submits_accepted - at_kill.jobs_completed - at_kill.jobs_failed).to_string()),
+            (
+                "jobs_in_flight_at_kill",
+                (at_kill.submits_accepted - at_kill.jobs_completed - at_kill.jobs_failed).to_string(),
+            ),
             ("jobs_total", stats.submits_accepted.to_string()),
-            ("identifiers_resubmitted", stats.identifiers_submitted_more_than_once.to_string()),
+            (
+                "identifiers_resubmitted",
+                stats.identifiers_submitted_more_than_once.to_string(),
+            ),
             ("credits_charged", stats.credits_charged.to_string()),
             ("credits_respent", stats.credits_recharged.to_string()),
             ("outputs", audit_outputs.to_string()),
@@ -413,7 +458,11 @@ async fn bench_recovery() {
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let all = ["drain", "webhooks", "throughput", "rss", "latency", "recovery"];
-    let chosen: Vec<&str> = if args.is_empty() { all.to_vec() } else { args.iter().map(String::as_str).collect() };
+    let chosen: Vec<&str> = if args.is_empty() {
+        all.to_vec()
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
     for name in chosen {
         eprintln!("== {name}");
         match name {

@@ -36,7 +36,8 @@ impl DurationEstimator {
     /// of the mean, so that a job of a steady length is not polled a moment
     /// too early).
     pub fn expected(&self) -> Option<Duration> {
-        self.mean.map(|m| Duration::from_secs_f64((m + self.dev.max(m * 0.01)).max(0.0)))
+        self.mean
+            .map(|m| Duration::from_secs_f64((m + self.dev.max(m * 0.01)).max(0.0)))
     }
 
     /// The typical spread of job durations.
@@ -67,7 +68,9 @@ pub fn next_delay(
         est.expected().map_or(initial, |e| e.saturating_sub(elapsed))
     } else {
         match est.spread() {
-            Some(s) => (s / 4).max(Duration::from_millis(50)).saturating_mul(1 << (index - 1).min(16)),
+            Some(s) => (s / 4)
+                .max(Duration::from_millis(50))
+                .saturating_mul(1 << (index - 1).min(16)),
             None => (initial / 4).mul_f64(1.5f64.powi((index - 1).min(40) as i32)),
         }
     };

@@ -7,15 +7,11 @@ use std::io::{BufRead, BufReader, Read};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::decode::IdentifierType;
-
 /// One line of a result file.
 #[derive(Debug)]
 pub struct ResultRow {
     /// The identifier as submitted (the API echoes it).
     pub matched_on: String,
-    /// The identifier type the line names (`business_email` when absent).
-    pub kind: IdentifierType,
     /// The matches, verbatim.
     pub matches: Matches,
 }
@@ -38,8 +34,6 @@ pub type Matches = Box<RawValue>;
 struct Line<'a> {
     #[serde(borrow)]
     matched_on: std::borrow::Cow<'a, str>,
-    #[serde(default, borrow)]
-    match_type: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     matches: Option<Box<RawValue>>,
 }
@@ -106,13 +100,8 @@ fn parse_lines(input: impl Read, max_bytes: u64) -> Result<Vec<ResultRow>, Resul
             None => no_matches(),
             Some(_) => return Err(ResultError::Corrupt(format!("line {number}: matches is not an array"))),
         };
-        let kind = match parsed.match_type.as_deref() {
-            Some(t) if t.contains("url") || t.contains("profile") => IdentifierType::ProfileUrl,
-            _ => IdentifierType::BusinessEmail,
-        };
         out.push(ResultRow {
             matched_on: parsed.matched_on.into_owned(),
-            kind,
             matches,
         });
     }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::sync::Cache;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
@@ -19,7 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::batch::Batcher;
 use crate::config::Config;
-use crate::decode::IdentifierType;
+use crate::decode::{detect, IdentifierType};
 use crate::jobs::results::{has_matches, Matches, ResultRow};
 use crate::jobs::slots::SlotLimit;
 use crate::jobs::{JobContext, JobEvent, JobOutcome, JobSpec};
@@ -28,7 +29,10 @@ use crate::sink::{Fatal, InputRecord, Resolution, Sink};
 use crate::source::offsets::OffsetTracker;
 use crate::source::{SourceEvent, Work};
 
-type Key = (IdentifierType, String);
+/// Pending identifiers and cache entries are keyed by the normalised value
+/// alone: a normalised email never holds ':' and a profile URL always holds
+/// "://", so the two kinds cannot collide, and lookups need no allocation.
+type Key = String;
 
 /// A resolved identifier kept for `cache.ttl`.
 pub struct Cached {
@@ -61,9 +65,9 @@ pub enum Stopped {
 /// Dispatcher state.
 pub struct Dispatcher {
     batcher: Batcher,
-    waiters: HashMap<Key, Pending>,
+    waiters: FxHashMap<Key, Pending>,
     missing_tries: HashMap<Key, u32>,
-    cache: Option<Cache<Key, Arc<Cached>>>,
+    cache: Option<Cache<Key, Arc<Cached>, FxBuildHasher>>,
     jobs: JoinSet<JobOutcome>,
     tasks: HashMap<Id, u64>,
     running: HashMap<u64, RunningJob>,
@@ -91,11 +95,11 @@ impl Dispatcher {
             Cache::builder()
                 .max_capacity(cfg.cache.max_entries)
                 .time_to_live(cfg.cache.ttl)
-                .build()
+                .build_with_hasher(FxBuildHasher)
         });
         Self {
             batcher: Batcher::new(cfg.batch.max_size, cfg.batch.linger),
-            waiters: HashMap::new(),
+            waiters: FxHashMap::default(),
             missing_tries: HashMap::new(),
             cache,
             jobs: JoinSet::new(),
@@ -134,7 +138,11 @@ impl Dispatcher {
                 Some(ev) = events.recv() => self.event(ev),
                 Some(joined) = self.jobs.join_next_with_id(), if !self.jobs.is_empty() => self.finished(joined).await?,
                 input = rx.recv() => match input {
-                    Some(SourceEvent::Record(w)) => self.accept(w).await?,
+                    Some(SourceEvent::Records(batch)) => {
+                        for w in batch {
+                            self.accept(w).await?;
+                        }
+                    }
                     Some(SourceEvent::Recover(ids)) => self.recover(ids),
                     None => break Stopped::SourceClosed,
                 },
@@ -201,13 +209,12 @@ impl Dispatcher {
     fn prune_stale(&mut self, mut spec: JobSpec) -> Option<JobSpec> {
         let t = self.tracker.lock().expect("tracker");
         spec.ids.retain(|id| {
-            let key = (spec.kind, id.clone());
             let live = self
                 .waiters
-                .get(&key)
+                .get(id.as_str())
                 .is_some_and(|p| p.recs.iter().any(|r| t.is_live(&r.pos)));
             if !live {
-                self.waiters.remove(&key);
+                self.waiters.remove(id.as_str());
             }
             live
         });
@@ -242,7 +249,7 @@ impl Dispatcher {
                 let Some(spec) = &job.spec else { return };
                 let mut t = self.tracker.lock().expect("tracker");
                 for id in &spec.ids {
-                    if let Some(p) = self.waiters.get_mut(&(spec.kind, id.clone())) {
+                    if let Some(p) = self.waiters.get_mut(id.as_str()) {
                         p.job = Some(seq);
                         for r in &p.recs {
                             t.add_job(&r.pos, &batch_id);
@@ -267,7 +274,7 @@ impl Dispatcher {
     }
 
     async fn accept(&mut self, w: Work) -> Result<(), String> {
-        let key = (w.id.kind, w.id.value);
+        let (kind, key) = (w.id.kind, w.id.value);
         if let Some(p) = self.waiters.get_mut(&key) {
             if let Some(bid) = p
                 .job
@@ -282,9 +289,9 @@ impl Dispatcher {
         }
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&key)) {
             self.metrics.credits_saved("cache", 1);
-            return self.publish_one(&w.rec, &key, &hit).await;
+            return self.publish_one(&w.rec, kind, &key, &hit).await;
         }
-        self.batcher.push(key.0, key.1.clone(), Instant::now());
+        self.batcher.push(kind, key.clone(), Instant::now());
         self.waiters.insert(
             key,
             Pending {
@@ -295,13 +302,13 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn publish_one(&self, rec: &InputRecord, key: &Key, c: &Cached) -> Result<(), String> {
+    async fn publish_one(&self, rec: &InputRecord, kind: IdentifierType, key: &str, c: &Cached) -> Result<(), String> {
         if !self.is_live(rec) {
             return Ok(());
         }
         let r = Resolution {
-            identifier: &key.1,
-            identifier_type: key.0.as_str(),
+            identifier: key,
+            identifier_type: kind.as_str(),
             matches: &c.matches,
             matched: has_matches(&c.matches),
             batch_id: &c.batch_id,
@@ -386,7 +393,7 @@ impl Dispatcher {
         let resolved_at = now_rfc3339();
         let mut answered = 0u64;
         for row in rows {
-            let key = (row.kind, row.matched_on);
+            let key = row.matched_on;
             let cached = Arc::new(Cached {
                 matches: row.matches,
                 batch_id: batch_id.clone(),
@@ -394,7 +401,7 @@ impl Dispatcher {
             });
             if let Some(p) = self.waiters.remove(&key) {
                 for rec in &p.recs {
-                    self.publish_one(rec, &key, &cached).await?;
+                    self.publish_one(rec, detect(&key), &key, &cached).await?;
                 }
                 answered += p.recs.len() as u64;
             }
@@ -403,8 +410,7 @@ impl Dispatcher {
             }
         }
         let waiters = &self.waiters;
-        self.batcher
-            .retain(|kind, id| waiters.contains_key(&(kind, id.to_string())));
+        self.batcher.retain(|_, id| waiters.contains_key(id));
         self.metrics.credits_saved("recovery", answered);
         info!(%batch_id, answered, "recovered job's results reused");
         Ok(())
@@ -420,7 +426,7 @@ impl Dispatcher {
         let resolved_at = now_rfc3339();
         let kind = spec.kind;
         for (id, matches) in results {
-            let key = (kind, id);
+            let key = id;
             self.missing_tries.remove(&key);
             let cached = Arc::new(Cached {
                 matches,
@@ -429,7 +435,7 @@ impl Dispatcher {
             });
             if let Some(p) = self.waiters.remove(&key) {
                 for rec in &p.recs {
-                    self.publish_one(rec, &key, &cached).await?;
+                    self.publish_one(rec, kind, &key, &cached).await?;
                 }
             }
             if let Some(c) = &self.cache {
@@ -440,12 +446,12 @@ impl Dispatcher {
             let mut retry = Vec::new();
             let mut give_up = Vec::new();
             for id in missing {
-                let tries = self.missing_tries.entry((kind, id.clone())).or_insert(0);
+                let tries = self.missing_tries.entry(id.clone()).or_insert(0);
                 *tries += 1;
                 if *tries < self.ctx.cfg.max_job_attempts {
                     retry.push(id);
                 } else {
-                    self.missing_tries.remove(&(kind, id.clone()));
+                    self.missing_tries.remove(&id);
                     give_up.push(id);
                 }
             }
@@ -464,7 +470,7 @@ impl Dispatcher {
 
     async fn dead_letter(&mut self, spec: JobSpec, reason: &'static str, message: &str) -> Result<(), String> {
         for id in spec.ids {
-            let key = (spec.kind, id);
+            let key = id;
             self.missing_tries.remove(&key);
             for rec in self.waiters.remove(&key).map(|p| p.recs).unwrap_or_default() {
                 if self.is_live(&rec) {

@@ -47,8 +47,8 @@ pub struct Work {
 /// What the consumer thread hands the dispatcher.
 #[derive(Debug)]
 pub enum SourceEvent {
-    /// A decoded record.
-    Record(Work),
+    /// Decoded records, in consumption order.
+    Records(Vec<Work>),
     /// Jobs named in the commit metadata of newly assigned partitions
     /// (submitted by a previous owner): reuse their results.
     Recover(Vec<String>),
@@ -240,6 +240,10 @@ pub fn spawn(parts: SourceParts) -> Result<JoinHandle<Result<(), String>>, Kafka
     cc.set("bootstrap.servers", &parts.cfg.brokers)
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
+        // Bounded prefetch: the in-flight budget, not librdkafka's queue,
+        // should hold the backlog (librdkafka defaults: 64 MiB, 100000).
+        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.min.messages", "10000")
         .set("client.id", "identify-connector");
     for (k, v) in &parts.cfg.client_properties(false) {
         cc.set(k, v);
@@ -347,58 +351,65 @@ fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), Stri
             commit_safe(&consumer, &p.tracker);
             last_commit = Instant::now();
         }
-        let msg = match consumer.poll(Duration::from_millis(100)) {
-            None => continue,
-            Some(Err(e)) => {
-                if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
-                    error!(error = %e, "fatal consumer error");
-                    return Err(e.to_string());
+        // Take what is ready (up to the budget) and hand it over in one go:
+        // one wake-up of the dispatcher per batch, not per record.
+        let room = high.saturating_sub(in_flight).clamp(1, 1000);
+        let mut batch = Vec::with_capacity(room.min(64));
+        let mut wait = Duration::from_millis(100);
+        while batch.len() < room {
+            let msg = match consumer.poll(wait) {
+                None => break,
+                Some(Err(e)) => {
+                    if matches!(e, KafkaError::MessageConsumptionFatal(_)) {
+                        error!(error = %e, "fatal consumer error");
+                        return Err(e.to_string());
+                    }
+                    warn!(error = %e, "consumer error");
+                    break;
                 }
-                warn!(error = %e, "consumer error");
+                Some(Ok(m)) => m,
+            };
+            wait = Duration::ZERO;
+            if stop {
+                // Not tracked, so never committed: the next owner reads it again.
                 continue;
             }
-            Some(Ok(m)) => m,
-        };
-        if stop {
-            // Not tracked, so never committed: the next owner reads it again.
-            continue;
+            let topic = match topics.get(msg.topic()) {
+                Some(t) => t.clone(),
+                None => {
+                    let t: Arc<str> = Arc::from(msg.topic());
+                    topics.insert(msg.topic().to_string(), t.clone());
+                    t
+                }
+            };
+            let value = msg.payload().map(Bytes::copy_from_slice);
+            let size = value.as_ref().map_or(0, |v| v.len()) + msg.key().map_or(0, |k| k.len());
+            let Some(pos) =
+                p.tracker
+                    .lock()
+                    .expect("tracker")
+                    .track_consumed(&topic, msg.partition(), msg.offset(), size)
+            else {
+                continue;
+            };
+            p.metrics.record_consumed();
+            let rec = InputRecord {
+                pos,
+                key: msg.key().map(Bytes::copy_from_slice),
+                value,
+                timestamp_ms: msg.timestamp().to_millis(),
+            };
+            match p.decoder.decode(rec.value.as_deref()) {
+                Ok(id) => batch.push(Work { rec, id }),
+                Err(e) => {
+                    if let Err(err) = p.sink.send_dead_letter_blocking(&rec, e.reason(), &e.to_string()) {
+                        return Err(err.to_string());
+                    }
+                }
+            }
         }
-        let topic = match topics.get(msg.topic()) {
-            Some(t) => t.clone(),
-            None => {
-                let t: Arc<str> = Arc::from(msg.topic());
-                topics.insert(msg.topic().to_string(), t.clone());
-                t
-            }
-        };
-        let value = msg.payload().map(Bytes::copy_from_slice);
-        let size = value.as_ref().map_or(0, |v| v.len()) + msg.key().map_or(0, |k| k.len());
-        let Some(pos) = p
-            .tracker
-            .lock()
-            .expect("tracker")
-            .track_consumed(&topic, msg.partition(), msg.offset(), size)
-        else {
-            continue;
-        };
-        p.metrics.record_consumed();
-        let rec = InputRecord {
-            pos,
-            key: msg.key().map(Bytes::copy_from_slice),
-            value,
-            timestamp_ms: msg.timestamp().to_millis(),
-        };
-        match p.decoder.decode(rec.value.as_deref()) {
-            Ok(id) => {
-                if p.tx.send(SourceEvent::Record(Work { rec, id })).is_err() {
-                    return Err("dispatcher stopped".into());
-                }
-            }
-            Err(e) => {
-                if let Err(err) = p.sink.send_dead_letter_blocking(&rec, e.reason(), &e.to_string()) {
-                    return Err(err.to_string());
-                }
-            }
+        if !batch.is_empty() && p.tx.send(SourceEvent::Records(batch)).is_err() {
+            return Err("dispatcher stopped".into());
         }
     }
 }

@@ -13,8 +13,10 @@
 //! that whoever owns the partition next can reuse their results instead of
 //! paying for the same identifiers again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 /// A topic-partition.
 pub type TopicPartition = (Arc<str>, i32);
@@ -101,7 +103,7 @@ pub fn safe_commit_offset(first_unfinished: Option<i64>, next: Option<i64>) -> O
 /// Per-partition in-flight offsets and the totals used for back-pressure.
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    parts: HashMap<TopicPartition, PartitionState>,
+    parts: FxHashMap<TopicPartition, PartitionState>,
     next_epoch: u64,
     in_flight: usize,
     in_flight_bytes: usize,

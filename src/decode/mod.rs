@@ -17,6 +17,8 @@
 
 use crate::config::{IdentifierTypeSetting, InputConfig, InputFormat};
 
+mod pointer;
+
 /// The two identifier kinds the API accepts; one kind per job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum IdentifierType {
@@ -143,15 +145,12 @@ impl Decoder {
                 let text = std::str::from_utf8(value).map_err(|e| DecodeError::NotParseable("UTF-8", e.to_string()))?;
                 self.identifier(text)
             }
-            InputFormat::Json => {
-                let doc: serde_json::Value =
-                    serde_json::from_slice(value).map_err(|e| DecodeError::NotParseable("JSON", e.to_string()))?;
-                match doc.pointer(&self.field) {
-                    None => Err(DecodeError::MissingField(self.field.clone())),
-                    Some(serde_json::Value::String(s)) => self.identifier(s),
-                    Some(_) => Err(DecodeError::NotAString(self.field.clone())),
-                }
-            }
+            InputFormat::Json => match pointer::lookup(value, &self.field) {
+                Err(e) => Err(DecodeError::NotParseable("JSON", e.to_string())),
+                Ok(pointer::Found::Missing) => Err(DecodeError::MissingField(self.field.clone())),
+                Ok(pointer::Found::NotAString) => Err(DecodeError::NotAString(self.field.clone())),
+                Ok(pointer::Found::Str(s)) => self.identifier(&s),
+            },
         }
     }
 
