@@ -304,7 +304,9 @@ async fn hostile_records_in_kafka_are_each_dead_lettered_with_their_reason() {
         ("not_parseable", Some(b"{not json".to_vec())),
         ("not_parseable", Some(b"{\"email\":\"\xff\xfe@example.com\"}".to_vec())),
         ("not_parseable", Some(b"{\"email\":\"a\0b@example.com\"}".to_vec())),
-        ("not_parseable", Some(deep.into_bytes())),
+        // 1,000 levels: past serde_json's recursion limit for a tree, or
+        // skipped as raw JSON and found not to be a string.
+        ("not_parseable|not_a_string", Some(deep.into_bytes())),
         ("not_parseable", Some(vec![0xc3, 0x28, 0xa0, 0xa1, 0x00, 0xff])),
         ("missing_field", Some(br#"{"mail":"jane@example.com"}"#.to_vec())),
         ("missing_field", Some(br#"[1,2,3]"#.to_vec())),
@@ -356,7 +358,11 @@ async fn hostile_records_in_kafka_are_each_dead_lettered_with_their_reason() {
     for d in &audit.dlq {
         let offset: i64 = d.header("identify.source.offset").parse().unwrap();
         let (reason, value) = &expected[&offset];
-        assert_eq!(d.header("identify.error.reason"), *reason, "offset {offset}");
+        let got = d.header("identify.error.reason");
+        assert!(
+            reason.split('|').any(|r| r == got),
+            "offset {offset}: {got}, expected {reason}"
+        );
         assert!(!d.header("identify.error.message").is_empty());
         assert_eq!(&d.value, value, "offset {offset}: the original value is kept");
         assert_eq!(
