@@ -129,6 +129,17 @@ pub struct Sink {
     producer: ThreadedProducer<SinkContext>,
     output_topic: String,
     dlq_topic: String,
+    /// Largest dead-letter value that fits the producer's `message.max.bytes`.
+    dlq_value_limit: usize,
+}
+
+/// Room kept in a dead-letter record for its key, headers and framing.
+const DLQ_OVERHEAD: usize = 64 * 1024;
+
+/// How many bytes of a dead-letter value fit a record of at most
+/// `message_max_bytes` (the producer's `message.max.bytes`).
+pub fn dead_letter_value_limit(message_max_bytes: usize) -> usize {
+    message_max_bytes.saturating_sub(DLQ_OVERHEAD).max(1024)
 }
 
 #[derive(Serialize)]
@@ -198,6 +209,10 @@ impl Sink {
             cc.set(k, v);
         }
         cc.set("enable.idempotence", "true");
+        let message_max = cc
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
         let producer = cc
             .create_with_context(SinkContext {
                 tracker,
@@ -209,6 +224,7 @@ impl Sink {
             producer,
             output_topic: cfg.output_topic.clone(),
             dlq_topic: cfg.dead_letter_topic.clone(),
+            dlq_value_limit: dead_letter_value_limit(message_max),
         })
     }
 
@@ -274,7 +290,13 @@ impl Sink {
         message: &str,
     ) -> BaseRecord<'a, [u8], [u8], Box<Delivery>> {
         let message: String = message.chars().take(1000).collect();
-        let headers = source_headers(&rec.pos)
+        // A value the broker accepted compressed may not fit a record of
+        // ours: keep its head and say so, rather than stall the partition.
+        let value = rec.value.as_deref();
+        let truncated_from = value
+            .filter(|v| v.len() > self.dlq_value_limit)
+            .map(|v| v.len().to_string());
+        let mut headers = source_headers(&rec.pos)
             .insert(Header {
                 key: "identify.error.reason",
                 value: Some(reason.as_bytes()),
@@ -283,6 +305,12 @@ impl Sink {
                 key: "identify.error.message",
                 value: Some(message.as_bytes()),
             });
+        if let Some(size) = &truncated_from {
+            headers = headers.insert(Header {
+                key: "identify.error.value_truncated_from",
+                value: Some(size.as_bytes()),
+            });
+        }
         let delivery = Box::new(Delivery {
             pos: rec.pos.clone(),
             timestamp_ms: rec.timestamp_ms,
@@ -292,8 +320,8 @@ impl Sink {
         if let Some(k) = &rec.key {
             record = record.key(k.as_ref());
         }
-        if let Some(v) = &rec.value {
-            record = record.payload(v.as_ref());
+        if let Some(v) = value {
+            record = record.payload(&v[..v.len().min(self.dlq_value_limit)]);
         }
         record
     }

@@ -373,16 +373,13 @@ async fn hostile_records_in_kafka_are_each_dead_lettered_with_their_reason() {
     }
 }
 
-/// Known gap, pinned (reported, not fixed here): a record the broker
-/// accepts (compressed, it is small) but whose dead letter, the original
-/// value unchanged, is larger than the producer's `message.max.bytes`
-/// (librdkafka's default: 1,000,000 bytes). The connector cannot
-/// dead-letter it, so it stops with an error naming the cause, and commits
-/// nothing at or past that record: no loss, but every restart stops at the
-/// same record until someone intervenes (raise `kafka.producer."message.max.bytes"`
-/// and the dead-letter topic's `max.message.bytes`, or skip the offset).
+/// A record the broker accepts (compressed, it is small) but whose dead
+/// letter, the original value unchanged, would be larger than the
+/// producer's `message.max.bytes` (librdkafka's default: 1,000,000 bytes):
+/// its dead letter carries the head of the value and the original size in
+/// `identify.error.value_truncated_from`, and the partition moves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letter_over_the_producer_limit_stops_the_connector_without_committing_past_it() {
+async fn dead_letter_over_the_producer_limit_is_truncated_and_the_partition_moves_on() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let sim = common::start_sim(|_| {}).await;
     let topics = Topics::create("dlqlimit", 1).await;
@@ -395,7 +392,7 @@ async fn dead_letter_over_the_producer_limit_stops_the_connector_without_committ
     let huge = format!(r#"{{"email":"huge@example.com","pad":"{}"}}"#, "x".repeat(1_500_000));
     let values = [
         common::event("before@example.com"),
-        huge.into_bytes(),
+        huge.clone().into_bytes(),
         common::event("after@example.com"),
     ];
     for v in &values {
@@ -411,17 +408,17 @@ async fn dead_letter_over_the_producer_limit_stops_the_connector_without_committ
     let mut cfg = common::config(&topics, &sim.base_url());
     cfg.input.max_value_bytes = 4096;
     let connector = Connector::start(cfg).await;
-    let err = tokio::time::timeout(Duration::from_secs(60), connector.running.wait())
-        .await
-        .expect("the connector stops")
-        .expect_err("the connector cannot dead-letter the record");
-    let committed = kafka::committed(&topics.group, &topics.input, 1);
-    println!("FINDING dlq_over_producer_limit: connector stopped: {err}; committed={committed:?}");
-    assert!(err.to_string().contains("MessageSizeTooLarge"), "{err}");
-    assert!(
-        err.to_string().contains(&topics.dlq),
-        "the error names the topic: {err}"
-    );
-    assert!(committed[0] <= 1, "nothing committed past the record: {committed:?}");
-    assert_eq!(kafka::end_offsets(&topics.dlq, 1), vec![0]);
+    common::wait_done(&topics, Duration::from_secs(60)).await;
+    connector.stop().await;
+    let audit = common::audit(&topics);
+    println!("{}", audit.result_line("dlq_over_producer_limit", 0.0));
+    assert!(audit.lost.is_empty());
+    assert_eq!(audit.outputs.len(), 2, "the records around it are resolved");
+    assert_eq!(audit.dlq.len(), 1);
+    let d = &audit.dlq[0];
+    assert_eq!(d.header("identify.error.reason"), "oversized");
+    assert_eq!(d.header("identify.error.value_truncated_from"), huge.len().to_string());
+    let kept = d.value.as_deref().unwrap();
+    assert!(kept.len() < 1_000_000 && kept.len() > 900_000, "{}", kept.len());
+    assert!(huge.as_bytes().starts_with(kept), "the head of the original value");
 }
