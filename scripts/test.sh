@@ -23,6 +23,8 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== helm chart checks"
 HELM_RENDERED_CONFIG_DIR=target/helm-rendered scripts/helm-check.sh
+echo "== output and dead-letter JSON schemas"
+python3 scripts/check-schemas.py
 echo "== rendered chart configs pass identify-connector --check"
 cargo build --locked --bin identify-connector
 for f in target/helm-rendered/*.toml; do
