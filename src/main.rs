@@ -8,6 +8,11 @@ use clap::Parser;
 use identify_connector::config::Config;
 use identify_connector::{logging, pipeline};
 
+/// mimalloc: less fragmentation than glibc's per-thread arenas under a
+/// large backlog (lower peak RSS), and cheaper small allocations.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Kafka connector for Crustdata's batch reverse-identify API.
 #[derive(Parser, Debug)]
 #[command(version, about)]

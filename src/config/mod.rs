@@ -408,7 +408,7 @@ pub struct CacheConfig {
     /// the cache. Default `24h`.
     #[serde(deserialize_with = "duration::deserialize")]
     pub ttl: Duration,
-    /// Most identifiers kept. Default 100000.
+    /// Most identifiers kept. Default 50000 (about 30 MiB).
     pub max_entries: u64,
 }
 
@@ -416,7 +416,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             ttl: Duration::from_secs(24 * 3600),
-            max_entries: 100_000,
+            max_entries: 50_000,
         }
     }
 }

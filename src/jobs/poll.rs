@@ -22,7 +22,7 @@ impl DurationEstimator {
             None => {
                 self.mean = Some(x);
                 // A small initial spread: real spread shows up in later observations.
-                self.dev = x / 20.0;
+                self.dev = x / 50.0;
             }
             Some(m) => {
                 let err = x - m;
@@ -52,7 +52,7 @@ impl DurationEstimator {
 /// - first poll: at the expected completion time (or `initial` while nothing
 ///   has been learnt);
 /// - later polls: a step of a quarter of the spread (at least 50 ms) that
-///   doubles each time; while nothing has been learnt, a quarter of
+///   doubles each time; while nothing has been learnt, an eighth of
 ///   `initial` growing by half each time, so the first jobs are not seen
 ///   long after they finish; never above `max`.
 pub fn next_delay(
@@ -71,7 +71,7 @@ pub fn next_delay(
             Some(s) => (s / 4)
                 .max(Duration::from_millis(50))
                 .saturating_mul(1 << (index - 1).min(16)),
-            None => (initial / 4).mul_f64(1.5f64.powi((index - 1).min(40) as i32)),
+            None => (initial / 8).mul_f64(1.5f64.powi((index - 1).min(40) as i32)),
         }
     };
     d.clamp(floor, max.max(floor))
@@ -84,13 +84,13 @@ mod tests {
     const S: fn(f64) -> Duration = Duration::from_secs_f64;
 
     #[test]
-    fn unlearnt_schedule_starts_at_initial_then_grows_from_a_quarter() {
+    fn unlearnt_schedule_starts_at_initial_then_grows_from_an_eighth() {
         let e = DurationEstimator::default();
         let (i, m) = (S(1.0), S(30.0));
         assert_eq!(next_delay(0, S(0.0), &e, i, m), S(1.0));
-        assert_eq!(next_delay(1, S(1.0), &e, i, m), S(0.25));
-        assert_eq!(next_delay(2, S(1.25), &e, i, m), S(0.375));
-        assert_eq!(next_delay(3, S(1.6), &e, i, m), S(0.5625));
+        assert_eq!(next_delay(1, S(1.0), &e, i, m), S(0.125));
+        assert_eq!(next_delay(2, S(1.125), &e, i, m), S(0.1875));
+        assert_eq!(next_delay(3, S(1.3), &e, i, m), S(0.28125));
         assert_eq!(next_delay(30, S(100.0), &e, i, m), S(30.0));
     }
 
