@@ -156,7 +156,10 @@ async fn webhooks_complete_jobs_with_at_most_two_status_requests() {
 async fn health_endpoints() {
     let sim = common::start_sim(|_| {}).await;
     let topics = Topics::create("health", 1).await;
-    let connector = Connector::start(common::config(&topics, &sim.base_url())).await;
+    kafka::produce(&topics.input, 1, &[(None, common::event("lag@example.com"))]).await;
+    let mut cfg = common::config(&topics, &sim.base_url());
+    cfg.kafka.consumer.insert("statistics.interval.ms".into(), "200".into());
+    let connector = Connector::start(cfg).await;
     let http = connector.running.http_addr;
     let get = |path: &'static str| async move { reqwest::get(format!("http://{http}{path}")).await.unwrap() };
     assert_eq!(get("/healthz").await.status(), 200);
@@ -177,5 +180,11 @@ async fn health_endpoints() {
     ] {
         assert!(text.contains(name), "{name} exported");
     }
+    // Consumer lag per partition, from librdkafka's statistics.
+    let series = format!(r#"identify_consumer_lag{{partition="0",topic="{}"}}"#, topics.input);
+    kafka::wait_for("the consumer lag series", Duration::from_secs(20), || {
+        connector.metrics().contains(&series)
+    })
+    .await;
     connector.stop().await;
 }
