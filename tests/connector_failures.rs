@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::proc::ConnectorProc;
 use common::{kafka, Connector, Topics};
 
 fn emails(n: usize, tag: &str) -> kafka::Records {
@@ -62,16 +62,9 @@ async fn out_of_order_completion_never_commits_past_an_unfinished_batch() {
     assert!(samples >= 3, "the invariant was sampled while jobs ran");
 }
 
-fn connector_process(cfg_path: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_identify-connector"))
-        .arg("--config")
-        .arg(cfg_path)
-        .env("CRUSTDATA_API_KEY", common::KEY)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start identify-connector")
+/// The connector binary on `cfg`, its stderr in the test's temporary folder.
+fn connector_process(cfg: &std::path::Path) -> ConnectorProc {
+    ConnectorProc::start(cfg, &cfg.with_extension("log"), "warn", &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,27 +76,20 @@ async fn sigkill_mid_run_then_restart_loses_nothing() {
     let path = dir.path().join("connector.toml");
     std::fs::write(&path, common::toml_for(&topics, &sim.base_url())).unwrap();
 
-    let mut child = connector_process(&path);
+    let child = connector_process(&path);
     // Kill it once part of the work is published and committed.
     kafka::wait_for("some progress", Duration::from_secs(60), || {
         kafka::committed(&topics.group, &topics.input, 3).iter().any(|c| *c > 0)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
+    child.kill();
     let before = common::audit(&topics);
     assert!(before.outputs.len() < 4000, "killed before the end");
 
-    let mut child = connector_process(&path);
+    let child = connector_process(&path);
     common::wait_done(&topics, Duration::from_secs(120)).await;
-    let term = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = child.wait().unwrap();
+    let status = child.terminate(Duration::from_secs(60));
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
     let audit = common::audit(&topics);
     println!(
@@ -249,26 +235,19 @@ async fn sigkill_with_jobs_in_flight_does_not_pay_twice() {
     let path = dir.path().join("connector.toml");
     std::fs::write(&path, common::toml_for(&topics, &sim.base_url())).unwrap();
 
-    let mut child = connector_process(&path);
+    let child = connector_process(&path);
     kafka::wait_for("jobs in flight", Duration::from_secs(60), || {
         sim.stats().submits_accepted >= 3
     })
     .await;
     // Let a commit carry the jobs' ids in its metadata, then kill.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
+    child.kill();
     let killed_with = sim.stats().submits_accepted;
 
-    let mut child = connector_process(&path);
+    let child = connector_process(&path);
     common::wait_done(&topics, Duration::from_secs(120)).await;
-    let term = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(term.success());
-    assert!(child.wait().unwrap().success());
+    assert!(child.terminate(Duration::from_secs(60)).success(), "SIGTERM exits 0");
     let audit = common::audit(&topics);
     let stats = sim.stats();
     println!(

@@ -9,14 +9,6 @@ use std::time::Duration;
 
 use common::{kafka, Connector, Topics};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_complete_jobs_with_at_most_two_status_requests() {
     let sim = common::start_sim(|_| {}).await;
@@ -32,7 +24,7 @@ async fn webhooks_complete_jobs_with_at_most_two_status_requests() {
     records.push((Some("bad".into()), b"{not json".to_vec()));
     kafka::produce(&topics.input, 3, &records).await;
 
-    let port = free_port();
+    let port = common::proc::free_port();
     let mut cfg = common::config(&topics, &sim.base_url());
     cfg.server.listen = format!("127.0.0.1:{port}");
     cfg.webhook.public_url = format!("http://127.0.0.1:{port}");
