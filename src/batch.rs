@@ -116,11 +116,6 @@ impl Batcher {
             .map(|s| s + self.linger)
     }
 
-    /// True if a batch could be submitted now.
-    pub fn has_ready(&self, now: Instant) -> bool {
-        !self.ready.is_empty() || self.next_deadline().is_some_and(|d| d <= now)
-    }
-
     /// Identifiers waiting (full and open batches).
     pub fn queued_ids(&self) -> usize {
         self.ready.iter().map(|s| s.ids.len()).sum::<usize>() + self.open.iter().map(|o| o.ids.len()).sum::<usize>()
@@ -159,7 +154,6 @@ mod tests {
         assert_eq!(b.next_deadline(), Some(t0 + Duration::from_secs(2)));
         assert!(b.next_job(Instant::now()).is_none());
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(b.has_ready(Instant::now()));
         let job = b.next_job(Instant::now()).unwrap();
         assert_eq!(job.ids, vec!["a@x.co", "b@x.co"]);
         assert_eq!(b.next_deadline(), None);

@@ -325,11 +325,6 @@ impl OffsetTracker {
     pub fn in_flight_bytes(&self) -> usize {
         self.in_flight_bytes
     }
-
-    /// Currently assigned partitions.
-    pub fn assigned(&self) -> Vec<TopicPartition> {
-        self.parts.keys().cloned().collect()
-    }
 }
 
 #[cfg(test)]
