@@ -5,17 +5,11 @@
 # stops it again afterwards if it started it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="$HOME/.cargo/bin:$PATH"
+. scripts/lib.sh
 
 scripts/setup.sh
 
-started_kafka=""
-if ! scripts/kafka-local.sh status >/dev/null 2>&1; then
-  scripts/kafka-local.sh start
-  started_kafka=1
-fi
-cleanup() { [ -n "$started_kafka" ] && scripts/kafka-local.sh stop || true; }
-trap cleanup EXIT
+ensure_kafka
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
