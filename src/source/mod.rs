@@ -7,8 +7,10 @@
 //!
 //! Rebalances: on revoke, records of the revoked partitions get a bounded
 //! time to finish, what is safe is committed synchronously, and the rest is
-//! forgotten uncommitted; on assign, each partition starts a fresh epoch.
+//! forgotten uncommitted (a lost assignment is forgotten at once); on
+//! assign, each partition starts a fresh epoch.
 
+pub mod commit;
 pub mod offsets;
 
 use std::collections::HashMap;
@@ -19,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::topic_partition_list::TopicPartitionList;
 use rdkafka::ClientContext;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, error, info, warn};
@@ -33,7 +35,8 @@ use crate::decode::{Decoder, Identifier};
 use crate::metrics::Metrics;
 use crate::server::Health;
 use crate::sink::{InputRecord, Sink};
-use offsets::{CommitPoint, OffsetTracker, TopicPartition};
+use commit::Commits;
+use offsets::{OffsetTracker, TopicPartition};
 
 /// A decoded record on its way to the dispatcher.
 #[derive(Debug)]
@@ -74,6 +77,8 @@ pub struct SourceContext {
     /// application pause across revoke and re-assignment, so the consumer
     /// loop resumes every new assignment once it is under budget.
     assignments: std::sync::atomic::AtomicU64,
+    /// Hand-over to the committer thread.
+    commits: Commits,
     tx: UnboundedSender<SourceEvent>,
 }
 
@@ -134,13 +139,22 @@ impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else { return };
         self.metrics.rebalance("revoke");
+        // No commit of the committer's may land after this one.
+        let _exclusive = self.commits.exclusive();
         let revoked: Vec<TopicPartition> = tpl
             .elements()
             .iter()
             .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
             .collect();
+        // A lost assignment (the group session expired, e.g. while the
+        // coordinator was unreachable) may already belong to another member,
+        // and the group refuses this member's commits: no drain, no commit.
+        let lost = consumer.assignment_lost();
+        if lost {
+            warn!("assignment lost (group session expired); uncommitted records of these partitions will be processed again");
+        }
         // Let what is in flight finish, within a bound.
-        let bound = if self.control.close.load(Ordering::Relaxed) {
+        let bound = if lost || self.control.close.load(Ordering::Relaxed) {
             Duration::ZERO
         } else {
             self.drain_timeout
@@ -172,13 +186,10 @@ impl ConsumerContext for SourceContext {
             }
             self.metrics.set_in_flight(t.in_flight());
         }
-        if !points.is_empty() {
-            let commit = commit_list(&points);
-            let result = consumer.commit(&commit, CommitMode::Sync);
-            self.metrics.commit(result.is_ok());
-            match result {
+        if !points.is_empty() && !lost {
+            match commit::commit_now(consumer, &points) {
                 Ok(()) => info!(
-                    partitions = commit.count(),
+                    partitions = points.len(),
                     "committed safe offsets of revoked partitions"
                 ),
                 Err(e) => warn!(error = %e, "commit on revoke failed; those records will be processed again"),
@@ -258,49 +269,47 @@ pub fn spawn(parts: SourceParts) -> Result<JoinHandle<Result<(), String>>, Kafka
         control: parts.control.clone(),
         drain_timeout: parts.cfg.rebalance_drain_timeout,
         assignments: Default::default(),
+        commits: Commits::default(),
         tx: parts.tx.clone(),
     };
     let consumer: BaseConsumer<SourceContext> = cc.create_with_context(ctx)?;
     let topics: Vec<&str> = parts.cfg.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
+    let consumer = Arc::new(consumer);
+    let thread_error = |e: std::io::Error| KafkaError::Subscription(format!("cannot start consumer thread: {e}"));
+    let committer = {
+        let consumer = consumer.clone();
+        std::thread::Builder::new()
+            .name("committer".into())
+            .spawn(move || commit::run_committer(&consumer))
+            .map_err(thread_error)?
+    };
     std::thread::Builder::new()
         .name("source".into())
-        .spawn(move || run(consumer, parts))
-        .map_err(|e| KafkaError::Subscription(format!("cannot start consumer thread: {e}")))
-}
-
-/// The list to commit: offsets with their metadata.
-fn commit_list(points: &[CommitPoint]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(points.len());
-    for c in points {
-        let mut e = tpl.add_partition(&c.tp.0, c.tp.1);
-        let _ = e.set_offset(Offset::Offset(c.offset));
-        e.set_metadata(c.metadata.as_str());
-    }
-    tpl
-}
-
-/// Commits every partition's safe offset that moved. Synchronous: a commit
-/// is a round trip every `kafka.commit_interval`, and its outcome is known.
-fn commit_safe(consumer: &BaseConsumer<SourceContext>, tracker: &Mutex<OffsetTracker>) {
-    let candidates = tracker.lock().expect("tracker").commit_candidates();
-    if candidates.is_empty() {
-        return;
-    }
-    let result = consumer.commit(&commit_list(&candidates), CommitMode::Sync);
-    consumer.context().metrics.commit(result.is_ok());
-    match result {
-        Ok(()) => {
-            let mut t = tracker.lock().expect("tracker");
-            for c in &candidates {
-                t.mark_committed(&c.tp, c.offset);
+        .spawn(move || {
+            let result = run(&consumer, &parts);
+            consumer.context().commits.stop();
+            let _ = committer.join();
+            if result.is_ok() {
+                let points = parts.tracker.lock().expect("tracker").commit_candidates();
+                if !points.is_empty() {
+                    if let Err(e) = commit::commit_now(&consumer, &points) {
+                        warn!(error = %e, "final offset commit failed");
+                    }
+                }
+                info!("leaving the consumer group");
             }
-        }
-        Err(e) => warn!(error = %e, "offset commit failed; will retry"),
-    }
+            // The last reference: closing calls the revoke callback, which
+            // commits what is safe.
+            drop(consumer);
+            result
+        })
+        .map_err(thread_error)
 }
 
-fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), String> {
+/// Polls until the pipeline asks the consumer to close (`Ok`) or a fatal
+/// error; commits are handed to the committer thread.
+fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Result<(), String> {
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
     let mut paused = false;
     // The assignment last resumed (see `SourceContext::assignments`).
@@ -310,9 +319,6 @@ fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), Stri
     let high_bytes = p.cfg.max_in_flight_bytes;
     loop {
         if p.control.close.load(Ordering::Relaxed) {
-            commit_safe(&consumer, &p.tracker);
-            info!("leaving the consumer group");
-            drop(consumer); // closes: revoke callback commits what is safe
             return Ok(());
         }
         let stop = p.control.stop_taking.load(Ordering::Relaxed);
@@ -348,7 +354,10 @@ fn run(consumer: BaseConsumer<SourceContext>, p: SourceParts) -> Result<(), Stri
             }
         }
         if last_commit.elapsed() >= p.cfg.commit_interval {
-            commit_safe(&consumer, &p.tracker);
+            let points = p.tracker.lock().expect("tracker").commit_candidates();
+            if !points.is_empty() {
+                consumer.context().commits.offer(points);
+            }
             last_commit = Instant::now();
         }
         // Take what is ready (up to the budget) and hand it over in one go:

@@ -263,13 +263,16 @@ impl OffsetTracker {
         })
     }
 
-    /// Records that `offset` was committed for `tp` with its job list.
-    pub fn mark_committed(&mut self, tp: &TopicPartition, offset: i64) {
-        if let Some(s) = self.parts.get_mut(tp) {
-            if s.committed.is_none_or(|c| offset > c) {
-                s.committed = Some(offset);
+    /// Records that `point` was committed. The job list stays due for a
+    /// commit if it changed while the commit was on its way.
+    pub fn mark_committed(&mut self, point: &CommitPoint) {
+        if let Some(s) = self.parts.get_mut(&point.tp) {
+            if s.committed.is_none_or(|c| point.offset > c) {
+                s.committed = Some(point.offset);
             }
-            s.jobs_dirty = false;
+            if encode_jobs(s.jobs.iter().rev().map(|(id, _)| id.as_ref())) == point.metadata {
+                s.jobs_dirty = false;
+            }
         }
     }
 
@@ -349,6 +352,22 @@ mod tests {
     }
 
     #[test]
+    fn a_job_added_while_a_commit_is_on_its_way_is_committed_next() {
+        let mut t = OffsetTracker::new();
+        let e = t.assign(tp());
+        t.track(&pos(0, e), 1);
+        t.add_job(&pos(0, e), &Arc::from("job-a"));
+        let c = t.commit_candidates();
+        t.add_job(&pos(0, e), &Arc::from("job-b"));
+        t.mark_committed(&c[0]);
+        let next = t.commit_candidates();
+        assert_eq!(next.len(), 1, "the newer job list is still due");
+        assert_eq!(decode_jobs(&next[0].metadata), vec!["job-b", "job-a"]);
+        t.mark_committed(&next[0]);
+        assert!(t.commit_candidates().is_empty());
+    }
+
+    #[test]
     fn jobs_travel_in_commit_metadata_until_committed_past() {
         let mut t = OffsetTracker::new();
         let e = t.assign(tp());
@@ -364,7 +383,7 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].offset, 0);
         assert_eq!(decode_jobs(&c[0].metadata), vec!["job-b", "job-a"]);
-        t.mark_committed(&tp(), 0);
+        t.mark_committed(&c[0]);
         assert!(t.commit_candidates().is_empty());
         for o in 0..5 {
             t.complete(&pos(o, e));
@@ -376,7 +395,7 @@ mod tests {
             vec!["job-b"],
             "job-a's records are all committed"
         );
-        t.mark_committed(&tp(), 5);
+        t.mark_committed(&c[0]);
         for o in 5..10 {
             t.complete(&pos(o, e));
         }
@@ -484,8 +503,9 @@ mod tests {
         let e = t.assign(tp());
         t.track(&pos(0, e), 1);
         t.complete(&pos(0, e));
-        assert_eq!(offsets(&mut t), vec![1]);
-        t.mark_committed(&tp(), 1);
+        let c = t.commit_candidates();
+        assert_eq!(c.iter().map(|c| c.offset).collect::<Vec<_>>(), vec![1]);
+        t.mark_committed(&c[0]);
         assert!(t.commit_candidates().is_empty());
         t.track(&pos(1, e), 1);
         assert!(t.commit_candidates().is_empty());

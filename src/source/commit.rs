@@ -1,0 +1,105 @@
+//! Offset commits, off the consumer thread. The consumer thread offers the
+//! partitions whose safe offset moved; a committer thread commits them
+//! synchronously, so the outcome is known (librdkafka reports the result of
+//! an asynchronous manual commit only to an `offset_commit_cb`, which
+//! rust-rdkafka does not install). While the group coordinator is
+//! unreachable librdkafka holds a commit for up to `session.timeout.ms`;
+//! on this thread that never stalls polling, heartbeats or rebalances.
+//! Only the latest offer waits: a newer one replaces it.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tracing::warn;
+
+use super::offsets::CommitPoint;
+use super::SourceContext;
+
+#[derive(Debug, Default)]
+struct State {
+    offer: Option<Vec<CommitPoint>>,
+    stop: bool,
+}
+
+/// The hand-over between the consumer thread and the committer thread.
+#[derive(Debug, Default)]
+pub struct Commits {
+    state: Mutex<State>,
+    wake: Condvar,
+    /// Held while a commit is in progress.
+    busy: Mutex<()>,
+}
+
+impl Commits {
+    /// Offers `points` for commit, replacing an offer not yet taken.
+    pub fn offer(&self, points: Vec<CommitPoint>) {
+        self.state.lock().expect("commits").offer = Some(points);
+        self.wake.notify_one();
+    }
+
+    /// Waits for a commit in progress and drops the pending offer, so that
+    /// no older commit lands after the caller's own (revoke, close). The
+    /// committer stays idle while the guard lives.
+    pub fn exclusive(&self) -> MutexGuard<'_, ()> {
+        let guard = self.busy.lock().expect("commits");
+        self.state.lock().expect("commits").offer = None;
+        guard
+    }
+
+    /// Ends the committer thread (after a commit in progress).
+    pub fn stop(&self) {
+        self.state.lock().expect("commits").stop = true;
+        self.wake.notify_one();
+    }
+
+    /// Blocks until there is an offer (true) or the committer must stop.
+    fn wait_for_offer(&self) -> bool {
+        let mut s = self.state.lock().expect("commits");
+        while s.offer.is_none() && !s.stop {
+            s = self.wake.wait(s).expect("commits");
+        }
+        !s.stop
+    }
+}
+
+/// The committer thread's loop, until [`Commits::stop`].
+pub fn run_committer(consumer: &BaseConsumer<SourceContext>) {
+    let commits = &consumer.context().commits;
+    while commits.wait_for_offer() {
+        let _busy = commits.busy.lock().expect("commits");
+        // Taken under `busy`: a revoke in between has dropped it.
+        let Some(points) = commits.state.lock().expect("commits").offer.take() else {
+            continue;
+        };
+        if let Err(e) = commit_now(consumer, &points) {
+            warn!(error = %e, "offset commit failed; will retry");
+        }
+    }
+}
+
+/// Commits `points` synchronously and records the outcome.
+pub fn commit_now(consumer: &BaseConsumer<SourceContext>, points: &[CommitPoint]) -> KafkaResult<()> {
+    let ctx = consumer.context();
+    let result = consumer.commit(&commit_list(points), CommitMode::Sync);
+    ctx.metrics.commit(result.is_ok());
+    if result.is_ok() {
+        let mut t = ctx.tracker.lock().expect("tracker");
+        for c in points {
+            t.mark_committed(c);
+        }
+    }
+    result
+}
+
+/// The list to commit: offsets with their metadata.
+fn commit_list(points: &[CommitPoint]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(points.len());
+    for c in points {
+        let mut e = tpl.add_partition(&c.tp.0, c.tp.1);
+        let _ = e.set_offset(Offset::Offset(c.offset));
+        e.set_metadata(c.metadata.as_str());
+    }
+    tpl
+}
