@@ -20,6 +20,8 @@ use super::SourceContext;
 #[derive(Debug, Default)]
 struct State {
     offer: Option<Vec<CommitPoint>>,
+    /// A revoke holds the commit lock (or waits for it): take no offer.
+    held: bool,
     stop: bool,
 }
 
@@ -39,13 +41,25 @@ impl Commits {
         self.wake.notify_one();
     }
 
-    /// Waits for a commit in progress and drops the pending offer, so that
-    /// no older commit lands after the caller's own (revoke, close). The
-    /// committer stays idle while the guard lives.
-    pub fn exclusive(&self) -> MutexGuard<'_, ()> {
-        let guard = self.busy.lock().expect("commits");
+    /// Drops the pending offer and waits for a commit in progress, so that
+    /// no older commit lands after the caller's own (a revoke). The
+    /// committer takes no offer while the guard lives.
+    pub fn exclusive(&self) -> Exclusive<'_> {
+        {
+            let mut s = self.state.lock().expect("commits");
+            s.offer = None;
+            s.held = true;
+        }
+        Exclusive {
+            commits: self,
+            _busy: self.busy.lock().expect("commits"),
+        }
+    }
+
+    /// Drops the pending offer without waiting (a lost assignment: the
+    /// group refuses this member's commits anyway).
+    pub fn drop_offer(&self) {
         self.state.lock().expect("commits").offer = None;
-        guard
     }
 
     /// Ends the committer thread (after a commit in progress).
@@ -57,10 +71,23 @@ impl Commits {
     /// Blocks until there is an offer (true) or the committer must stop.
     fn wait_for_offer(&self) -> bool {
         let mut s = self.state.lock().expect("commits");
-        while s.offer.is_none() && !s.stop {
+        while (s.offer.is_none() || s.held) && !s.stop {
             s = self.wake.wait(s).expect("commits");
         }
         !s.stop
+    }
+}
+
+/// Exclusive use of commits, from [`Commits::exclusive`].
+pub struct Exclusive<'a> {
+    commits: &'a Commits,
+    _busy: MutexGuard<'a, ()>,
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        self.commits.state.lock().expect("commits").held = false;
+        self.commits.wake.notify_one();
     }
 }
 

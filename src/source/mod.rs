@@ -139,8 +139,6 @@ impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else { return };
         self.metrics.rebalance("revoke");
-        // No commit of the committer's may land after this one.
-        let _exclusive = self.commits.exclusive();
         let revoked: Vec<TopicPartition> = tpl
             .elements()
             .iter()
@@ -150,9 +148,15 @@ impl ConsumerContext for SourceContext {
         // coordinator was unreachable) may already belong to another member,
         // and the group refuses this member's commits: no drain, no commit.
         let lost = consumer.assignment_lost();
-        if lost {
+        // Otherwise no commit of the committer's may land after this one
+        // (without waiting for one held while the coordinator is away).
+        let _exclusive = if lost {
             warn!("assignment lost (group session expired); uncommitted records of these partitions will be processed again");
-        }
+            self.commits.drop_offer();
+            None
+        } else {
+            Some(self.commits.exclusive())
+        };
         // Let what is in flight finish, within a bound.
         let bound = if lost || self.control.close.load(Ordering::Relaxed) {
             Duration::ZERO
