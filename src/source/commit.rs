@@ -76,6 +76,10 @@ impl Commits {
         }
         !s.stop
     }
+
+    fn take(&self) -> Option<Vec<CommitPoint>> {
+        self.state.lock().expect("commits").offer.take()
+    }
 }
 
 /// Exclusive use of commits, from [`Commits::exclusive`].
@@ -97,7 +101,7 @@ pub fn run_committer(consumer: &BaseConsumer<SourceContext>) {
     while commits.wait_for_offer() {
         let _busy = commits.busy.lock().expect("commits");
         // Taken under `busy`: a revoke in between has dropped it.
-        let Some(points) = commits.state.lock().expect("commits").offer.take() else {
+        let Some(points) = commits.take() else {
             continue;
         };
         if let Err(e) = commit_now(consumer, &points) {
@@ -129,4 +133,59 @@ fn commit_list(points: &[CommitPoint]) -> TopicPartitionList {
         e.set_metadata(c.metadata.as_str());
     }
     tpl
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn point(offset: i64) -> Vec<CommitPoint> {
+        vec![CommitPoint {
+            tp: (Arc::from("in"), 0),
+            offset,
+            metadata: String::new(),
+        }]
+    }
+
+    #[test]
+    fn only_the_latest_offer_waits() {
+        let c = Commits::default();
+        c.offer(point(1));
+        c.offer(point(2));
+        assert!(c.wait_for_offer());
+        assert_eq!(c.take().unwrap()[0].offset, 2);
+        assert!(c.take().is_none());
+    }
+
+    #[test]
+    fn a_revoke_drops_the_offer_and_holds_the_committer_off() {
+        let c = Arc::new(Commits::default());
+        c.offer(point(1));
+        let guard = c.exclusive();
+        assert!(c.take().is_none(), "the older offer is dropped");
+        c.offer(point(2));
+        let waiter = {
+            let c = c.clone();
+            std::thread::spawn(move || c.wait_for_offer())
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !waiter.is_finished(),
+            "no offer is taken while the revoke holds commits"
+        );
+        drop(guard);
+        assert!(waiter.join().unwrap());
+        c.drop_offer();
+        assert!(c.take().is_none());
+    }
+
+    #[test]
+    fn stop_ends_the_wait() {
+        let c = Commits::default();
+        c.stop();
+        assert!(!c.wait_for_offer());
+    }
 }
