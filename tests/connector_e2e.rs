@@ -1,6 +1,7 @@
 //! The connector end to end on the real broker and the simulator: exactly
 //! one output per valid input, dead letters with reasons, commits to the
-//! end, credits equal to unique matched identifiers, at most 5 jobs at once.
+//! end (also when only the graceful stop commits), credits equal to unique
+//! matched identifiers, at most 5 jobs at once.
 
 mod common;
 
@@ -155,5 +156,32 @@ async fn five_thousand_events_exactly_once_output_and_dlq() {
     assert_eq!(
         common::metric(&metrics, "identify_credits_spent_total"),
         matched.len() as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_commits_what_was_published() {
+    let sim = common::start_sim(|_| {}).await;
+    let topics = Topics::create("stopcommit", 3).await;
+    kafka::produce(&topics.input, 3, &common::emails(600, "stop")).await;
+    let mut cfg = common::config(&topics, &sim.base_url());
+    // No periodic commit during the run: only the stop can commit.
+    cfg.kafka.commit_interval = Duration::from_secs(3600);
+    let connector = Connector::start(cfg).await;
+    kafka::wait_for("every output published", Duration::from_secs(120), || {
+        kafka::end_offsets(&topics.output, 3).iter().sum::<i64>() == 600
+    })
+    .await;
+    assert!(
+        kafka::committed(&topics.group, &topics.input, 3)
+            .iter()
+            .all(|c| *c <= 0),
+        "nothing committed before the stop"
+    );
+    connector.stop().await;
+    assert_eq!(
+        kafka::committed(&topics.group, &topics.input, 3),
+        kafka::end_offsets(&topics.input, 3),
+        "the stop commits every published record"
     );
 }

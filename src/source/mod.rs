@@ -295,12 +295,6 @@ pub fn spawn(parts: SourceParts) -> Result<JoinHandle<Result<(), String>>, Kafka
             consumer.context().commits.stop();
             let _ = committer.join();
             if result.is_ok() {
-                let points = parts.tracker.lock().expect("tracker").commit_candidates();
-                if !points.is_empty() {
-                    if let Err(e) = commit::commit_now(&consumer, &points) {
-                        warn!(error = %e, "final offset commit failed");
-                    }
-                }
                 info!("leaving the consumer group");
             }
             // The last reference: closing calls the revoke callback, which
