@@ -3,7 +3,8 @@
 //! does. It decodes each record, tracks its offset, dead-letters bad input
 //! directly and hands valid identifiers to the dispatcher. Back-pressure
 //! pauses every partition while the in-flight budget is spent. Commits
-//! advance only to each partition's contiguous watermark (see [`offsets`]).
+//! advance only to each partition's contiguous watermark (see [`offsets`]);
+//! the periodic ones run on a committer thread (see [`commit`]).
 //!
 //! Rebalances: on revoke, records of the revoked partitions get a bounded
 //! time to finish, what is safe is committed synchronously, and the rest is
