@@ -38,7 +38,7 @@ struct Cli {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "CRUSTDATA_SIM_LISTEN", default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
-    /// Base of absolute download URLs [default: http://<bound address>].
+    /// Base of absolute download URLs [default: http://ADDR, ADDR being the bound address].
     #[arg(long)]
     public_url: Option<String>,
     /// Accepted API key; repeatable and/or comma-separated.
