@@ -220,6 +220,12 @@ impl Audit {
         );
     }
 
+    /// Panics unless all `n` inputs were valid and none was dead-lettered.
+    pub fn assert_all_valid_resolved(&self, n: usize) {
+        assert_eq!(self.inputs, n);
+        assert!(self.dlq.is_empty(), "valid emails are never dead-lettered");
+    }
+
     pub fn summary(&self, name: &str) -> String {
         format!(
             "{name}: inputs={} outputs={} dead_lettered={} lost={} duplicates={}",
