@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 scripts/setup.sh
 ensure_kafka
-cargo build --release --locked --bins
+cargo build --release --locked --workspace --bins
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)"
 cargo bench --locked --bench pipeline -- "$@"

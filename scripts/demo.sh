@@ -9,7 +9,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/setup.sh
 echo "== building (first run compiles librdkafka; a few minutes)"
-cargo build --locked --bins -q
+cargo build --locked --workspace --bins -q
 
 work=$(mktemp -d)
 pids=()

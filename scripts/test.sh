@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests
+# The whole test suite: formatting, layout, lints, unit and integration tests
 # (against a real local Apache Kafka broker and the Crustdata simulator),
 # and the Helm chart checks. Starts the broker if it is not running and
 # stops it again afterwards if it started it.
@@ -13,8 +13,10 @@ ensure_kafka
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== layout: no import cycle, //! headers, file sizes"
+python3 scripts/check-layout.py
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== helm chart checks"
 HELM_RENDERED_CONFIG_DIR=target/helm-rendered scripts/helm-check.sh
 echo "== output and dead-letter JSON schemas"
@@ -26,7 +28,7 @@ for f in target/helm-rendered/*.toml; do
     || { echo "identify-connector --check rejects the chart's $f" >&2; exit 1; }
 done
 echo "== cargo test"
-cargo test --locked --lib --bins --tests 2>&1 | tee target/test-output.txt
+cargo test --workspace --locked --lib --bins --tests 2>&1 | tee target/test-output.txt
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt

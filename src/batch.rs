@@ -9,14 +9,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::decode::IdentifierType;
-use crate::jobs::JobSpec;
-
-/// The API's limit of identifiers per submission.
-pub const API_MAX_BATCH: usize = 300;
+use crate::model::{IdentifierType, JobSpec, API_MAX_BATCH};
 
 /// True when a partial batch started at `started` may be submitted.
-pub fn linger_expired(started: Instant, now: Instant, linger: Duration) -> bool {
+pub(crate) fn linger_expired(started: Instant, now: Instant, linger: Duration) -> bool {
     now.saturating_duration_since(started) >= linger
 }
 
@@ -28,7 +24,7 @@ struct Open {
 
 /// Open batches per identifier type plus the queue of full ones.
 #[derive(Debug)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     max_size: usize,
     linger: Duration,
     open: [Open; 2],
@@ -37,7 +33,7 @@ pub struct Batcher {
 
 impl Batcher {
     /// A batcher flushing at `max_size` (at most 300) or after `linger`.
-    pub fn new(max_size: usize, linger: Duration) -> Self {
+    pub(crate) fn new(max_size: usize, linger: Duration) -> Self {
         Self {
             max_size: max_size.clamp(1, API_MAX_BATCH),
             linger,
@@ -47,7 +43,7 @@ impl Batcher {
     }
 
     /// Adds an identifier not already pending anywhere.
-    pub fn push(&mut self, kind: IdentifierType, id: String, now: Instant) {
+    pub(crate) fn push(&mut self, kind: IdentifierType, id: String, now: Instant) {
         let open = &mut self.open[kind.index()];
         if open.ids.is_empty() {
             open.started = Some(now);
@@ -61,13 +57,13 @@ impl Batcher {
     }
 
     /// Queues a batch ahead of everything else (a split or a retry).
-    pub fn push_ready_front(&mut self, spec: JobSpec) {
+    pub(crate) fn push_ready_front(&mut self, spec: JobSpec) {
         self.ready.push_front(spec);
     }
 
     /// The next batch to submit now, if any: a full one first, else the
     /// open batch whose linger has expired (oldest first).
-    pub fn next_job(&mut self, now: Instant) -> Option<JobSpec> {
+    pub(crate) fn next_job(&mut self, now: Instant) -> Option<JobSpec> {
         if let Some(spec) = self.ready.pop_front() {
             return Some(spec);
         }
@@ -93,7 +89,7 @@ impl Batcher {
 
     /// Keeps only the identifiers for which `keep` is true (others were
     /// answered another way, e.g. by a recovered job); empty batches vanish.
-    pub fn retain(&mut self, mut keep: impl FnMut(IdentifierType, &str) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(IdentifierType, &str) -> bool) {
         self.ready.retain_mut(|spec| {
             spec.ids.retain(|id| keep(spec.kind, id));
             !spec.ids.is_empty()
@@ -108,7 +104,7 @@ impl Batcher {
     }
 
     /// When the oldest open batch's linger expires (for the dispatcher's timer).
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.open
             .iter()
             .filter_map(|o| o.started)
@@ -117,7 +113,8 @@ impl Batcher {
     }
 
     /// Identifiers waiting (full and open batches).
-    pub fn queued_ids(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn queued_ids(&self) -> usize {
         self.ready.iter().map(|s| s.ids.len()).sum::<usize>() + self.open.iter().map(|o| o.ids.len()).sum::<usize>()
     }
 }

@@ -1,21 +1,55 @@
 //! identify-connector: a Kafka connector for Crustdata's asynchronous batch
 //! reverse-identify API.
 //!
-//! Stages, each a module: [`source`] (consumer, rebalances, offset
-//! tracking) -> [`decode`] -> [`batch`] -> [`jobs`] (submit, poll or
-//! webhook, results) over the [`api`] client -> [`sink`] (producer), wired by
-//! [`pipeline`]; plus [`config`], [`metrics`], [`server`] and [`logging`].
-//! [`sim`] is a faithful simulator of the API for tests, demos and benchmarks.
+//! # Layout
+//!
+//! The modules are the pipeline's stages, in the order a record meets them,
+//! plus what they share; no module imports one that imports it back.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `model` | the shared vocabulary: identifier types, identifiers, job specs, the batch limit, record positions (a leaf) |
+//! | [`config`] | one serde struct per stage, loading (file + `IDENTIFY_*` environment) and validation; depends on no stage |
+//! | `source` | the consumer thread, back-pressure, rebalances, the committer thread; hands [`SourceEvent`](source)s to the dispatcher |
+//! | `decode` | record value -> normalised identifier, or the dead-letter reason |
+//! | `offsets` | the offset tracker: in-flight offsets, contiguous commit watermarks, epochs, jobs in commit metadata |
+//! | `batch` | micro-batches: one identifier type per job, size and linger flushes |
+//! | `dispatch` | the single owner of pending identifiers: dedupe, cache, job slots (AIMD), fan-out, recovery |
+//! | `cache` | identifiers resolved within `cache.ttl` |
+//! | `jobs` | one job's life: submit, wait (poll or webhook), download and parse results, resubmit |
+//! | `api` | the HTTP client, the status parser, the download allowlist, errors and the retry policy |
+//! | `sink` | the producer of results and dead letters; acknowledgements finish offsets |
+//! | `health`, `wake` | readiness flags; webhook tokens that wake waiting jobs |
+//! | `server` | `/metrics`, `/healthz`, `/readyz`, webhook callbacks |
+//! | `metrics`, `logging` | every Prometheus metric, defined in one place; log output |
+//! | `pipeline` | building the stages, the API-key probe, the shutdown sequence |
+//!
+//! The public surface is what the binary and the tests use: [`Config`],
+//! [`start`] (the pipeline, stopped by the future it is given), [`Running`],
+//! [`init_logging`] and the error types.
 
-pub mod api;
-pub mod batch;
+mod api;
+mod batch;
+mod cache;
 pub mod config;
-pub mod decode;
-pub mod jobs;
-pub mod logging;
-pub mod metrics;
-pub mod pipeline;
-pub mod server;
-pub mod sim;
-pub mod sink;
-pub mod source;
+mod decode;
+mod dispatch;
+mod health;
+mod jobs;
+mod logging;
+mod metrics;
+mod model;
+mod offsets;
+mod pipeline;
+mod server;
+mod sink;
+mod source;
+mod wake;
+
+pub use api::ApiError;
+pub use config::{Config, ConfigError};
+pub use dispatch::DispatchError;
+pub use logging::init as init_logging;
+pub use pipeline::{start, PipelineError, Running};
+pub use sink::SinkError;
+pub use source::SourceError;

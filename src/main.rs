@@ -1,12 +1,12 @@
 //! The `identify-connector` binary: parses the command line, loads the
-//! configuration, installs signal handlers and runs the pipeline.
+//! configuration, installs signal handlers and runs the pipeline until
+//! SIGTERM or SIGINT.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use identify_connector::config::Config;
-use identify_connector::{logging, pipeline};
+use identify_connector::Config;
 
 /// mimalloc: less fragmentation than glibc's per-thread arenas under a
 /// large backlog (lower peak RSS), and cheaper small allocations.
@@ -26,6 +26,15 @@ struct Cli {
     check: bool,
 }
 
+/// SIGTERM or SIGINT.
+async fn signalled() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,16 +49,8 @@ async fn main() -> ExitCode {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
     }
-    logging::init(cfg.log.format);
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
-    let result = match pipeline::start(cfg, shutdown).await {
+    identify_connector::init_logging(cfg.log.format);
+    let result = match identify_connector::start(cfg, signalled()).await {
         Ok(running) => running.wait().await,
         Err(e) => Err(e),
     };

@@ -3,78 +3,33 @@
 //! `POST /webhooks/crustdata/{token}` (job-completion callbacks).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::wake::WakeRegistry;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use subtle::ConstantTimeEq;
-
-use crate::jobs::WakeRegistry;
-use crate::metrics::Metrics;
 
 /// Largest webhook body accepted; the body is not used.
-pub const WEBHOOK_BODY_LIMIT: usize = 64 * 1024;
-
-/// Liveness and readiness flags, set by the pipeline.
-#[derive(Debug, Default)]
-pub struct Health {
-    joined: AtomicBool,
-    api_accepted: AtomicBool,
-    api_refused: AtomicBool,
-    failed: AtomicBool,
-}
-
-impl Health {
-    /// The consumer has (or no longer has) an assignment in its group.
-    pub fn set_joined(&self, v: bool) {
-        self.joined.store(v, Ordering::Relaxed);
-    }
-    /// The API refused (true) or accepted (false) the key.
-    pub fn set_api_refused(&self, refused: bool) {
-        self.api_refused.store(refused, Ordering::Relaxed);
-        if !refused {
-            self.api_accepted.store(true, Ordering::Relaxed);
-        }
-    }
-    /// The API currently refuses the key.
-    pub fn api_refused(&self) -> bool {
-        self.api_refused.load(Ordering::Relaxed)
-    }
-    /// The API has accepted the key at least once and does not refuse it now.
-    pub fn api_ok(&self) -> bool {
-        self.api_accepted.load(Ordering::Relaxed) && !self.api_refused()
-    }
-    /// A pipeline task died: liveness fails so the pod restarts.
-    pub fn set_failed(&self) {
-        self.failed.store(true, Ordering::Relaxed);
-    }
-    /// Liveness.
-    pub fn live(&self) -> bool {
-        !self.failed.load(Ordering::Relaxed)
-    }
-    /// Readiness.
-    pub fn ready(&self) -> bool {
-        self.live() && self.joined.load(Ordering::Relaxed) && self.api_ok()
-    }
-}
+pub(crate) const WEBHOOK_BODY_LIMIT: usize = 64 * 1024;
 
 /// What the handlers need.
 #[derive(Clone)]
-pub struct ServerState {
+pub(crate) struct ServerState {
     /// Metrics to render.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Health flags.
-    pub health: Arc<Health>,
+    pub(crate) health: Arc<Health>,
     /// Live webhook tokens.
-    pub wakers: Arc<WakeRegistry>,
+    pub(crate) wakers: Arc<WakeRegistry>,
 }
 
 /// The router.
-pub fn router(state: ServerState) -> Router {
+pub(crate) fn router(state: ServerState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -88,7 +43,7 @@ pub fn router(state: ServerState) -> Router {
 
 /// Binds `listen` and serves until `shutdown` resolves; returns the bound
 /// address through `bound`.
-pub async fn serve(
+pub(crate) async fn serve(
     listen: &str,
     state: ServerState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -137,20 +92,8 @@ async fn readyz(State(s): State<ServerState>) -> impl IntoResponse {
     }
 }
 
-/// Finds a live token by constant-time comparison against each one.
-pub fn find_token(registry: &WakeRegistry, token: &str) -> Option<Arc<tokio::sync::Notify>> {
-    let map = registry.lock().expect("wakers");
-    let mut found = None;
-    for (t, n) in map.iter() {
-        if bool::from(t.as_bytes().ct_eq(token.as_bytes())) {
-            found = Some(n.clone());
-        }
-    }
-    found
-}
-
 async fn webhook(State(s): State<ServerState>, Path(token): Path<String>, _body: axum::body::Bytes) -> StatusCode {
-    match find_token(&s.wakers, &token) {
+    match s.wakers.find(&token) {
         Some(n) => {
             s.metrics.webhook_callback(true);
             n.notify_one();

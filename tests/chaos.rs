@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::proc::ConnectorProc;
+use common::ConnectorProc;
 use common::{kafka, Connector, Topics};
 use rand::Rng;
 
@@ -64,7 +64,7 @@ async fn crash_sigkill_three_times_at_random_moments_loses_nothing() {
     let mut outputs_after_kill = Vec::new();
     let mut committed_at_kill = 0;
     for round in 1..=3 {
-        let mut proc = ConnectorProc::start(&cfg, &log, "warn", &[]);
+        let mut proc = common::connector_proc(&cfg, &log, "warn", &[]);
         let after = Duration::from_millis(rng.random_range(1000..=4000));
         tokio::time::sleep(after).await;
         assert!(
@@ -85,7 +85,7 @@ async fn crash_sigkill_three_times_at_random_moments_loses_nothing() {
     );
 
     let restarted = Instant::now();
-    let proc = ConnectorProc::start(&cfg, &log, "warn", &[]);
+    let proc = common::connector_proc(&cfg, &log, "warn", &[]);
     let recover = wait_commit_progress(&topics, committed_at_kill, restarted).await;
     common::wait_done(&topics, Duration::from_secs(120)).await;
     let status = proc.terminate(Duration::from_secs(60));
@@ -112,7 +112,7 @@ async fn group_churn_chaos_monkey_kills_and_restarts_members_loses_nothing() {
         .collect();
     let mut members: Vec<Option<ConnectorProc>> = logs
         .iter()
-        .map(|log| Some(ConnectorProc::start(&cfg, log, "warn", &[])))
+        .map(|log| Some(common::connector_proc(&cfg, log, "warn", &[])))
         .collect();
 
     // The monkey: every 1.5-3 s one member is SIGKILLed and started again,
@@ -138,7 +138,7 @@ async fn group_churn_chaos_monkey_kills_and_restarts_members_loses_nothing() {
         kills += 1;
         committed_at_kill = committed_sum(&topics);
         println!("churn: SIGKILL {kills} of member {victim}, committed={committed_at_kill}");
-        members[victim] = Some(ConnectorProc::start(&cfg, &logs[victim], "warn", &[]));
+        members[victim] = Some(common::connector_proc(&cfg, &logs[victim], "warn", &[]));
         last_restart = Instant::now();
     }
     assert!(

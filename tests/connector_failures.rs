@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::proc::ConnectorProc;
+use common::ConnectorProc;
 use common::{kafka, Connector, Topics};
 
 fn emails(n: usize, tag: &str) -> kafka::Records {
@@ -64,7 +64,7 @@ async fn out_of_order_completion_never_commits_past_an_unfinished_batch() {
 
 /// The connector binary on `cfg`, its stderr in the test's temporary folder.
 fn connector_process(cfg: &std::path::Path) -> ConnectorProc {
-    ConnectorProc::start(cfg, &cfg.with_extension("log"), "warn", &[])
+    common::connector_proc(cfg, &cfg.with_extension("log"), "warn", &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

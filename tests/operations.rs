@@ -24,7 +24,7 @@ async fn webhooks_complete_jobs_with_at_most_two_status_requests() {
     records.push((Some("bad".into()), b"{not json".to_vec()));
     kafka::produce(&topics.input, 3, &records).await;
 
-    let port = common::proc::free_port();
+    let port = testkit::free_port();
     let mut cfg = common::config(&topics, &sim.base_url());
     cfg.server.listen = format!("127.0.0.1:{port}");
     cfg.webhook.public_url = format!("http://127.0.0.1:{port}");
@@ -155,7 +155,7 @@ async fn health_endpoints() {
     let http = connector.running.http_addr;
     let get = |path: &'static str| async move { reqwest::get(format!("http://{http}{path}")).await.unwrap() };
     assert_eq!(get("/healthz").await.status(), 200);
-    kafka::wait_for("ready", Duration::from_secs(30), || connector.running.health.ready()).await;
+    kafka::wait_for("ready", Duration::from_secs(30), || connector.running.ready()).await;
     let ready = get("/readyz").await;
     assert_eq!(ready.status(), 200);
     let metrics = get("/metrics").await;

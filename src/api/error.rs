@@ -69,7 +69,7 @@ pub enum ApiError {
 
 /// What the caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
+pub(crate) enum ErrorClass {
     /// Try the same request again after a backoff.
     Retryable,
     /// The key is refused: stop new work, mark unready, retry slowly.
@@ -80,7 +80,7 @@ pub enum ErrorClass {
 
 impl ApiError {
     /// Classifies the error (a pure decision, unit-tested).
-    pub fn class(&self) -> ErrorClass {
+    pub(crate) fn class(&self) -> ErrorClass {
         match self {
             Self::RateLimited { .. } | Self::Server { .. } | Self::Timeout | Self::Transport(_) => {
                 ErrorClass::Retryable
@@ -97,7 +97,7 @@ impl ApiError {
     }
 
     /// The wait the API asked for, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
@@ -105,7 +105,7 @@ impl ApiError {
     }
 
     /// Bounded label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Self::RateLimited { .. } => "rate_limited",
             Self::Server { .. } => "server",
@@ -125,7 +125,7 @@ impl ApiError {
     }
 
     /// Builds the error for a non-success status and its body.
-    pub fn from_status(status: u16, retry_after: Option<Duration>, body: &str) -> Self {
+    pub(crate) fn from_status(status: u16, retry_after: Option<Duration>, body: &str) -> Self {
         let message = error_message(body);
         match status {
             400 => Self::BadRequest(message),
@@ -142,7 +142,7 @@ impl ApiError {
 
     /// Maps a reqwest error without its URL's query (pre-signed URLs carry
     /// credentials in the query string).
-    pub fn from_reqwest(e: reqwest::Error) -> Self {
+    pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
         let e = e.without_url();
         if e.is_timeout() {
             Self::Timeout
@@ -154,7 +154,7 @@ impl ApiError {
 
 /// Extracts `error.message` from the vendor's error body, else a short
 /// excerpt of the body.
-pub fn error_message(body: &str) -> String {
+pub(crate) fn error_message(body: &str) -> String {
     #[derive(serde::Deserialize)]
     struct Outer {
         error: Inner,
@@ -184,7 +184,7 @@ pub fn error_message(body: &str) -> String {
 /// Reads the wait a 429 asks for: `x-ratelimit-reset` (seconds, or a unix
 /// timestamp when it is far larger than any sane wait), else `Retry-After`
 /// (seconds). Capped at 15 minutes.
-pub fn parse_retry_after(reset: Option<&str>, retry_after: Option<&str>, now_unix: u64) -> Option<Duration> {
+pub(crate) fn parse_retry_after(reset: Option<&str>, retry_after: Option<&str>, now_unix: u64) -> Option<Duration> {
     let secs = |v: &str| v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0);
     let from_reset = reset.and_then(secs).map(|s| {
         if s > 1_000_000_000.0 {

@@ -7,14 +7,17 @@
 //! `IDENTIFY_KAFKA__BROKERS`), and `CRUSTDATA_API_KEY` for `api.key`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use crate::decode::IdentifierType;
+use crate::model::{IdentifierType, API_MAX_BATCH};
 
 mod load;
+mod types;
+mod validate;
+
+pub use types::{duration, Properties, Secret};
 
 /// Errors while loading or validating configuration.
 #[derive(Debug, thiserror::Error)]
@@ -25,73 +28,6 @@ pub enum ConfigError {
     /// Values parsed but are not acceptable; one line per problem.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
-}
-
-/// A secret (the API key, Kafka passwords). Its value never appears in
-/// `Debug`, `Display`, logs or errors.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a key.
-    pub fn new(key: impl Into<String>) -> Self {
-        Self(key.into())
-    }
-    /// The secret itself, for the `Authorization` header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    /// True when no key was configured.
-    pub fn is_empty(&self) -> bool {
-        self.0.trim().is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // The environment provider reads an all-digit value as a number.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Int(i64),
-            Float(f64),
-        }
-        Ok(Secret(match Raw::deserialize(d)? {
-            Raw::Text(s) => s,
-            Raw::Int(i) => i.to_string(),
-            Raw::Float(f) => f.to_string(),
-        }))
-    }
-}
-
-/// Serde helper for human-readable durations such as `"500ms"`, `"2s"`, `"30m"`.
-pub mod duration {
-    use super::*;
-
-    /// Deserializes a duration string (or a number of seconds).
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Seconds(u64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Seconds(s) => Ok(Duration::from_secs(s)),
-            Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {t:?} ({e}); use e.g. \"500ms\", \"2s\", \"30m\""
-                ))
-            }),
-        }
-    }
 }
 
 /// The whole configuration.
@@ -156,27 +92,10 @@ pub struct KafkaConfig {
     pub producer: Properties,
 }
 
-/// librdkafka properties passed through verbatim. `Debug` hides the values
-/// of secret-looking keys (passwords, secrets, private keys).
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Properties(pub BTreeMap<String, String>);
-
-impl Properties {
-    /// True for keys whose values must never be shown.
-    pub fn is_secret(key: &str) -> bool {
-        let k = key.to_ascii_lowercase();
-        k.contains("password")
-            || k.contains("secret")
-            || k.ends_with(".key.pem")
-            || k.contains("sasl.oauthbearer.config")
-    }
-}
-
 impl KafkaConfig {
     /// Consumer (`producer = false`) or producer properties, with the
     /// password fields applied where the maps do not set them.
-    pub fn client_properties(&self, producer: bool) -> BTreeMap<String, String> {
+    pub(crate) fn client_properties(&self, producer: bool) -> BTreeMap<String, String> {
         let mut props = if producer {
             self.producer.0.clone()
         } else {
@@ -191,31 +110,6 @@ impl KafkaConfig {
             }
         }
         props
-    }
-}
-
-impl std::ops::Deref for Properties {
-    type Target = BTreeMap<String, String>;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Properties {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl fmt::Debug for Properties {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(
-                self.0
-                    .iter()
-                    .map(|(k, v)| (k, if Self::is_secret(k) { "<redacted>" } else { v.as_str() })),
-            )
-            .finish()
     }
 }
 
@@ -264,7 +158,7 @@ pub enum IdentifierTypeSetting {
 
 impl IdentifierTypeSetting {
     /// The fixed type, or `None` for `auto`.
-    pub fn fixed(self) -> Option<IdentifierType> {
+    pub(crate) fn fixed(self) -> Option<IdentifierType> {
         match self {
             Self::BusinessEmail => Some(IdentifierType::BusinessEmail),
             Self::ProfileUrl => Some(IdentifierType::ProfileUrl),
@@ -312,7 +206,7 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_size: crate::batch::API_MAX_BATCH,
+            max_size: API_MAX_BATCH,
             linger: Duration::from_secs(2),
         }
     }
@@ -477,5 +371,26 @@ impl Default for ShutdownConfig {
         Self {
             timeout: Duration::from_secs(30),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_reach_both_clients_unless_the_maps_set_them() {
+        let mut k = KafkaConfig {
+            sasl_password: Secret::new("0123"),
+            ssl_key_password: Secret::new("key-pw"),
+            ..KafkaConfig::default()
+        };
+        k.producer.insert("sasl.password".into(), "explicit".into());
+        let consumer = k.client_properties(false);
+        assert_eq!(consumer.get("sasl.password").map(String::as_str), Some("0123"));
+        assert_eq!(consumer.get("ssl.key.password").map(String::as_str), Some("key-pw"));
+        let producer = k.client_properties(true);
+        assert_eq!(producer.get("sasl.password").map(String::as_str), Some("explicit"));
+        assert!(KafkaConfig::default().client_properties(false).is_empty());
     }
 }

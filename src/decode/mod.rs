@@ -16,57 +16,14 @@
 //!   `https://` is a profile URL and anything else an email.
 
 use crate::config::{IdentifierTypeSetting, InputConfig, InputFormat};
+use crate::model::{Identifier, IdentifierType};
 
 mod pointer;
-
-/// The two identifier kinds the API accepts; one kind per job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IdentifierType {
-    /// `business_emails`
-    BusinessEmail,
-    /// `professional_network_profile_urls`
-    ProfileUrl,
-}
-
-impl IdentifierType {
-    /// Both kinds, in a fixed order.
-    pub const ALL: [IdentifierType; 2] = [Self::BusinessEmail, Self::ProfileUrl];
-
-    /// Name used in output records and metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BusinessEmail => "business_email",
-            Self::ProfileUrl => "profile_url",
-        }
-    }
-
-    /// The submit body's field for this kind.
-    pub fn request_field(self) -> &'static str {
-        match self {
-            Self::BusinessEmail => "business_emails",
-            Self::ProfileUrl => "professional_network_profile_urls",
-        }
-    }
-
-    /// Index into per-type arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// A valid identifier, normalised.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identifier {
-    /// Which kind.
-    pub kind: IdentifierType,
-    /// Normalised value, as submitted to the API and used as output key.
-    pub value: String,
-}
 
 /// Why a record cannot be resolved. The reason string is the dead-letter
 /// header `identify.error.reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// The record has no value (a tombstone).
     #[error("record has no value")]
     Empty,
@@ -99,7 +56,7 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// Bounded reason label for headers and metrics.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::Empty => "empty_value",
             Self::Oversized { .. } => "oversized",
@@ -113,7 +70,7 @@ impl DecodeError {
 
 /// Decodes record values according to `[input]`.
 #[derive(Debug, Clone)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     format: InputFormat,
     field: String,
     kind: IdentifierTypeSetting,
@@ -122,7 +79,7 @@ pub struct Decoder {
 
 impl Decoder {
     /// A decoder for the given input settings.
-    pub fn new(cfg: &InputConfig) -> Self {
+    pub(crate) fn new(cfg: &InputConfig) -> Self {
         Self {
             format: cfg.format,
             field: cfg.field.clone(),
@@ -132,7 +89,7 @@ impl Decoder {
     }
 
     /// Decodes one record value.
-    pub fn decode(&self, value: Option<&[u8]>) -> Result<Identifier, DecodeError> {
+    pub(crate) fn decode(&self, value: Option<&[u8]>) -> Result<Identifier, DecodeError> {
         let value = value.ok_or(DecodeError::Empty)?;
         if value.len() > self.max_bytes {
             return Err(DecodeError::Oversized {
@@ -162,7 +119,7 @@ impl Decoder {
 }
 
 /// Auto-detection: `http://` or `https://` means a profile URL.
-pub fn detect(raw: &str) -> IdentifierType {
+pub(crate) fn detect(raw: &str) -> IdentifierType {
     let lower = raw.get(..8).unwrap_or(raw).to_ascii_lowercase();
     if lower.starts_with("http://") || lower.starts_with("https://") {
         IdentifierType::ProfileUrl
@@ -172,7 +129,7 @@ pub fn detect(raw: &str) -> IdentifierType {
 }
 
 /// Normalises and validates a trimmed identifier of the given kind.
-pub fn normalize(kind: IdentifierType, raw: &str) -> Result<String, DecodeError> {
+pub(crate) fn normalize(kind: IdentifierType, raw: &str) -> Result<String, DecodeError> {
     match kind {
         IdentifierType::BusinessEmail => normalize_email(raw),
         IdentifierType::ProfileUrl => normalize_url(raw),
@@ -258,6 +215,9 @@ fn normalize_url(raw: &str) -> Result<String, DecodeError> {
 /// Lookup key for matching a result line's `matched_on` to a submitted
 /// identifier: trimmed and lowercased (the API echoes what it was sent, and
 /// matching is case-insensitive).
-pub fn match_key(value: &str) -> String {
+pub(crate) fn match_key(value: &str) -> String {
     value.trim().to_lowercase()
 }
+
+#[cfg(test)]
+mod tests;

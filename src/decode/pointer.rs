@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 /// What a pointer finds.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Found<'a> {
+pub(crate) enum Found<'a> {
     /// A JSON string.
     Str(Cow<'a, str>),
     /// Something other than a string.
@@ -21,7 +21,7 @@ pub enum Found<'a> {
 
 /// Resolves RFC 6901 pointer `pointer` in the JSON document `doc`; `Err`
 /// when `doc` is not valid JSON.
-pub fn lookup<'a>(doc: &'a [u8], pointer: &str) -> Result<Found<'a>, serde_json::Error> {
+pub(crate) fn lookup<'a>(doc: &'a [u8], pointer: &str) -> Result<Found<'a>, serde_json::Error> {
     let mut raw: &'a RawValue = serde_json::from_slice(doc)?;
     for token in pointer.split('/').skip(1) {
         let token = token.replace("~1", "/").replace("~0", "~");

@@ -1,16 +1,21 @@
-//! Job lifecycle: submit a batch, learn when it finishes (polling on an
-//! adaptive schedule, woken early by a webhook callback), download and
-//! decode its results. Failed, timed-out and unreadable jobs are resubmitted
-//! a bounded number of times; auth refusals are retried slowly forever
-//! while the service reports itself unready. Jobs named in commit metadata
-//! after a crash or rebalance are recovered: their results are fetched
-//! instead of paying for the same identifiers again.
+//! Job lifecycle: submit a batch, learn when it finishes ([`wait`]: polling
+//! on an adaptive schedule, woken early by a webhook callback), download and
+//! decode its results ([`collect`]). Failed, timed-out and unreadable jobs
+//! are resubmitted a bounded number of times; auth refusals are retried
+//! slowly forever while the service reports itself unready. Jobs named in
+//! commit metadata after a crash or rebalance are recovered: their results
+//! are fetched instead of paying for the same identifiers again.
+//!
+//! The dispatcher runs jobs through the [`Runner`] trait, so that its own
+//! tests can script outcomes without HTTP.
 
-pub mod poll;
-pub mod results;
-pub mod slots;
+mod collect;
+mod poll;
+mod results;
+mod wait;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,27 +23,56 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::api::retry::{decide, Backoff, RetryDecision};
-use crate::api::{ApiClient, ApiError, ErrorClass, JobState, JobStatus};
+use crate::api::{with_retries, ApiClient, ApiError, Backoff, Endpoint, RetryHooks, RetryPolicy};
 use crate::config::ApiConfig;
-use crate::decode::{match_key, IdentifierType};
+use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::server::Health;
+use crate::model::{JobSpec, Matches};
+use crate::wake::WakeRegistry;
 use poll::DurationEstimator;
-use results::{has_matches, Matches, ResultRow};
+pub(crate) use results::ResultRow;
 
-/// A batch to run as one job.
-#[derive(Debug, Clone)]
-pub struct JobSpec {
-    /// Identifier kind of every id.
-    pub kind: IdentifierType,
-    /// Unique normalised identifiers, at most 300.
-    pub ids: Vec<String>,
+/// Why a job attempt (or a recovery) did not produce results.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum JobError {
+    /// The submit failed after its retries.
+    #[error("submit: {0}")]
+    Submit(ApiError),
+    /// A status request failed after its retries.
+    #[error("status of {batch_id}: {source}")]
+    Status {
+        /// The job.
+        batch_id: Arc<str>,
+        /// The last error.
+        source: ApiError,
+    },
+    /// The API reports the job failed.
+    #[error("job {batch_id} failed: {message}")]
+    Failed {
+        /// The job.
+        batch_id: Arc<str>,
+        /// The API's `error_message`.
+        message: String,
+    },
+    /// Not finished within `api.job_timeout`.
+    #[error("job {batch_id} not finished within api.job_timeout")]
+    TimedOut {
+        /// The job.
+        batch_id: Arc<str>,
+    },
+    /// The results could not be downloaded or read.
+    #[error("results of {batch_id}: {source}")]
+    Results {
+        /// The job.
+        batch_id: Arc<str>,
+        /// Why.
+        source: ApiError,
+    },
 }
 
 /// How a job ended.
 #[derive(Debug)]
-pub enum JobOutcome {
+pub(crate) enum JobOutcome {
     /// Results are in: `results` maps each submitted identifier found in the
     /// file (or all of them, unmatched, when `result_count` was 0); `missing`
     /// lists identifiers the file did not mention.
@@ -64,7 +98,7 @@ pub enum JobOutcome {
         /// The batch.
         spec: JobSpec,
         /// The last failure.
-        message: String,
+        error: JobError,
     },
     /// A job recovered from commit metadata finished: its result rows.
     Recovered {
@@ -78,13 +112,13 @@ pub enum JobOutcome {
         /// The job.
         batch_id: Arc<str>,
         /// Why.
-        message: String,
+        error: JobError,
     },
 }
 
 /// What running jobs tell the dispatcher while they run.
 #[derive(Debug)]
-pub enum JobEvent {
+pub(crate) enum JobEvent {
     /// The API accepted job `seq` as `batch_id`.
     Submitted {
         /// The dispatcher's job number.
@@ -99,109 +133,118 @@ pub enum JobEvent {
     },
 }
 
-/// Webhook tokens -> jobs waiting for them.
-pub type WakeRegistry = Mutex<HashMap<String, Arc<Notify>>>;
-
-/// Everything a job needs; shared by all jobs.
-pub struct JobContext {
-    /// The API client.
-    pub api: Arc<ApiClient>,
-    /// `[api]` settings.
-    pub cfg: ApiConfig,
-    /// Learnt job durations.
-    pub estimator: Mutex<DurationEstimator>,
-    /// Readiness flags.
-    pub health: Arc<Health>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Webhook base (`{public_url}/webhooks/crustdata`) and fallback poll.
-    pub webhook: Option<(String, Duration)>,
-    /// Live webhook tokens.
-    pub wakers: Arc<WakeRegistry>,
-    /// To the dispatcher.
-    pub events: UnboundedSender<JobEvent>,
+/// How the dispatcher runs jobs: the seam between its decisions and the API.
+pub(crate) trait Runner: Send + Sync + 'static {
+    /// Runs job `seq` (submit, wait, results, resubmissions) to its outcome.
+    fn run(&self, seq: u64, spec: JobSpec) -> impl Future<Output = JobOutcome> + Send + 'static;
+    /// Fetches the results of `batch_id`, a job submitted before a crash or
+    /// rebalance.
+    fn recover(&self, seq: u64, batch_id: Arc<str>) -> impl Future<Output = JobOutcome> + Send + 'static;
 }
 
+/// Everything a job needs; shared by all jobs.
+pub(crate) struct JobContext {
+    /// The API client.
+    pub(crate) api: Arc<ApiClient>,
+    /// `[api]` settings.
+    pub(crate) cfg: ApiConfig,
+    /// Learnt job durations.
+    pub(crate) estimator: Mutex<DurationEstimator>,
+    /// Readiness flags.
+    pub(crate) health: Arc<Health>,
+    /// Metrics.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Webhook base (`{public_url}/webhooks/crustdata`) and fallback poll.
+    pub(crate) webhook: Option<(String, Duration)>,
+    /// Live webhook tokens.
+    pub(crate) wakers: Arc<WakeRegistry>,
+    /// To the dispatcher.
+    pub(crate) events: UnboundedSender<JobEvent>,
+}
+
+impl Runner for Arc<JobContext> {
+    fn run(&self, seq: u64, spec: JobSpec) -> impl Future<Output = JobOutcome> + Send + 'static {
+        let ctx = self.clone();
+        async move { ctx.run_job(seq, spec).await }
+    }
+
+    fn recover(&self, seq: u64, batch_id: Arc<str>) -> impl Future<Output = JobOutcome> + Send + 'static {
+        let ctx = self.clone();
+        async move { ctx.recover_job(seq, batch_id).await }
+    }
+}
+
+/// What one submission ended in.
 enum Attempt {
     Done(Arc<str>, HashMap<String, Matches>, Vec<String>),
     Rejected(String),
-    Retry(String),
-    GiveUp(String),
+    Retry(JobError),
+    GiveUp(JobError),
+}
+
+/// The side effects of job `seq`'s request retries.
+struct Hooks<'a> {
+    ctx: &'a JobContext,
+    seq: u64,
+}
+
+impl RetryHooks for Hooks<'_> {
+    fn accepted(&self, endpoint: Endpoint, after_refusal: bool) {
+        if after_refusal {
+            info!(request = endpoint.as_str(), "API accepts the key again");
+        }
+        self.ctx.health.set_api_refused(false);
+    }
+
+    fn refused(&self, endpoint: Endpoint, err: &ApiError, wait: Duration) {
+        self.ctx.health.set_api_refused(true);
+        warn!(request = endpoint.as_str(), error = %err, retry_in = ?wait, "API refuses the key; no new jobs until it accepts it");
+        self.ctx.metrics.api_retry(endpoint.as_str(), err.label());
+    }
+
+    fn rate_limited(&self, endpoint: Endpoint) {
+        if endpoint == Endpoint::Submit {
+            let _ = self.ctx.events.send(JobEvent::RateLimited { seq: self.seq });
+        }
+    }
+
+    fn retrying(&self, endpoint: Endpoint, err: &ApiError, attempt: u32, wait: Duration) {
+        debug!(request = endpoint.as_str(), error = %err, attempt, retry_in = ?wait, "retrying");
+        self.ctx.metrics.api_retry(endpoint.as_str(), err.label());
+    }
 }
 
 impl JobContext {
-    fn backoff(&self) -> Backoff {
-        Backoff {
-            base: Duration::from_millis(250),
-            max: self.cfg.max_backoff,
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            backoff: Backoff {
+                base: Duration::from_millis(250),
+                max: self.cfg.max_backoff,
+            },
+            auth_backoff: Backoff {
+                base: Duration::from_secs(2),
+                max: self.cfg.max_backoff,
+            },
+            max_attempts: self.cfg.max_request_retries,
         }
     }
 
-    /// Runs one request with the retry policy: retryable errors up to
-    /// `api.max_request_retries` attempts (rate limits without bound), auth
-    /// errors slowly without bound (marking the API refused meanwhile).
-    async fn call<T, F, Fut>(&self, what: &'static str, seq: u64, mut op: F) -> Result<T, ApiError>
+    /// One request of job `seq` under the retry policy.
+    async fn call<T, F, Fut>(&self, endpoint: Endpoint, seq: u64, op: F) -> Result<T, ApiError>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ApiError>>,
+        Fut: Future<Output = Result<T, ApiError>>,
     {
-        let mut attempt = 0u32;
-        let mut auth_attempt = 0u32;
-        loop {
-            attempt += 1;
-            match op().await {
-                Ok(v) => {
-                    if auth_attempt > 0 {
-                        info!(request = what, "API accepts the key again");
-                    }
-                    self.health.set_api_refused(false);
-                    return Ok(v);
-                }
-                Err(e) if e.class() == ErrorClass::Auth => {
-                    // Slow retries of a refused key do not use up the budget
-                    // for transient errors.
-                    attempt = 0;
-                    auth_attempt += 1;
-                    self.health.set_api_refused(true);
-                    let wait = Backoff {
-                        base: Duration::from_secs(2),
-                        max: self.cfg.max_backoff,
-                    }
-                    .delay(auth_attempt, rand::random());
-                    warn!(request = what, error = %e, retry_in = ?wait, "API refuses the key; no new jobs until it accepts it");
-                    self.metrics.api_retry(what, e.label());
-                    tokio::time::sleep(wait).await;
-                }
-                Err(e) => {
-                    if what == "submit" && matches!(e, ApiError::RateLimited { .. }) {
-                        let _ = self.events.send(JobEvent::RateLimited { seq });
-                    }
-                    match decide(
-                        &e,
-                        attempt,
-                        self.cfg.max_request_retries,
-                        &self.backoff(),
-                        rand::random(),
-                    ) {
-                        RetryDecision::RetryAfter(wait) => {
-                            debug!(request = what, error = %e, attempt, retry_in = ?wait, "retrying");
-                            self.metrics.api_retry(what, e.label());
-                            tokio::time::sleep(wait).await;
-                        }
-                        RetryDecision::GiveUp => return Err(e),
-                    }
-                }
-            }
-        }
+        with_retries(&self.policy(), &Hooks { ctx: self, seq }, endpoint, op).await
     }
 
     /// Runs job `seq` to its outcome.
-    pub async fn run(self: Arc<Self>, seq: u64, spec: JobSpec) -> JobOutcome {
-        let mut last = String::new();
+    async fn run_job(&self, seq: u64, spec: JobSpec) -> JobOutcome {
+        let mut last = None;
         for attempt in 1..=self.cfg.max_job_attempts {
-            if attempt > 1 {
+            if let Some(why) = &last {
                 self.metrics.job_resubmitted();
-                info!(attempt, kind = spec.kind.as_str(), size = spec.ids.len(), reason = %last, "resubmitting job");
+                info!(attempt, kind = spec.kind.as_str(), size = spec.ids.len(), reason = %why, "resubmitting job");
             }
             match self.attempt(seq, &spec).await {
                 Attempt::Done(batch_id, results, missing) => {
@@ -213,22 +256,19 @@ impl JobContext {
                     }
                 }
                 Attempt::Rejected(message) => return JobOutcome::Rejected { spec, message },
-                Attempt::GiveUp(message) => return JobOutcome::Failed { spec, message },
-                Attempt::Retry(why) => last = why,
+                Attempt::GiveUp(error) => return JobOutcome::Failed { spec, error },
+                Attempt::Retry(why) => last = Some(why),
             }
         }
-        JobOutcome::Failed { spec, message: last }
+        let error = last.expect("at least one attempt");
+        JobOutcome::Failed { spec, error }
     }
 
     /// Fetches the results of a job submitted before a crash or rebalance.
-    pub async fn recover(self: Arc<Self>, seq: u64, batch_id: Arc<str>) -> JobOutcome {
-        let failed = |message: String| JobOutcome::RecoveryFailed {
-            batch_id: batch_id.clone(),
-            message,
-        };
+    async fn recover_job(&self, seq: u64, batch_id: Arc<str>) -> JobOutcome {
         let status = match self.wait(seq, &batch_id, Instant::now(), &Notify::new(), true).await {
             Ok(s) => s,
-            Err(why) => return failed(why),
+            Err(error) => return JobOutcome::RecoveryFailed { batch_id, error },
         };
         if status.result_count == Some(0) {
             return JobOutcome::Recovered {
@@ -238,36 +278,38 @@ impl JobContext {
         }
         match self.fetch_all(seq, &batch_id, status).await {
             Ok(rows) => JobOutcome::Recovered { batch_id, rows },
-            Err(e) => failed(e.to_string()),
+            Err(source) => JobOutcome::RecoveryFailed {
+                error: JobError::Results {
+                    batch_id: batch_id.clone(),
+                    source,
+                },
+                batch_id,
+            },
         }
     }
 
     async fn attempt(&self, seq: u64, spec: &JobSpec) -> Attempt {
-        let token = self.webhook.as_ref().map(|_| new_token());
-        let wake = Arc::new(Notify::new());
-        let hook_url = match (&self.webhook, &token) {
-            (Some((base, _)), Some(t)) => {
-                self.wakers.lock().expect("wakers").insert(t.clone(), wake.clone());
-                Some(format!("{base}/{t}"))
-            }
-            _ => None,
+        let Some((base, _)) = &self.webhook else {
+            return self.submit_and_collect(seq, spec, None, &Notify::new()).await;
         };
-        let result = self.submit_and_collect(seq, spec, hook_url.as_deref(), &wake).await;
-        if let Some(t) = token {
-            self.wakers.lock().expect("wakers").remove(&t);
-        }
+        let (token, wake) = self.wakers.register();
+        let hook_url = format!("{base}/{token}");
+        let result = self.submit_and_collect(seq, spec, Some(&hook_url), &wake).await;
+        self.wakers.remove(&token);
         result
     }
 
     async fn submit_and_collect(&self, seq: u64, spec: &JobSpec, hook_url: Option<&str>, wake: &Notify) -> Attempt {
         let submitted = Instant::now();
         let batch_id: Arc<str> = match self
-            .call("submit", seq, || self.api.submit(spec.kind, &spec.ids, hook_url))
+            .call(Endpoint::Submit, seq, || {
+                self.api.submit(spec.kind, &spec.ids, hook_url)
+            })
             .await
         {
             Ok(id) => id.into(),
             Err(ApiError::BadRequest(m)) => return Attempt::Rejected(m),
-            Err(e) => return Attempt::Retry(format!("submit: {e}")),
+            Err(e) => return Attempt::Retry(JobError::Submit(e)),
         };
         self.metrics.job_submitted();
         let _ = self.events.send(JobEvent::Submitted {
@@ -283,164 +325,8 @@ impl JobContext {
         match self.collect(seq, spec, &batch_id, status).await {
             Ok((results, missing)) => Attempt::Done(batch_id, results, missing),
             // A link the allowlist refuses stays refused: do not pay again.
-            Err(e @ ApiError::RefusedUrl(_)) => Attempt::GiveUp(format!("results of {batch_id}: {e}")),
-            Err(e) => Attempt::Retry(format!("results of {batch_id}: {e}")),
+            Err(source @ ApiError::RefusedUrl(_)) => Attempt::GiveUp(JobError::Results { batch_id, source }),
+            Err(source) => Attempt::Retry(JobError::Results { batch_id, source }),
         }
     }
-
-    /// Polls until the job completes; `Err` for failed or timed out.
-    async fn wait(
-        &self,
-        seq: u64,
-        batch_id: &str,
-        submitted: Instant,
-        wake: &Notify,
-        recovering: bool,
-    ) -> Result<JobStatus, String> {
-        let mut index = 0u32;
-        let mut last_running = None;
-        loop {
-            let elapsed = submitted.elapsed();
-            if elapsed >= self.cfg.job_timeout {
-                self.metrics.job_finished("timed_out", elapsed);
-                return Err(format!("job {batch_id} not finished within api.job_timeout"));
-            }
-            let delay = match &self.webhook {
-                // With callbacks, poll rarely: the callback wakes us.
-                Some((_, fallback)) if !recovering => *fallback,
-                _ => {
-                    let est = self.estimator.lock().expect("estimator").clone();
-                    poll::next_delay(index, elapsed, &est, self.cfg.poll_initial, self.cfg.poll_max)
-                }
-            };
-            let delay = delay.min(self.cfg.job_timeout - elapsed);
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = wake.notified() => { self.metrics.webhook_wakeup(); }
-            }
-            index += 1;
-            let asked = submitted.elapsed();
-            let status = match self.call("status", seq, || self.api.status(batch_id)).await {
-                Ok(s) => s,
-                Err(e) => return Err(format!("status of {batch_id}: {e}")),
-            };
-            match status.state {
-                JobState::Running => last_running = Some(asked),
-                JobState::Completed => {
-                    if !recovering {
-                        // Learn the job's real duration, not when we happened to
-                        // look: the server's own timestamps, else the middle of
-                        // the last "running" and first "completed" observation.
-                        let observed = status.server_duration.unwrap_or_else(|| match last_running {
-                            Some(r) => (r + asked) / 2,
-                            None => asked,
-                        });
-                        self.estimator.lock().expect("estimator").observe(observed);
-                    }
-                    return Ok(status);
-                }
-                JobState::Failed => {
-                    self.metrics.job_finished("failed", submitted.elapsed());
-                    let msg = status.error_message.unwrap_or_else(|| "no error_message".into());
-                    return Err(format!("job {batch_id} failed: {msg}"));
-                }
-            }
-        }
-    }
-
-    /// Downloads and decodes the results of a completed job and matches
-    /// them to the submitted identifiers.
-    async fn collect(
-        &self,
-        seq: u64,
-        spec: &JobSpec,
-        batch_id: &str,
-        status: JobStatus,
-    ) -> Result<(HashMap<String, Matches>, Vec<String>), ApiError> {
-        let empty = status.result_count == Some(0);
-        let rows = if empty {
-            Vec::new()
-        } else {
-            self.fetch_all(seq, batch_id, status).await?
-        };
-        let mut found: HashMap<String, Matches> = rows
-            .into_iter()
-            .map(|r| (match_key(&r.matched_on), r.matches))
-            .collect();
-        let mut results = HashMap::with_capacity(spec.ids.len());
-        let mut missing = Vec::new();
-        let mut credits = 0u64;
-        for id in &spec.ids {
-            match found.remove(&match_key(id)) {
-                Some(m) => {
-                    if has_matches(&m) {
-                        credits += 1;
-                    }
-                    results.insert(id.clone(), m);
-                }
-                None if empty => {
-                    results.insert(id.clone(), results::no_matches());
-                }
-                None => missing.push(id.clone()),
-            }
-        }
-        self.metrics.credits_spent(credits);
-        info!(%batch_id, submitted = spec.ids.len(), matched = credits, missing = missing.len(), credits_spent = credits, "job results");
-        Ok((results, missing))
-    }
-
-    /// Downloads every part of a completed job's results (`download_urls`,
-    /// else `download_url`). An expired link is renewed once by a fresh
-    /// status request; a corrupt part is fetched once more.
-    async fn fetch_all(&self, seq: u64, batch_id: &str, mut status: JobStatus) -> Result<Vec<ResultRow>, ApiError> {
-        let mut refreshed = false;
-        'links: loop {
-            let urls = if status.download_urls.is_empty() {
-                status.download_url.iter().cloned().collect::<Vec<_>>()
-            } else {
-                status.download_urls.clone()
-            };
-            if urls.is_empty() {
-                return Err(ApiError::Malformed(format!(
-                    "job {batch_id} completed without download_url"
-                )));
-            }
-            let mut all = Vec::new();
-            for url in &urls {
-                let mut tries = 0;
-                loop {
-                    tries += 1;
-                    let data = match self.call("download", seq, || self.api.download(url)).await {
-                        Ok(d) => d,
-                        Err(ApiError::LinkExpired(_)) if !refreshed => {
-                            refreshed = true;
-                            status = self.call("status", seq, || self.api.status(batch_id)).await?;
-                            continue 'links;
-                        }
-                        Err(e) => return Err(e),
-                    };
-                    match results::parse(&data, self.api.max_result_bytes()) {
-                        Ok(rows) => {
-                            all.extend(rows);
-                            break;
-                        }
-                        Err(e) => {
-                            self.metrics.result_file_rejected();
-                            warn!(error = %e, tries, %batch_id, "unusable result file");
-                            if tries >= 2 {
-                                return Err(ApiError::Malformed(e.to_string()));
-                            }
-                        }
-                    }
-                }
-            }
-            return Ok(all);
-        }
-    }
-}
-
-/// A fresh unguessable webhook token: 128 random bits, hex.
-pub fn new_token() -> String {
-    let bits: u128 = rand::random();
-    format!("{bits:032x}")
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Running estimate of job durations.
 #[derive(Debug, Clone, Default)]
-pub struct DurationEstimator {
+pub(crate) struct DurationEstimator {
     mean: Option<f64>,
     dev: f64,
 }
@@ -16,7 +16,7 @@ impl DurationEstimator {
     const ALPHA: f64 = 0.2;
 
     /// Feeds the observed submit-to-completion time of a job.
-    pub fn observe(&mut self, d: Duration) {
+    pub(crate) fn observe(&mut self, d: Duration) {
         let x = d.as_secs_f64();
         match self.mean {
             None => {
@@ -35,13 +35,13 @@ impl DurationEstimator {
     /// When most jobs are done: mean plus one mean deviation (at least 1%
     /// of the mean, so that a job of a steady length is not polled a moment
     /// too early).
-    pub fn expected(&self) -> Option<Duration> {
+    pub(crate) fn expected(&self) -> Option<Duration> {
         self.mean
             .map(|m| Duration::from_secs_f64((m + self.dev.max(m * 0.01)).max(0.0)))
     }
 
     /// The typical spread of job durations.
-    pub fn spread(&self) -> Option<Duration> {
+    pub(crate) fn spread(&self) -> Option<Duration> {
         self.mean.map(|_| Duration::from_secs_f64(self.dev.max(0.0)))
     }
 }
@@ -55,7 +55,7 @@ impl DurationEstimator {
 ///   doubles each time; while nothing has been learnt, an eighth of
 ///   `initial` growing by half each time, so the first jobs are not seen
 ///   long after they finish; never above `max`.
-pub fn next_delay(
+pub(crate) fn next_delay(
     index: u32,
     elapsed: Duration,
     est: &DurationEstimator,

@@ -14,8 +14,8 @@ use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::warn;
 
-use super::offsets::CommitPoint;
-use super::SourceContext;
+use super::rebalance::SourceContext;
+use crate::offsets::CommitPoint;
 
 #[derive(Debug, Default)]
 struct State {
@@ -27,7 +27,7 @@ struct State {
 
 /// The hand-over between the consumer thread and the committer thread.
 #[derive(Debug, Default)]
-pub struct Commits {
+pub(crate) struct Commits {
     state: Mutex<State>,
     wake: Condvar,
     /// Held while a commit is in progress.
@@ -36,7 +36,7 @@ pub struct Commits {
 
 impl Commits {
     /// Offers `points` for commit, replacing an offer not yet taken.
-    pub fn offer(&self, points: Vec<CommitPoint>) {
+    pub(crate) fn offer(&self, points: Vec<CommitPoint>) {
         self.state.lock().expect("commits").offer = Some(points);
         self.wake.notify_one();
     }
@@ -44,7 +44,7 @@ impl Commits {
     /// Drops the pending offer and waits for a commit in progress, so that
     /// no older commit lands after the caller's own (a revoke). The
     /// committer takes no offer while the guard lives.
-    pub fn exclusive(&self) -> Exclusive<'_> {
+    pub(crate) fn exclusive(&self) -> Exclusive<'_> {
         {
             let mut s = self.state.lock().expect("commits");
             s.offer = None;
@@ -58,12 +58,12 @@ impl Commits {
 
     /// Drops the pending offer without waiting (a lost assignment: the
     /// group refuses this member's commits anyway).
-    pub fn drop_offer(&self) {
+    pub(crate) fn drop_offer(&self) {
         self.state.lock().expect("commits").offer = None;
     }
 
     /// Ends the committer thread (after a commit in progress).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.state.lock().expect("commits").stop = true;
         self.wake.notify_one();
     }
@@ -83,7 +83,7 @@ impl Commits {
 }
 
 /// Exclusive use of commits, from [`Commits::exclusive`].
-pub struct Exclusive<'a> {
+pub(crate) struct Exclusive<'a> {
     commits: &'a Commits,
     _busy: MutexGuard<'a, ()>,
 }
@@ -96,7 +96,7 @@ impl Drop for Exclusive<'_> {
 }
 
 /// The committer thread's loop, until [`Commits::stop`].
-pub fn run_committer(consumer: &BaseConsumer<SourceContext>) {
+pub(crate) fn run_committer(consumer: &BaseConsumer<SourceContext>) {
     let commits = &consumer.context().commits;
     while commits.wait_for_offer() {
         let _busy = commits.busy.lock().expect("commits");
@@ -111,7 +111,7 @@ pub fn run_committer(consumer: &BaseConsumer<SourceContext>) {
 }
 
 /// Commits `points` synchronously and records the outcome.
-pub fn commit_now(consumer: &BaseConsumer<SourceContext>, points: &[CommitPoint]) -> KafkaResult<()> {
+pub(crate) fn commit_now(consumer: &BaseConsumer<SourceContext>, points: &[CommitPoint]) -> KafkaResult<()> {
     let ctx = consumer.context();
     let result = consumer.commit(&commit_list(points), CommitMode::Sync);
     ctx.metrics.commit(result.is_ok());

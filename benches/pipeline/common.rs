@@ -1,0 +1,196 @@
+//! What every scenario shares: its topics and connector configuration, the
+//! connector as a child process, the simulator, producing a backlog, and
+//! draining it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crustdata_sim::{SimConfig, SimHandle, SimStats};
+use testkit::{kafka, ConnectorProc};
+
+pub const KEY: &str = "bench-key";
+
+pub struct Run {
+    pub input: String,
+    pub output: String,
+    pub dlq: String,
+    pub group: String,
+    pub partitions: i32,
+}
+
+impl Run {
+    pub async fn new(name: &str, partitions: i32) -> Self {
+        let r = Run {
+            input: kafka::unique(&format!("bench-{name}-in")),
+            output: kafka::unique(&format!("bench-{name}-out")),
+            dlq: kafka::unique(&format!("bench-{name}-dlq")),
+            group: kafka::unique(&format!("bench-{name}")),
+            partitions,
+        };
+        kafka::create_topics(&[(&r.input, partitions), (&r.output, partitions), (&r.dlq, 1)]).await;
+        r
+    }
+
+    pub fn config(&self, base_url: &str, port: u16, extra: &str) -> PathBuf {
+        let text = format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+input_topics = ["{input}"]
+output_topic = "{output}"
+dead_letter_topic = "{dlq}"
+[api]
+base_url = "{base_url}"
+requests_per_minute = 60000
+[server]
+listen = "127.0.0.1:{port}"
+{extra}
+"#,
+            brokers = kafka::bootstrap(),
+            group = self.group,
+            input = self.input,
+            output = self.output,
+            dlq = self.dlq,
+        );
+        let path = std::env::temp_dir().join(format!("{}.toml", self.group));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn committed_all(&self) -> bool {
+        let committed = kafka::committed(&self.group, &self.input, self.partitions);
+        // An empty partition has nothing to commit (-1).
+        committed
+            .iter()
+            .zip(kafka::end_offsets(&self.input, self.partitions))
+            .all(|(c, e)| (*c).max(0) == e)
+    }
+
+    /// Every input has its output (or dead letter) acknowledged.
+    pub fn published_all(&self) -> bool {
+        let inputs: i64 = kafka::end_offsets(&self.input, self.partitions).iter().sum();
+        let outputs: i64 =
+            kafka::end_offsets(&self.output, self.partitions).iter().sum::<i64>() + kafka::end_offsets(&self.dlq, 1)[0];
+        outputs >= inputs
+    }
+}
+
+fn connector_bin() -> PathBuf {
+    std::env::var_os("CONNECTOR_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/release/identify-connector"
+        ))
+    })
+}
+
+/// The connector as a child process, with its HTTP port.
+pub struct Connector {
+    pub proc: ConnectorProc,
+    pub port: u16,
+}
+
+impl Connector {
+    pub fn start(config: &Path, port: u16) -> Self {
+        let bin = connector_bin();
+        assert!(bin.exists(), "{} missing: cargo build --release --bins", bin.display());
+        let log = config.with_extension("log");
+        let rust_log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
+        let proc = ConnectorProc::start(&bin, config, &log, &rust_log, &[("CRUSTDATA_API_KEY", KEY)]);
+        Connector { proc, port }
+    }
+
+    /// (CPU seconds, peak RSS in MiB) so far.
+    pub fn usage(&self) -> (f64, f64) {
+        self.proc.usage()
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        testkit::metrics::scrape(&format!("127.0.0.1:{}", self.port), name).await
+    }
+
+    /// SIGTERM; the connector must exit cleanly.
+    pub fn stop(self) {
+        let status = self.proc.terminate(Duration::from_secs(120));
+        assert!(status.success(), "connector exit: {status:?}");
+    }
+}
+
+pub async fn sim(tune: impl FnOnce(&mut SimConfig)) -> SimHandle {
+    let mut cfg = SimConfig {
+        api_keys: vec![KEY.into()],
+        ..SimConfig::default()
+    };
+    tune(&mut cfg);
+    SimHandle::start(cfg).await.expect("simulator")
+}
+
+/// Fixed 2-second jobs: pending 0, no per-identifier or retrieval time, no jitter.
+pub fn two_second_jobs(c: &mut SimConfig) {
+    c.pending_time = Duration::ZERO;
+    c.base_time = Duration::from_secs(2);
+    c.per_identifier_time = Duration::ZERO;
+    c.retrieval_time = Duration::ZERO;
+    c.jitter = Duration::ZERO;
+}
+
+pub async fn produce_unique(run: &Run, n: usize, tag: &str) {
+    let started = Instant::now();
+    let chunk = 100_000;
+    for start in (0..n).step_by(chunk) {
+        let records: kafka::Records = (start..(start + chunk).min(n))
+            .map(|i| {
+                (
+                    None,
+                    format!(r#"{{"email":"{tag}{i}@company{}.com","n":{i}}}"#, i % 997).into_bytes(),
+                )
+            })
+            .collect();
+        kafka::produce(&run.input, run.partitions, &records).await;
+    }
+    eprintln!("produced {n} records in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+pub fn api_requests(s: &SimStats) -> u64 {
+    s.submits_accepted + s.submits_rejected_total + s.polls + s.downloads + s.download_errors + s.lists
+}
+
+pub fn report(name: &str, fields: &[(&str, String)]) {
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("RESULT {name}: {}", body.join(" "));
+}
+
+/// Drains a backlog: waits until every output is published (the drain
+/// time), then until the offsets are committed. Returns (drain time since
+/// start, mean active jobs while draining, time until the first job was
+/// active).
+pub async fn drain(run: &Run, conn: &Connector, limit: Duration) -> (Duration, f64, Duration) {
+    let started = Instant::now();
+    let (mut samples, mut busy) = (0u64, 0.0);
+    let mut first_active = None;
+    let mut last_check = Instant::now();
+    loop {
+        let active = conn.metric("identify_active_jobs").await;
+        if active > 0.0 || first_active.is_some() {
+            first_active.get_or_insert_with(Instant::now);
+            samples += 1;
+            busy += active;
+        }
+        if last_check.elapsed() >= Duration::from_millis(100) {
+            last_check = Instant::now();
+            if tokio::task::block_in_place(|| run.published_all()) {
+                break;
+            }
+        }
+        assert!(started.elapsed() < limit, "not drained within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let drained = started.elapsed();
+    let startup = first_active.map_or(Duration::ZERO, |t| t - started);
+    while !tokio::task::block_in_place(|| run.committed_all()) {
+        assert!(started.elapsed() < limit, "offsets not committed within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (drained, if samples > 0 { busy / samples as f64 } else { 0.0 }, startup)
+}

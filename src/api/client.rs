@@ -1,0 +1,288 @@
+//! The HTTP client: one method per request (submit, status, probe,
+//! download), each passing the request-rate limiter, each a single attempt
+//! with a timeout. Retries are the caller's (see [`super::retry`]).
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde::Deserialize;
+use url::Url;
+
+use super::allowlist::DownloadPolicy;
+use super::error::{self, ApiError, ErrorClass};
+use super::status::{parse_status, JobStatus};
+use super::API_VERSION;
+use crate::config::{ApiConfig, Secret};
+use crate::metrics::Metrics;
+use crate::model::IdentifierType;
+
+/// The API's endpoints, as metric labels and in logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `POST /batch/person/identify`
+    Submit,
+    /// `GET /batch/{batch_id}`
+    Status,
+    /// `GET /batch`
+    List,
+    /// A result file behind a pre-signed link.
+    Download,
+}
+
+impl Endpoint {
+    /// Bounded label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Submit => "submit",
+            Self::Status => "status",
+            Self::List => "list",
+            Self::Download => "download",
+        }
+    }
+}
+
+/// Client for the batch identify API.
+pub(crate) struct ApiClient {
+    http: reqwest::Client,
+    files: reqwest::Client,
+    base: Url,
+    key: Secret,
+    limiter: DefaultDirectRateLimiter,
+    policy: DownloadPolicy,
+    max_bytes: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base.as_str())
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl ApiClient {
+    /// Builds a client from `[api]`.
+    pub(crate) fn new(cfg: &ApiConfig, metrics: Arc<Metrics>) -> Result<Self, ApiError> {
+        let base = Url::parse(&cfg.base_url).map_err(|e| ApiError::Malformed(format!("api.base_url: {e}")))?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", cfg.key.expose()))
+            .map_err(|_| ApiError::Malformed("api.key contains characters not allowed in a header".into()))?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+        headers.insert("x-api-version", HeaderValue::from_static(API_VERSION));
+        let build = |headers: HeaderMap, redirect: reqwest::redirect::Policy| {
+            reqwest::Client::builder()
+                .default_headers(headers)
+                .timeout(cfg.request_timeout)
+                .connect_timeout(cfg.request_timeout.min(Duration::from_secs(10)))
+                .redirect(redirect)
+                .user_agent(concat!("identify-connector/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| ApiError::Transport(e.to_string()))
+        };
+        let rpm = NonZeroU32::new(cfg.requests_per_minute.max(1)).expect("nonzero");
+        Ok(Self {
+            http: build(headers, reqwest::redirect::Policy::limited(3))?,
+            // Result files are fetched without the Authorization header (S3
+            // refuses it), without automatic decompression, and without
+            // following redirects (a redirect could leave the allowlist).
+            files: build(HeaderMap::new(), reqwest::redirect::Policy::none())?,
+            policy: DownloadPolicy::new(cfg, &base),
+            base,
+            key: cfg.key.clone(),
+            limiter: RateLimiter::direct(
+                Quota::per_minute(rpm).allow_burst(NonZeroU32::new(rpm.get().clamp(1, 10)).expect("nonzero")),
+            ),
+            max_bytes: cfg.max_result_bytes,
+            metrics,
+        })
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.base.join(path).expect("a path joins a valid base URL")
+    }
+
+    async fn send(&self, endpoint: Endpoint, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+        self.limiter.until_ready().await;
+        let started = Instant::now();
+        let result = req.send().await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(resp) => {
+                self.metrics
+                    .api_request(endpoint.as_str(), resp.status().as_u16(), elapsed);
+                if resp.status().is_success() {
+                    Ok(resp)
+                } else {
+                    let status = resp.status().as_u16();
+                    let h = resp.headers();
+                    let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let wait = error::parse_retry_after(
+                        header("x-ratelimit-reset").as_deref(),
+                        header("retry-after").as_deref(),
+                        now,
+                    );
+                    let body = resp.text().await.unwrap_or_default();
+                    Err(ApiError::from_status(status, wait, &body))
+                }
+            }
+            Err(e) => {
+                self.metrics.api_request(endpoint.as_str(), 0, elapsed);
+                Err(ApiError::from_reqwest(e))
+            }
+        }
+    }
+
+    /// `POST /batch/person/identify`; returns the new job's `batch_id`.
+    pub(crate) async fn submit(
+        &self,
+        kind: IdentifierType,
+        ids: &[String],
+        webhook_url: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let mut body = serde_json::Map::new();
+        body.insert(kind.request_field().into(), serde_json::json!(ids));
+        if let Some(url) = webhook_url {
+            body.insert("webhook_url".into(), url.into());
+        }
+        let req = self
+            .http
+            .post(self.url("/batch/person/identify"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&body).expect("JSON of strings"));
+        let resp = self.send(Endpoint::Submit, req).await?;
+        let bytes = resp.bytes().await.map_err(ApiError::from_reqwest)?;
+        #[derive(Deserialize)]
+        struct Submitted {
+            #[serde(alias = "id")]
+            batch_id: Option<serde_json::Value>,
+        }
+        let s: Submitted =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed(format!("submit body: {e}")))?;
+        match s.batch_id {
+            Some(serde_json::Value::String(id)) if !id.trim().is_empty() => Ok(id),
+            Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+            _ => Err(ApiError::Malformed("submit response has no batch_id".into())),
+        }
+    }
+
+    /// `GET /batch/{batch_id}`.
+    pub(crate) async fn status(&self, batch_id: &str) -> Result<JobStatus, ApiError> {
+        let mut url = self.url("/batch/");
+        url.path_segments_mut().expect("http URL").pop_if_empty().push(batch_id);
+        let resp = self.send(Endpoint::Status, self.http.get(url)).await?;
+        let bytes = resp.bytes().await.map_err(ApiError::from_reqwest)?;
+        parse_status(&bytes)
+    }
+
+    /// Checks that the API accepts the key (`GET /batch?limit=1`): any answer
+    /// but 401, 402 or 403 counts as accepted.
+    pub(crate) async fn probe(&self) -> Result<(), ApiError> {
+        let url = self.url("/batch?limit=1");
+        match self.send(Endpoint::List, self.http.get(url)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.class() == ErrorClass::Auth => Err(e),
+            Err(ApiError::BadRequest(_) | ApiError::NotFound(_) | ApiError::Unexpected { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Downloads one result file (no Authorization header), at most
+    /// `api.max_result_bytes`.
+    pub(crate) async fn download(&self, url: &str) -> Result<Bytes, ApiError> {
+        let url = self.policy.check(url)?;
+        self.limiter.until_ready().await;
+        let started = Instant::now();
+        let record = |status: u16| {
+            self.metrics
+                .api_request(Endpoint::Download.as_str(), status, started.elapsed())
+        };
+        let resp = self.files.get(url).send().await.map_err(|e| {
+            record(0);
+            ApiError::from_reqwest(e)
+        })?;
+        let status = resp.status().as_u16();
+        if !resp.status().is_success() {
+            record(status);
+            let body = resp.text().await.unwrap_or_default();
+            let excerpt: String = body.chars().take(200).collect();
+            return Err(match status {
+                403 => ApiError::LinkExpired(excerpt),
+                404 => ApiError::NotFound(excerpt),
+                408 | 429 | 500..=599 => ApiError::from_status(status, None, &body),
+                _ => ApiError::Unexpected {
+                    status,
+                    message: excerpt,
+                },
+            });
+        }
+        if resp.content_length().is_some_and(|n| n > self.max_bytes) {
+            record(status);
+            return Err(ApiError::TooLarge(self.max_bytes));
+        }
+        let mut buf = BytesMut::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                record(0);
+                ApiError::from_reqwest(e)
+            })?;
+            if (buf.len() + chunk.len()) as u64 > self.max_bytes {
+                record(status);
+                return Err(ApiError::TooLarge(self.max_bytes));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        record(status);
+        Ok(buf.freeze())
+    }
+
+    /// Largest decompressed result accepted.
+    pub(crate) fn max_result_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "unit-test-key-77";
+
+    #[tokio::test]
+    async fn the_key_never_shows_in_debug_or_errors() {
+        let sim = crustdata_sim::SimHandle::start(crustdata_sim::SimConfig {
+            api_keys: vec!["another-key".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let cfg = ApiConfig {
+            base_url: sim.base_url(),
+            key: Secret::new(KEY),
+            ..ApiConfig::default()
+        };
+        let client = ApiClient::new(&cfg, Arc::new(Metrics::new())).unwrap();
+        assert!(!format!("{client:?}").contains(KEY));
+        let err = client.probe().await.unwrap_err();
+        assert!(matches!(err, ApiError::Unauthorized(_)), "{err:?}");
+        assert!(!format!("{err} {err:?}").contains(KEY));
+        let bad = ApiConfig {
+            key: Secret::new(format!("{KEY}\n")),
+            ..cfg
+        };
+        let err = ApiClient::new(&bad, Arc::new(Metrics::new())).unwrap_err();
+        assert!(!format!("{err} {err:?}").contains(KEY), "{err}");
+        sim.shutdown().await;
+    }
+}

@@ -1,0 +1,236 @@
+//! Validation: one validator per section, each adding one message per
+//! mistake (naming its key) to a shared list, so that `--check` reports
+//! every problem at once.
+
+use std::net::SocketAddr;
+
+use super::{
+    ApiConfig, BatchConfig, CacheConfig, Config, ConfigError, InputConfig, InputFormat, KafkaConfig, ServerConfig,
+    WebhookConfig,
+};
+use crate::model::API_MAX_BATCH;
+
+/// The mistakes found so far.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    /// Records `msg` unless `ok`.
+    fn need(&mut self, ok: bool, msg: impl Into<String>) {
+        if !ok {
+            self.0.push(msg.into());
+        }
+    }
+}
+
+impl Config {
+    /// Checks every value; one message per mistake, each naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Problems::default();
+        self.kafka.validate(&self.input, &mut p);
+        self.input.validate(&mut p);
+        self.batch.validate(&mut p);
+        self.api.validate(&mut p);
+        self.webhook.validate(&mut p);
+        self.cache.validate(&mut p);
+        self.server.validate(&mut p);
+        if p.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(p.0))
+        }
+    }
+}
+
+impl KafkaConfig {
+    fn validate(&self, input: &InputConfig, p: &mut Problems) {
+        p.need(!self.brokers.trim().is_empty(), "kafka.brokers must not be empty");
+        p.need(!self.group_id.trim().is_empty(), "kafka.group_id must not be empty");
+        p.need(
+            !self.input_topics.is_empty(),
+            "kafka.input_topics must list at least one topic",
+        );
+        for t in &self.input_topics {
+            p.need(
+                valid_topic(t),
+                format!("kafka.input_topics: {t:?} is not a valid topic name"),
+            );
+        }
+        for (key, topic) in [
+            ("kafka.output_topic", &self.output_topic),
+            ("kafka.dead_letter_topic", &self.dead_letter_topic),
+        ] {
+            p.need(
+                valid_topic(topic),
+                format!("{key}: {topic:?} is not a valid topic name (required)"),
+            );
+        }
+        p.need(
+            !self.input_topics.contains(&self.output_topic) && !self.input_topics.contains(&self.dead_letter_topic),
+            "kafka.output_topic and kafka.dead_letter_topic must differ from every input topic",
+        );
+        p.need(self.max_in_flight >= 1, "kafka.max_in_flight must be at least 1");
+        p.need(
+            self.max_in_flight_bytes >= input.max_value_bytes,
+            "kafka.max_in_flight_bytes must be at least input.max_value_bytes",
+        );
+        p.need(
+            !self.commit_interval.is_zero(),
+            "kafka.commit_interval must be greater than 0",
+        );
+        for key in [
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "group.id",
+            "bootstrap.servers",
+        ] {
+            p.need(
+                !self.consumer.contains_key(key),
+                format!("kafka.consumer.\"{key}\" is managed by the connector and must not be set"),
+            );
+        }
+        for key in ["enable.idempotence", "bootstrap.servers"] {
+            p.need(
+                !self.producer.contains_key(key),
+                format!("kafka.producer.\"{key}\" is managed by the connector and must not be set"),
+            );
+        }
+    }
+}
+
+impl InputConfig {
+    fn validate(&self, p: &mut Problems) {
+        if self.format == InputFormat::Json {
+            p.need(
+                self.field.is_empty() || self.field.starts_with('/'),
+                format!(
+                    "input.field: {:?} must be a JSON pointer such as \"/email\"",
+                    self.field
+                ),
+            );
+        }
+        p.need(self.max_value_bytes >= 64, "input.max_value_bytes must be at least 64");
+    }
+}
+
+impl BatchConfig {
+    fn validate(&self, p: &mut Problems) {
+        p.need(
+            (1..=API_MAX_BATCH).contains(&self.max_size),
+            format!("batch.max_size must be between 1 and {API_MAX_BATCH}"),
+        );
+    }
+}
+
+impl ApiConfig {
+    fn validate(&self, p: &mut Problems) {
+        p.need(
+            http_url(&self.base_url),
+            format!("api.base_url: {:?} must be an http(s) URL", self.base_url),
+        );
+        p.need(
+            !self.key.is_empty(),
+            "api.key is missing: set CRUSTDATA_API_KEY (or IDENTIFY_API__KEY)",
+        );
+        p.need(self.max_active_jobs >= 1, "api.max_active_jobs must be at least 1");
+        p.need(
+            self.requests_per_minute >= 1,
+            "api.requests_per_minute must be at least 1",
+        );
+        p.need(!self.job_timeout.is_zero(), "api.job_timeout must be greater than 0");
+        p.need(
+            !self.request_timeout.is_zero(),
+            "api.request_timeout must be greater than 0",
+        );
+        p.need(!self.poll_initial.is_zero(), "api.poll_initial must be greater than 0");
+        p.need(
+            self.poll_max >= self.poll_initial,
+            "api.poll_max must be at least api.poll_initial",
+        );
+        p.need(self.max_job_attempts >= 1, "api.max_job_attempts must be at least 1");
+        p.need(
+            self.max_result_bytes >= 1024,
+            "api.max_result_bytes must be at least 1024",
+        );
+    }
+}
+
+impl WebhookConfig {
+    fn validate(&self, p: &mut Problems) {
+        p.need(
+            self.public_url.is_empty() || http_url(&self.public_url),
+            "webhook.public_url must be an http(s) URL or empty",
+        );
+        p.need(
+            !self.fallback_poll_interval.is_zero(),
+            "webhook.fallback_poll_interval must be greater than 0",
+        );
+    }
+}
+
+impl CacheConfig {
+    fn validate(&self, p: &mut Problems) {
+        p.need(self.max_entries >= 1, "cache.max_entries must be at least 1");
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self, p: &mut Problems) {
+        p.need(
+            self.listen.parse::<SocketAddr>().is_ok(),
+            "server.listen must be an address such as \"0.0.0.0:8080\"",
+        );
+    }
+}
+
+/// An absolute `http` or `https` URL with a host.
+fn http_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+/// Kafka's topic-name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+fn valid_topic(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 249
+        && t != "."
+        && t != ".."
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(valid_topic("emails.identify-out_1"));
+        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
+            assert!(!valid_topic(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_mistake_is_reported_once() {
+        let mut c = Config::default();
+        c.batch.max_size = 0;
+        c.api.poll_max = std::time::Duration::ZERO;
+        let Err(ConfigError::Invalid(all)) = c.validate() else {
+            panic!("invalid")
+        };
+        for key in [
+            "kafka.input_topics",
+            "kafka.output_topic",
+            "kafka.dead_letter_topic",
+            "batch.max_size",
+            "api.key",
+            "api.poll_max",
+        ] {
+            assert_eq!(
+                all.iter().filter(|m| m.starts_with(key)).count(),
+                1,
+                "{key} in {all:#?}"
+            );
+        }
+    }
+}

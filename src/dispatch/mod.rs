@@ -1,0 +1,270 @@
+//! Dispatch: the single owner of every pending identifier. It answers from
+//! the result [`cache`](crate::cache), attaches repeats to the identifier
+//! already pending (in an open batch or a running job), hands batches to
+//! jobs while a job slot is free ([`table`]), fans each job's results out
+//! to every record that carried the identifier ([`outcome`]), and records
+//! which jobs cover which offsets so that commit metadata can name them.
+//! Jobs named in the metadata of newly assigned partitions are recovered
+//! before any new job is submitted.
+//!
+//! It talks to the API only through a [`Runner`] and to Kafka only through
+//! a [`Publish`]er, so its decisions are unit-tested without either
+//! ([`tests`]).
+
+mod outcome;
+mod pending;
+mod slots;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::batch::Batcher;
+use crate::cache::{Cached, ResultCache};
+use crate::config::Config;
+use crate::health::Health;
+use crate::jobs::{JobEvent, Runner};
+use crate::metrics::Metrics;
+use crate::model::{has_matches, IdentifierType, InputRecord};
+use crate::offsets::OffsetTracker;
+use crate::sink::{Fatal, Publish, Resolution, SinkError};
+use crate::source::{SourceEvent, Work};
+use pending::Pending;
+use table::JobTable;
+
+/// Why the dispatcher stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// A record could not be handed to the producer.
+    #[error(transparent)]
+    Publish(#[from] SinkError),
+    /// The producer reported a delivery failure.
+    #[error("{0}")]
+    Fatal(SinkError),
+}
+
+/// How the dispatcher stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Stopped {
+    /// Shutdown requested; in-flight jobs finished or timed out.
+    Shutdown,
+    /// The source ended.
+    SourceClosed,
+}
+
+/// What the dispatcher needs from the rest of the pipeline.
+pub(crate) struct Parts<P, R> {
+    /// Runs jobs.
+    pub(crate) runner: R,
+    /// Takes results and dead letters.
+    pub(crate) sink: Arc<P>,
+    /// The shared offset tracker.
+    pub(crate) tracker: Arc<Mutex<OffsetTracker>>,
+    /// Metrics.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Readiness flags (whether the API refuses the key).
+    pub(crate) health: Arc<Health>,
+    /// Set by the producer on a delivery failure.
+    pub(crate) fatal: Arc<Fatal>,
+}
+
+/// Dispatcher state.
+pub(crate) struct Dispatcher<P, R> {
+    batcher: Batcher,
+    pending: Pending,
+    cache: ResultCache,
+    jobs: JobTable,
+    max_job_attempts: u32,
+    parts: Parts<P, R>,
+}
+
+impl<P: Publish, R: Runner> Dispatcher<P, R> {
+    /// A dispatcher for `cfg`.
+    pub(crate) fn new(cfg: &Config, parts: Parts<P, R>) -> Self {
+        Self {
+            batcher: Batcher::new(cfg.batch.max_size, cfg.batch.linger),
+            pending: Pending::default(),
+            cache: ResultCache::new(cfg.cache.ttl, cfg.cache.max_entries),
+            jobs: JobTable::new(cfg.api.max_active_jobs),
+            max_job_attempts: cfg.api.max_job_attempts,
+            parts,
+        }
+    }
+
+    /// Runs until `stop` fires (then lets running jobs finish within
+    /// `grace`) or the source closes.
+    pub(crate) async fn run(
+        mut self,
+        mut rx: UnboundedReceiver<SourceEvent>,
+        mut events: UnboundedReceiver<JobEvent>,
+        stop: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<Stopped, DispatchError> {
+        tokio::pin!(stop);
+        let fatal = self.parts.fatal.clone();
+        let stopped = loop {
+            self.dispatch();
+            let deadline = self.batcher.next_deadline();
+            let can_start = self.jobs.can_start();
+            tokio::select! {
+                biased;
+                _ = &mut stop => break Stopped::Shutdown,
+                _ = fatal.notify.notified() => return Err(self.fatal_error()),
+                Some(ev) = events.recv() => self.event(ev),
+                finished = self.jobs.join_next() => self.finished(finished).await?,
+                input = rx.recv() => match input {
+                    Some(SourceEvent::Records(batch)) => {
+                        for w in batch {
+                            self.accept(w).await?;
+                        }
+                    }
+                    Some(SourceEvent::Recover(ids)) => self.recover(ids),
+                    None => break Stopped::SourceClosed,
+                },
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && can_start => {}
+            }
+        };
+        self.drain(&mut events, grace).await?;
+        Ok(stopped)
+    }
+
+    /// Shutdown: no new jobs; running ones get `grace` to publish, then are
+    /// aborted (their records stay uncommitted).
+    async fn drain(&mut self, events: &mut UnboundedReceiver<JobEvent>, grace: Duration) -> Result<(), DispatchError> {
+        info!(
+            running = self.jobs.len(),
+            "dispatcher stopping; waiting for running jobs"
+        );
+        let until = Instant::now() + grace;
+        while !self.jobs.is_empty() {
+            tokio::select! {
+                Some(ev) = events.recv() => self.event(ev),
+                finished = self.jobs.join_next() => self.finished(finished).await?,
+                _ = tokio::time::sleep_until(until) => {
+                    warn!(running = self.jobs.len(), "shutdown.timeout reached; abandoning running jobs (their records stay uncommitted)");
+                    self.jobs.abort_all();
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fatal_error(&self) -> DispatchError {
+        DispatchError::Fatal(self.parts.fatal.get().expect("a fatal error was set"))
+    }
+
+    /// Starts jobs while a slot is free and a batch is ready.
+    fn dispatch(&mut self) {
+        while self.jobs.can_start() {
+            // While the key is refused, only the job already retrying probes it.
+            if self.parts.health.api_refused() && !self.jobs.is_empty() {
+                break;
+            }
+            let Some(spec) = self.batcher.next_job(Instant::now()) else {
+                break;
+            };
+            let spec = {
+                let t = self.parts.tracker.lock().expect("tracker");
+                self.pending.prune_stale(spec, &t)
+            };
+            let Some(spec) = spec else { continue };
+            self.parts.metrics.batch_submitted(spec.kind.as_str(), spec.ids.len());
+            let seq = self.jobs.next_seq();
+            let task = self.parts.runner.run(seq, spec.clone());
+            self.jobs.start(seq, spec, task);
+            self.parts.metrics.set_active_jobs(self.jobs.len());
+        }
+    }
+
+    /// Starts recovering jobs named in commit metadata; no new job starts
+    /// until they are done, so their identifiers are not paid for twice.
+    fn recover(&mut self, ids: Vec<String>) {
+        for id in ids {
+            let batch_id: Arc<str> = id.into();
+            if self.jobs.knows(&batch_id) {
+                continue;
+            }
+            info!(%batch_id, "recovering a job named in commit metadata");
+            let seq = self.jobs.next_seq();
+            let task = self.parts.runner.recover(seq, batch_id.clone());
+            self.jobs.recover(seq, batch_id, task);
+            self.parts.metrics.set_active_jobs(self.jobs.len());
+        }
+    }
+
+    fn event(&mut self, ev: JobEvent) {
+        match ev {
+            JobEvent::Submitted { seq, batch_id } => {
+                let Some(spec) = self.jobs.submitted(seq, batch_id.clone()) else {
+                    return;
+                };
+                let mut t = self.parts.tracker.lock().expect("tracker");
+                self.pending.assign(spec, seq, |r| t.add_job(&r.pos, &batch_id));
+            }
+            JobEvent::RateLimited { seq } => {
+                let (before, after) = self.jobs.rate_limited(seq);
+                if after < before {
+                    warn!(
+                        limit = after,
+                        "429 on submit: the key's job allowance is shared; fewer job slots"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Takes one decoded record: a repeat of a pending identifier waits
+    /// with it, a cached one is answered at once, a new one is batched.
+    async fn accept(&mut self, w: Work) -> Result<(), DispatchError> {
+        let (kind, key, rec) = (w.id.kind, w.id.value, w.rec);
+        if let Some(job) = self.pending.job_of(&key) {
+            if let Some(bid) = job.and_then(|seq| self.jobs.batch_id(seq)) {
+                self.parts.tracker.lock().expect("tracker").add_job(&rec.pos, bid);
+            }
+            self.pending.push(&key, rec);
+            self.parts.metrics.credits_saved("dedupe", 1);
+            return Ok(());
+        }
+        if let Some(hit) = self.cache.get(&key) {
+            self.parts.metrics.credits_saved("cache", 1);
+            return self.publish_one(&rec, kind, &key, &hit).await;
+        }
+        self.batcher.push(kind, key.clone(), Instant::now());
+        self.pending.insert(key, rec);
+        Ok(())
+    }
+
+    /// Publishes `c` as the result of `rec`, unless its partition was revoked.
+    async fn publish_one(
+        &self,
+        rec: &InputRecord,
+        kind: IdentifierType,
+        key: &str,
+        c: &Cached,
+    ) -> Result<(), DispatchError> {
+        if !self.is_live(rec) {
+            return Ok(());
+        }
+        let r = Resolution {
+            identifier: key,
+            identifier_type: kind.as_str(),
+            matches: &c.matches,
+            matched: has_matches(&c.matches),
+            batch_id: &c.batch_id,
+            resolved_at: &c.resolved_at,
+        };
+        Ok(self.parts.sink.output(rec, &r).await?)
+    }
+
+    fn is_live(&self, rec: &InputRecord) -> bool {
+        self.parts.tracker.lock().expect("tracker").is_live(&rec.pos)
+    }
+}

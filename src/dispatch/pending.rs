@@ -1,0 +1,108 @@
+//! Pending identifiers: every record waiting for an identifier's result,
+//! the job resolving it (once one does), and how often it was missing from
+//! a result file.
+//!
+//! Keys are the normalised value alone: a normalised email never holds ':'
+//! and a profile URL always holds "://", so the two kinds cannot collide,
+//! and lookups need no allocation.
+
+use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
+
+use crate::model::{InputRecord, JobSpec};
+use crate::offsets::OffsetTracker;
+
+/// Records waiting for one identifier, and the job resolving it (if any).
+struct Waiting {
+    recs: Vec<InputRecord>,
+    job: Option<u64>,
+}
+
+/// Every pending identifier.
+#[derive(Default)]
+pub(super) struct Pending {
+    waiters: FxHashMap<String, Waiting>,
+    missing_tries: HashMap<String, u32>,
+}
+
+impl Pending {
+    /// `Some` if `key` is pending: the job resolving it, if one does.
+    pub(super) fn job_of(&self, key: &str) -> Option<Option<u64>> {
+        self.waiters.get(key).map(|w| w.job)
+    }
+
+    /// Adds `rec` to the records waiting for `key` (which is pending).
+    pub(super) fn push(&mut self, key: &str, rec: InputRecord) {
+        if let Some(w) = self.waiters.get_mut(key) {
+            w.recs.push(rec);
+        }
+    }
+
+    /// Starts waiting for `key` (not yet pending) with its first record.
+    pub(super) fn insert(&mut self, key: String, rec: InputRecord) {
+        self.waiters.insert(
+            key,
+            Waiting {
+                recs: vec![rec],
+                job: None,
+            },
+        );
+    }
+
+    /// Whether `key` is pending.
+    pub(super) fn contains(&self, key: &str) -> bool {
+        self.waiters.contains_key(key)
+    }
+
+    /// Stops waiting for `key`; returns its records.
+    pub(super) fn take(&mut self, key: &str) -> Vec<InputRecord> {
+        self.waiters.remove(key).map(|w| w.recs).unwrap_or_default()
+    }
+
+    /// Notes that job `seq` resolves the identifiers of `spec`; calls
+    /// `each` with every record they carry.
+    pub(super) fn assign(&mut self, spec: &JobSpec, seq: u64, mut each: impl FnMut(&InputRecord)) {
+        for id in &spec.ids {
+            if let Some(w) = self.waiters.get_mut(id.as_str()) {
+                w.job = Some(seq);
+                w.recs.iter().for_each(&mut each);
+            }
+        }
+    }
+
+    /// Drops from `spec` (and from pending) the identifiers whose every
+    /// record belongs to a revoked partition; `None` if none is left.
+    pub(super) fn prune_stale(&mut self, mut spec: JobSpec, tracker: &OffsetTracker) -> Option<JobSpec> {
+        spec.ids.retain(|id| {
+            let live = self
+                .waiters
+                .get(id.as_str())
+                .is_some_and(|w| w.recs.iter().any(|r| tracker.is_live(&r.pos)));
+            if !live {
+                self.waiters.remove(id.as_str());
+            }
+            live
+        });
+        (!spec.ids.is_empty()).then_some(spec)
+    }
+
+    /// Counts one more absence of `key` from a result file; true while it
+    /// has been missing fewer than `max_attempts` times (try again), false
+    /// when it is given up (and the count forgotten).
+    pub(super) fn missing_again(&mut self, key: &str, max_attempts: u32) -> bool {
+        let tries = self.missing_tries.entry(key.to_string()).or_insert(0);
+        *tries += 1;
+        if *tries < max_attempts {
+            true
+        } else {
+            self.missing_tries.remove(key);
+            false
+        }
+    }
+
+    /// Forgets the missing count of `key` (it was resolved or given up).
+    pub(super) fn resolved(&mut self, key: &str) {
+        self.missing_tries.remove(key);
+    }
+}

@@ -1,0 +1,578 @@
+//! The dispatcher's decisions, without Kafka or HTTP: a scripted [`Runner`]
+//! whose jobs the test finishes by hand, a recording [`Publish`]er that
+//! acknowledges at once, and paused time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{DispatchError, Dispatcher, Parts, Stopped};
+use crate::config::Config;
+use crate::health::Health;
+use crate::jobs::{JobError, JobEvent, JobOutcome, ResultRow, Runner};
+use crate::metrics::Metrics;
+use crate::model::{no_matches, Identifier, IdentifierType, InputRecord, JobSpec, Matches};
+use crate::offsets::OffsetTracker;
+use crate::sink::{Fatal, Publish, Resolution, SinkError};
+use crate::source::{SourceEvent, Work};
+
+/// What a job asked of the fake runner.
+#[derive(Debug, PartialEq)]
+enum Asked {
+    Run(Vec<String>),
+    Recover(String),
+}
+
+/// One job started by the dispatcher, finished by the test.
+struct Call {
+    seq: u64,
+    asked: Asked,
+    reply: oneshot::Sender<JobOutcome>,
+}
+
+struct FakeRunner {
+    calls: mpsc::UnboundedSender<Call>,
+}
+
+impl FakeRunner {
+    fn call(&self, seq: u64, asked: Asked) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.calls.send(Call { seq, asked, reply });
+        // A dropped reply is a job that never ends.
+        async move {
+            match rx.await {
+                Ok(outcome) => outcome,
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+}
+
+impl Runner for FakeRunner {
+    fn run(&self, seq: u64, spec: JobSpec) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
+        self.call(seq, Asked::Run(spec.ids))
+    }
+
+    fn recover(&self, seq: u64, batch_id: Arc<str>) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
+        self.call(seq, Asked::Recover(batch_id.to_string()))
+    }
+}
+
+/// What reached the sink.
+#[derive(Debug, Clone, PartialEq)]
+enum Sent {
+    Output {
+        offset: i64,
+        identifier: String,
+        batch_id: String,
+        matched: bool,
+    },
+    DeadLetter {
+        offset: i64,
+        reason: &'static str,
+    },
+}
+
+/// Records what it is given and acknowledges it at once.
+struct FakeSink {
+    tracker: Arc<Mutex<OffsetTracker>>,
+    sent: Mutex<Vec<Sent>>,
+}
+
+impl Publish for FakeSink {
+    async fn output(&self, rec: &InputRecord, r: &Resolution<'_>) -> Result<(), SinkError> {
+        self.sent.lock().unwrap().push(Sent::Output {
+            offset: rec.pos.offset,
+            identifier: r.identifier.to_string(),
+            batch_id: r.batch_id.to_string(),
+            matched: r.matched,
+        });
+        self.tracker.lock().unwrap().complete(&rec.pos);
+        Ok(())
+    }
+
+    async fn dead_letter(&self, rec: &InputRecord, reason: &'static str, _: &str) -> Result<(), SinkError> {
+        self.sent.lock().unwrap().push(Sent::DeadLetter {
+            offset: rec.pos.offset,
+            reason,
+        });
+        self.tracker.lock().unwrap().complete(&rec.pos);
+        Ok(())
+    }
+}
+
+/// A running dispatcher and the ends of every channel around it.
+struct Harness {
+    records: mpsc::UnboundedSender<SourceEvent>,
+    events: mpsc::UnboundedSender<JobEvent>,
+    calls: mpsc::UnboundedReceiver<Call>,
+    sink: Arc<FakeSink>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    next_offset: i64,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<Stopped, DispatchError>>,
+}
+
+const TP: (&str, i32) = ("in", 0);
+
+impl Harness {
+    /// A dispatcher with `tune`d settings (default here: 2 s linger).
+    fn start(tune: impl FnOnce(&mut Config)) -> Self {
+        let mut cfg = Config::default();
+        cfg.batch.linger = Duration::from_secs(2);
+        tune(&mut cfg);
+        let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
+        tracker.lock().unwrap().assign((Arc::from(TP.0), TP.1));
+        let (calls_tx, calls) = mpsc::unbounded_channel();
+        let sink = Arc::new(FakeSink {
+            tracker: tracker.clone(),
+            sent: Mutex::default(),
+        });
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let dispatcher = Dispatcher::new(
+            &cfg,
+            Parts {
+                runner: FakeRunner { calls: calls_tx },
+                sink: sink.clone(),
+                tracker: tracker.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+                fatal: Arc::new(Fatal::default()),
+            },
+        );
+        let (records, rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let grace = cfg.shutdown.timeout;
+        let task = tokio::spawn(dispatcher.run(
+            rx,
+            events_rx,
+            async {
+                let _ = stop_rx.await;
+            },
+            grace,
+        ));
+        Harness {
+            records,
+            events,
+            calls,
+            sink,
+            tracker,
+            metrics,
+            health,
+            next_offset: 0,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Consumes one record per identifier (offsets in order) and hands
+    /// them over in one batch.
+    fn send(&mut self, ids: &[&str]) {
+        let topic: Arc<str> = Arc::from(TP.0);
+        let mut batch = Vec::new();
+        for id in ids {
+            let pos = self
+                .tracker
+                .lock()
+                .unwrap()
+                .track_consumed(&topic, TP.1, self.next_offset, 10)
+                .expect("assigned");
+            self.next_offset += 1;
+            batch.push(Work {
+                rec: InputRecord {
+                    pos,
+                    key: None,
+                    value: None,
+                    timestamp_ms: None,
+                },
+                id: Identifier {
+                    kind: IdentifierType::BusinessEmail,
+                    value: id.to_string(),
+                },
+            });
+        }
+        self.records.send(SourceEvent::Records(batch)).unwrap();
+    }
+
+    /// Lets the dispatcher work (10 ms of paused time).
+    async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    /// The next job the dispatcher starts (waiting for it in paused time).
+    async fn next_call(&mut self) -> Call {
+        tokio::time::timeout(Duration::from_secs(600), self.calls.recv())
+            .await
+            .expect("a job starts")
+            .expect("dispatcher alive")
+    }
+
+    /// Asserts that no job was started.
+    async fn assert_no_call(&mut self) {
+        self.settle().await;
+        if let Ok(c) = self.calls.try_recv() {
+            panic!("unexpected job {:?}", c.asked);
+        }
+    }
+
+    fn sent(&self) -> Vec<Sent> {
+        self.sink.sent.lock().unwrap().clone()
+    }
+
+    fn saved(&self, source: &str) -> f64 {
+        let text = self.metrics.render();
+        let line = format!("identify_credits_saved_total{{source=\"{source}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    async fn stop(mut self) -> Result<Stopped, DispatchError> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap()
+    }
+}
+
+fn matches(matched: bool) -> Matches {
+    if matched {
+        serde_json::value::RawValue::from_string(r#"[{"confidence_score":1.0}]"#.into()).unwrap()
+    } else {
+        no_matches()
+    }
+}
+
+fn spec(ids: &[String]) -> JobSpec {
+    JobSpec {
+        kind: IdentifierType::BusinessEmail,
+        ids: ids.to_vec(),
+    }
+}
+
+fn ids_of(call: &Call) -> Vec<String> {
+    match &call.asked {
+        Asked::Run(ids) => ids.clone(),
+        other => panic!("expected a job, got {other:?}"),
+    }
+}
+
+/// Finishes `call` with results for every identifier but `missing`,
+/// matched when listed in `matched`.
+fn done(call: Call, batch_id: &str, matched: &[&str], missing: &[&str]) {
+    let ids = ids_of(&call);
+    let results = ids
+        .iter()
+        .filter(|id| !missing.contains(&id.as_str()))
+        .map(|id| (id.clone(), matches(matched.contains(&id.as_str()))))
+        .collect();
+    let outcome = JobOutcome::Done {
+        spec: spec(&ids),
+        batch_id: Arc::from(batch_id),
+        results,
+        missing: missing.iter().map(|s| s.to_string()).collect(),
+    };
+    call.reply.send(outcome).unwrap();
+}
+
+fn output(offset: i64, identifier: &str, batch_id: &str, matched: bool) -> Sent {
+    Sent::Output {
+        offset,
+        identifier: identifier.into(),
+        batch_id: batch_id.into(),
+        matched,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_batch_goes_at_once_and_a_partial_one_after_its_linger() {
+    let mut h = Harness::start(|c| c.batch.max_size = 3);
+    let started = tokio::time::Instant::now();
+    h.send(&["a@x.co", "b@x.co", "c@x.co", "d@x.co"]);
+    let first = h.next_call().await;
+    assert_eq!(ids_of(&first), ["a@x.co", "b@x.co", "c@x.co"]);
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "size flush waits for nothing"
+    );
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    h.assert_no_call().await;
+    let second = h.next_call().await;
+    assert_eq!(ids_of(&second), ["d@x.co"]);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_millis(2100),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeats_wait_for_the_pending_identifier_and_its_job_is_named_in_commit_metadata() {
+    let mut h = Harness::start(|_| {});
+    h.send(&["a@x.co", "a@x.co", "b@x.co"]);
+    let call = h.next_call().await;
+    assert_eq!(ids_of(&call), ["a@x.co", "b@x.co"], "one lookup per identifier");
+    h.events
+        .send(JobEvent::Submitted {
+            seq: call.seq,
+            batch_id: Arc::from("job-1"),
+        })
+        .unwrap();
+    h.send(&["a@x.co"]);
+    h.settle().await;
+    let meta = h.tracker.lock().unwrap().commit_candidates();
+    assert_eq!(meta.len(), 1);
+    assert_eq!(crate::offsets::decode_jobs(&meta[0].metadata), ["job-1"]);
+    h.assert_no_call().await;
+    done(call, "job-1", &["a@x.co"], &[]);
+    h.settle().await;
+    let mut sent = h.sent();
+    sent.sort_by_key(|s| match s {
+        Sent::Output { offset, .. } | Sent::DeadLetter { offset, .. } => *offset,
+    });
+    assert_eq!(
+        sent,
+        [
+            output(0, "a@x.co", "job-1", true),
+            output(1, "a@x.co", "job-1", true),
+            output(2, "b@x.co", "job-1", false),
+            output(3, "a@x.co", "job-1", true),
+        ]
+    );
+    assert_eq!(h.saved("dedupe"), 2.0);
+    assert_eq!(h.tracker.lock().unwrap().in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolved_identifier_is_answered_from_the_cache() {
+    let mut h = Harness::start(|_| {});
+    h.send(&["a@x.co"]);
+    let call = h.next_call().await;
+    done(call, "job-1", &["a@x.co"], &[]);
+    h.settle().await;
+    h.send(&["a@x.co"]);
+    h.settle().await;
+    h.assert_no_call().await;
+    assert_eq!(h.sent().last(), Some(&output(1, "a@x.co", "job-1", true)));
+    assert_eq!(h.saved("cache"), 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cache_can_be_disabled() {
+    let mut h = Harness::start(|c| c.cache.ttl = Duration::ZERO);
+    h.send(&["a@x.co"]);
+    done(h.next_call().await, "job-1", &[], &[]);
+    h.settle().await;
+    h.send(&["a@x.co"]);
+    assert_eq!(ids_of(&h.next_call().await), ["a@x.co"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slots_bound_running_jobs_and_a_429_halves_them() {
+    let mut h = Harness::start(|c| {
+        c.batch.max_size = 1;
+        c.api.max_active_jobs = 4;
+    });
+    h.send(&["a@x.co", "b@x.co", "c@x.co", "d@x.co", "e@x.co", "f@x.co"]);
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        calls.push(h.next_call().await);
+    }
+    h.assert_no_call().await;
+    // A 429 while 4 run: the limit halves to 2.
+    h.events.send(JobEvent::RateLimited { seq: calls[0].seq }).unwrap();
+    h.settle().await;
+    let mut calls = calls.into_iter();
+    done(calls.next().unwrap(), "j1", &[], &[]);
+    h.assert_no_call().await;
+    // A job done without a 429 grows the limit by one (to 3), 2 run: one more.
+    done(calls.next().unwrap(), "j2", &[], &[]);
+    assert_eq!(ids_of(&h.next_call().await), ["e@x.co"]);
+    h.assert_no_call().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_key_is_refused_only_the_running_job_probes_it() {
+    let mut h = Harness::start(|c| c.batch.max_size = 1);
+    h.send(&["a@x.co"]);
+    let first = h.next_call().await;
+    h.health.set_api_refused(true);
+    h.send(&["b@x.co"]);
+    h.assert_no_call().await;
+    h.health.set_api_refused(false);
+    done(first, "j1", &[], &[]);
+    assert_eq!(ids_of(&h.next_call().await), ["b@x.co"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_batch_is_halved_until_the_bad_identifier_is_dead_lettered() {
+    let mut h = Harness::start(|c| c.batch.max_size = 4);
+    h.send(&["a@x.co", "b@x.co", "c@x.co", "bad@x.co"]);
+    let reject = |call: Call| {
+        let ids = ids_of(&call);
+        call.reply
+            .send(JobOutcome::Rejected {
+                spec: spec(&ids),
+                message: "invalid identifier".into(),
+            })
+            .unwrap();
+    };
+    reject(h.next_call().await);
+    let left = h.next_call().await;
+    let right = h.next_call().await;
+    assert_eq!(ids_of(&left), ["a@x.co", "b@x.co"]);
+    assert_eq!(ids_of(&right), ["c@x.co", "bad@x.co"]);
+    done(left, "j-left", &[], &[]);
+    reject(right);
+    let c = h.next_call().await;
+    let bad = h.next_call().await;
+    assert_eq!(
+        (ids_of(&c), ids_of(&bad)),
+        (vec!["c@x.co".into()], vec!["bad@x.co".into()])
+    );
+    done(c, "j-c", &[], &[]);
+    reject(bad);
+    h.settle().await;
+    let sent = h.sent();
+    assert_eq!(sent.len(), 4);
+    assert!(sent.contains(&Sent::DeadLetter {
+        offset: 3,
+        reason: "api_rejected"
+    }));
+    assert_eq!(sent.iter().filter(|s| matches!(s, Sent::Output { .. })).count(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_identifiers_are_queued_again_then_dead_lettered() {
+    let mut h = Harness::start(|c| c.api.max_job_attempts = 2);
+    h.send(&["a@x.co", "b@x.co"]);
+    done(h.next_call().await, "j1", &[], &["b@x.co"]);
+    let again = h.next_call().await;
+    assert_eq!(ids_of(&again), ["b@x.co"], "only the missing one, at once");
+    done(again, "j2", &[], &["b@x.co"]);
+    h.settle().await;
+    assert_eq!(
+        h.sent(),
+        [
+            output(0, "a@x.co", "j1", false),
+            Sent::DeadLetter {
+                offset: 1,
+                reason: "missing_result"
+            }
+        ]
+    );
+    h.assert_no_call().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_failed_for_good_dead_letters_its_records() {
+    let mut h = Harness::start(|_| {});
+    h.send(&["a@x.co", "a@x.co"]);
+    let call = h.next_call().await;
+    let ids = ids_of(&call);
+    let error = JobError::TimedOut {
+        batch_id: Arc::from("j1"),
+    };
+    call.reply
+        .send(JobOutcome::Failed {
+            spec: spec(&ids),
+            error,
+        })
+        .unwrap();
+    h.settle().await;
+    let reasons: Vec<_> = h
+        .sent()
+        .into_iter()
+        .map(|s| match s {
+            Sent::DeadLetter { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(reasons, ["job_failed", "job_failed"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovered_jobs_answer_their_identifiers_before_any_new_submit() {
+    let mut h = Harness::start(|_| {});
+    h.records
+        .send(SourceEvent::Recover(vec!["old-job".into(), "old-job".into()]))
+        .unwrap();
+    let recovery = h.next_call().await;
+    assert_eq!(recovery.asked, Asked::Recover("old-job".into()));
+    h.assert_no_call().await;
+    h.send(&["a@x.co", "new@x.co"]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    h.assert_no_call().await;
+    recovery
+        .reply
+        .send(JobOutcome::Recovered {
+            batch_id: Arc::from("old-job"),
+            rows: vec![ResultRow {
+                matched_on: "a@x.co".into(),
+                matches: matches(true),
+            }],
+        })
+        .unwrap();
+    let next = h.next_call().await;
+    assert_eq!(
+        ids_of(&next),
+        ["new@x.co"],
+        "the recovered identifier is not paid again"
+    );
+    assert_eq!(h.sent(), [output(0, "a@x.co", "old-job", true)]);
+    assert_eq!(h.saved("recovery"), 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn identifiers_of_revoked_partitions_are_not_submitted() {
+    let mut h = Harness::start(|_| {});
+    h.send(&["a@x.co"]);
+    h.settle().await;
+    {
+        let mut t = h.tracker.lock().unwrap();
+        t.assign((Arc::from(TP.0), TP.1));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.assert_no_call().await;
+    h.send(&["b@x.co"]);
+    assert_eq!(ids_of(&h.next_call().await), ["b@x.co"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_running_jobs_publish_within_the_grace() {
+    let mut h = Harness::start(|c| c.shutdown.timeout = Duration::from_secs(5));
+    h.send(&["a@x.co"]);
+    let call = h.next_call().await;
+    h.send(&["b@x.co"]);
+    h.settle().await;
+    let stop = h.stop.take().unwrap();
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    done(call, "j1", &[], &[]);
+    let result = (&mut h.task).await.unwrap();
+    assert_eq!(result.unwrap(), Stopped::Shutdown);
+    assert_eq!(h.sent(), [output(0, "a@x.co", "j1", false)]);
+    assert!(h.calls.try_recv().is_err(), "the open batch is not submitted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_abandons_jobs_still_running_after_the_grace() {
+    let mut h = Harness::start(|c| c.shutdown.timeout = Duration::from_secs(5));
+    h.send(&["a@x.co"]);
+    let call = h.next_call().await;
+    let started = tokio::time::Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(60), h.stop())
+        .await
+        .expect("the grace is bounded");
+    assert_eq!(result.unwrap(), Stopped::Shutdown);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+    assert!(call.reply.is_closed(), "the job was aborted");
+}

@@ -1,0 +1,300 @@
+//! Offset tracking: which consumed offsets are still in flight, and which
+//! offset is safe to commit per partition.
+//!
+//! A partition's commit watermark only advances over a contiguous run of
+//! finished offsets: the safe offset is the smallest offset still in flight,
+//! or one past the last consumed offset when nothing is. A later batch that
+//! finishes first therefore never commits past an earlier unfinished one.
+//! Every assignment gets a fresh epoch; completions that carry an older
+//! epoch (work of a partition since revoked) are ignored.
+//!
+//! Each partition also remembers the API jobs covering its uncommitted
+//! records; their ids travel in the commit metadata (see [`encode_jobs`]) so
+//! that whoever owns the partition next can reuse their results instead of
+//! paying for the same identifiers again.
+//!
+//! The tracker is shared (behind a mutex) by the source thread, the
+//! dispatcher and the producer's delivery callbacks.
+
+mod metadata;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::model::{SourcePos, TopicPartition};
+pub(crate) use metadata::{decode_jobs, encode_jobs, MAX_META_JOBS};
+
+#[derive(Debug)]
+struct Entry {
+    offset: i64,
+    bytes: usize,
+    done: bool,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    epoch: u64,
+    pending: VecDeque<Entry>,
+    /// One past the highest consumed offset, once something was consumed.
+    next: Option<i64>,
+    /// Last offset committed (or known committed) in this assignment.
+    committed: Option<i64>,
+    /// Jobs covering records of this partition: batch id -> highest offset.
+    jobs: Vec<(Arc<str>, i64)>,
+    /// The job list changed since the last commit.
+    jobs_dirty: bool,
+}
+
+/// A commit to make: partition, offset and metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommitPoint {
+    /// The partition.
+    pub(crate) tp: TopicPartition,
+    /// The offset (next to read).
+    pub(crate) offset: i64,
+    /// Commit metadata (see [`encode_jobs`]).
+    pub(crate) metadata: String,
+}
+
+/// The offset a partition may commit: the first unfinished offset, else one
+/// past the last consumed offset, else nothing (nothing consumed yet).
+pub(crate) fn safe_commit_offset(first_unfinished: Option<i64>, next: Option<i64>) -> Option<i64> {
+    first_unfinished.or(next)
+}
+
+/// Per-partition in-flight offsets and the totals used for back-pressure.
+#[derive(Debug, Default)]
+pub(crate) struct OffsetTracker {
+    parts: FxHashMap<TopicPartition, PartitionState>,
+    next_epoch: u64,
+    in_flight: usize,
+    in_flight_bytes: usize,
+}
+
+impl OffsetTracker {
+    /// An empty tracker.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a clean assignment of `tp`; returns its epoch.
+    pub(crate) fn assign(&mut self, tp: TopicPartition) -> u64 {
+        self.revoke(&tp);
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        self.parts.insert(
+            tp,
+            PartitionState {
+                epoch,
+                pending: VecDeque::new(),
+                next: None,
+                committed: None,
+                jobs: Vec::new(),
+                jobs_dirty: false,
+            },
+        );
+        epoch
+    }
+
+    /// Forgets `tp` and everything still in flight for it.
+    pub(crate) fn revoke(&mut self, tp: &TopicPartition) {
+        if let Some(state) = self.parts.remove(tp) {
+            for e in state.pending.iter().filter(|e| !e.done) {
+                self.in_flight -= 1;
+                self.in_flight_bytes -= e.bytes;
+            }
+        }
+    }
+
+    /// True if `pos` belongs to the current assignment of its partition.
+    pub(crate) fn is_live(&self, pos: &SourcePos) -> bool {
+        self.parts
+            .get(&(pos.topic.clone(), pos.partition))
+            .is_some_and(|s| s.epoch == pos.epoch)
+    }
+
+    /// Registers a consumed record. Returns false (and tracks nothing) if the
+    /// partition is not assigned in that epoch or the offset goes backwards.
+    pub(crate) fn track(&mut self, pos: &SourcePos, bytes: usize) -> bool {
+        let Some(state) = self.parts.get_mut(&(pos.topic.clone(), pos.partition)) else {
+            return false;
+        };
+        if state.epoch != pos.epoch || state.next.is_some_and(|n| pos.offset < n) {
+            return false;
+        }
+        state.pending.push_back(Entry {
+            offset: pos.offset,
+            bytes,
+            done: false,
+        });
+        state.next = Some(pos.offset + 1);
+        // Where this assignment started reading needs no commit of its own.
+        state.committed.get_or_insert(pos.offset);
+        self.in_flight += 1;
+        self.in_flight_bytes += bytes;
+        true
+    }
+
+    /// Registers a consumed record of the current assignment of its
+    /// partition; `None` if the partition is not assigned.
+    pub(crate) fn track_consumed(
+        &mut self,
+        topic: &Arc<str>,
+        partition: i32,
+        offset: i64,
+        bytes: usize,
+    ) -> Option<SourcePos> {
+        let epoch = self.parts.get(&(topic.clone(), partition))?.epoch;
+        let pos = SourcePos {
+            topic: topic.clone(),
+            partition,
+            offset,
+            epoch,
+        };
+        self.track(&pos, bytes).then_some(pos)
+    }
+
+    /// Marks a record finished (its output acknowledged). Returns false when
+    /// the record is unknown, already finished or from an older epoch.
+    pub(crate) fn complete(&mut self, pos: &SourcePos) -> bool {
+        let Some(state) = self.parts.get_mut(&(pos.topic.clone(), pos.partition)) else {
+            return false;
+        };
+        if state.epoch != pos.epoch {
+            return false;
+        }
+        let Ok(i) = state.pending.binary_search_by_key(&pos.offset, |e| e.offset) else {
+            return false;
+        };
+        let entry = &mut state.pending[i];
+        if entry.done {
+            return false;
+        }
+        entry.done = true;
+        self.in_flight -= 1;
+        self.in_flight_bytes -= entry.bytes;
+        while state.pending.front().is_some_and(|e| e.done) {
+            state.pending.pop_front();
+        }
+        true
+    }
+
+    /// The offset `tp` may commit now, if any.
+    #[cfg(test)]
+    pub(crate) fn safe_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        let s = self.parts.get(tp)?;
+        safe_commit_offset(s.pending.front().map(|e| e.offset), s.next)
+    }
+
+    /// Partitions whose safe offset moved past what was last committed, or
+    /// whose covering jobs changed, with the metadata to commit.
+    pub(crate) fn commit_candidates(&mut self) -> Vec<CommitPoint> {
+        let mut out = Vec::new();
+        for (tp, s) in self.parts.iter_mut() {
+            let Some(safe) = safe_commit_offset(s.pending.front().map(|e| e.offset), s.next).or(s.committed) else {
+                continue;
+            };
+            // Jobs whose records are all below the safe offset are done with.
+            let before = s.jobs.len();
+            s.jobs.retain(|(_, max)| *max >= safe);
+            let moved = s.committed.is_none_or(|c| safe > c);
+            if moved || s.jobs_dirty || s.jobs.len() != before {
+                out.push(CommitPoint {
+                    tp: tp.clone(),
+                    offset: safe,
+                    metadata: encode_jobs(s.jobs.iter().rev().map(|(id, _)| id.as_ref())),
+                });
+            }
+        }
+        out
+    }
+
+    /// The commit point of `tp` now (on revoke: offset and covering jobs, so
+    /// the next owner can reuse the jobs' results).
+    pub(crate) fn commit_point(&self, tp: &TopicPartition) -> Option<CommitPoint> {
+        let s = self.parts.get(tp)?;
+        let offset = safe_commit_offset(s.pending.front().map(|e| e.offset), s.next).or(s.committed)?;
+        Some(CommitPoint {
+            tp: tp.clone(),
+            offset,
+            metadata: encode_jobs(
+                s.jobs
+                    .iter()
+                    .rev()
+                    .filter(|(_, max)| *max >= offset)
+                    .map(|(id, _)| id.as_ref()),
+            ),
+        })
+    }
+
+    /// Records that `point` was committed. The job list stays due for a
+    /// commit if it changed while the commit was on its way.
+    pub(crate) fn mark_committed(&mut self, point: &CommitPoint) {
+        if let Some(s) = self.parts.get_mut(&point.tp) {
+            if s.committed.is_none_or(|c| point.offset > c) {
+                s.committed = Some(point.offset);
+            }
+            if encode_jobs(s.jobs.iter().rev().map(|(id, _)| id.as_ref())) == point.metadata {
+                s.jobs_dirty = false;
+            }
+        }
+    }
+
+    /// Notes that job `batch_id` covers the record at `pos` (current epoch only).
+    pub(crate) fn add_job(&mut self, pos: &SourcePos, batch_id: &Arc<str>) {
+        let Some(s) = self.parts.get_mut(&(pos.topic.clone(), pos.partition)) else {
+            return;
+        };
+        if s.epoch != pos.epoch {
+            return;
+        }
+        Self::cover(s, batch_id, pos.offset);
+    }
+
+    /// Notes that job `batch_id` may cover records of `tp` up to `max_offset`
+    /// (jobs recovered from commit metadata).
+    pub(crate) fn add_recovered_job(&mut self, tp: &TopicPartition, batch_id: &Arc<str>, max_offset: i64) {
+        if let Some(s) = self.parts.get_mut(tp) {
+            Self::cover(s, batch_id, max_offset);
+        }
+    }
+
+    fn cover(s: &mut PartitionState, batch_id: &Arc<str>, offset: i64) {
+        match s.jobs.iter_mut().find(|(id, _)| id == batch_id) {
+            Some((_, max)) => {
+                if offset > *max {
+                    *max = offset;
+                }
+            }
+            None => {
+                s.jobs.push((batch_id.clone(), offset));
+                if s.jobs.len() > MAX_META_JOBS {
+                    s.jobs.remove(0);
+                }
+                s.jobs_dirty = true;
+            }
+        }
+    }
+
+    /// Records still in flight for `tp`.
+    pub(crate) fn pending_in(&self, tp: &TopicPartition) -> usize {
+        self.parts
+            .get(tp)
+            .map_or(0, |s| s.pending.iter().filter(|e| !e.done).count())
+    }
+
+    /// Records in flight across all partitions.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Value bytes in flight across all partitions.
+    pub(crate) fn in_flight_bytes(&self) -> usize {
+        self.in_flight_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests;

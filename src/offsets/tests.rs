@@ -1,0 +1,201 @@
+//! Unit tests of the offset tracker and the commit metadata.
+
+use super::*;
+
+fn tp() -> TopicPartition {
+    (Arc::from("in"), 0)
+}
+
+fn pos(offset: i64, epoch: u64) -> SourcePos {
+    SourcePos {
+        topic: Arc::from("in"),
+        partition: 0,
+        offset,
+        epoch,
+    }
+}
+
+fn offsets(t: &mut OffsetTracker) -> Vec<i64> {
+    t.commit_candidates().into_iter().map(|c| c.offset).collect()
+}
+
+#[test]
+fn a_job_added_while_a_commit_is_on_its_way_is_committed_next() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign(tp());
+    t.track(&pos(0, e), 1);
+    t.add_job(&pos(0, e), &Arc::from("job-a"));
+    let c = t.commit_candidates();
+    t.add_job(&pos(0, e), &Arc::from("job-b"));
+    t.mark_committed(&c[0]);
+    let next = t.commit_candidates();
+    assert_eq!(next.len(), 1, "the newer job list is still due");
+    assert_eq!(decode_jobs(&next[0].metadata), vec!["job-b", "job-a"]);
+    t.mark_committed(&next[0]);
+    assert!(t.commit_candidates().is_empty());
+}
+
+#[test]
+fn jobs_travel_in_commit_metadata_until_committed_past() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign(tp());
+    for o in 0..10 {
+        t.track(&pos(o, e), 1);
+    }
+    let (a, b): (Arc<str>, Arc<str>) = (Arc::from("job-a"), Arc::from("job-b"));
+    t.add_job(&pos(2, e), &a);
+    t.add_job(&pos(4, e), &a);
+    t.add_job(&pos(7, e), &b);
+    // The job list changed: commit the same position with new metadata.
+    let c = t.commit_candidates();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].offset, 0);
+    assert_eq!(decode_jobs(&c[0].metadata), vec!["job-b", "job-a"]);
+    t.mark_committed(&c[0]);
+    assert!(t.commit_candidates().is_empty());
+    for o in 0..5 {
+        t.complete(&pos(o, e));
+    }
+    let c = t.commit_candidates();
+    assert_eq!(c[0].offset, 5);
+    assert_eq!(
+        decode_jobs(&c[0].metadata),
+        vec!["job-b"],
+        "job-a's records are all committed"
+    );
+    t.mark_committed(&c[0]);
+    for o in 5..10 {
+        t.complete(&pos(o, e));
+    }
+    let c = t.commit_candidates();
+    assert_eq!(c[0].offset, 10);
+    assert!(decode_jobs(&c[0].metadata).is_empty());
+}
+
+#[test]
+fn metadata_round_trip_and_foreign_metadata() {
+    assert_eq!(
+        decode_jobs(&encode_jobs(["a-1", "b_2"].into_iter())),
+        vec!["a-1", "b_2"]
+    );
+    assert!(decode_jobs("").is_empty());
+    assert!(decode_jobs("someone else's metadata").is_empty());
+    assert_eq!(decode_jobs("identify/v1 jobs=ok,bad id,,x;y"), vec!["ok"]);
+    let many: Vec<String> = (0..200).map(|i| format!("{i:036}")).collect();
+    let meta = encode_jobs(many.iter().map(String::as_str));
+    assert!(meta.len() < 4096);
+    assert_eq!(decode_jobs(&meta).len(), MAX_META_JOBS);
+}
+
+#[test]
+fn nothing_consumed_nothing_to_commit() {
+    let mut t = OffsetTracker::new();
+    t.assign(tp());
+    assert_eq!(t.safe_offset(&tp()), None);
+    assert!(t.commit_candidates().is_empty());
+}
+
+#[test]
+fn out_of_order_completion_never_commits_past_unfinished() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign(tp());
+    for o in 10..20 {
+        assert!(t.track(&pos(o, e), 1));
+    }
+    // The later half finishes first.
+    for o in 15..20 {
+        assert!(t.complete(&pos(o, e)));
+    }
+    assert_eq!(t.safe_offset(&tp()), Some(10));
+    for o in 10..14 {
+        t.complete(&pos(o, e));
+    }
+    assert_eq!(t.safe_offset(&tp()), Some(14));
+    t.complete(&pos(14, e));
+    assert_eq!(t.safe_offset(&tp()), Some(20));
+    assert_eq!(t.in_flight(), 0);
+    assert_eq!(t.in_flight_bytes(), 0);
+}
+
+#[test]
+fn gaps_in_offsets_are_fine() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign(tp());
+    for o in [3, 7, 8, 20] {
+        t.track(&pos(o, e), 5);
+    }
+    assert_eq!(t.in_flight_bytes(), 20);
+    t.complete(&pos(7, e));
+    assert_eq!(t.safe_offset(&tp()), Some(3));
+    t.complete(&pos(3, e));
+    assert_eq!(t.safe_offset(&tp()), Some(8));
+    t.complete(&pos(8, e));
+    t.complete(&pos(20, e));
+    assert_eq!(t.safe_offset(&tp()), Some(21));
+}
+
+#[test]
+fn stale_epoch_is_ignored_and_revoke_releases_budget() {
+    let mut t = OffsetTracker::new();
+    let e1 = t.assign(tp());
+    t.track(&pos(0, e1), 10);
+    t.track(&pos(1, e1), 10);
+    assert_eq!(t.in_flight(), 2);
+    t.revoke(&tp());
+    assert_eq!(t.in_flight(), 0);
+    assert_eq!(t.in_flight_bytes(), 0);
+    let e2 = t.assign(tp());
+    assert_ne!(e1, e2);
+    assert!(!t.complete(&pos(0, e1)));
+    assert!(!t.track(&pos(5, e1), 1));
+    assert!(t.track(&pos(0, e2), 1));
+    assert!(!t.is_live(&pos(0, e1)));
+    assert!(t.is_live(&pos(0, e2)));
+}
+
+#[test]
+fn double_completion_and_unknown_offsets_are_rejected() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign(tp());
+    t.track(&pos(0, e), 1);
+    t.track(&pos(1, e), 1);
+    assert!(t.complete(&pos(1, e)));
+    assert!(!t.complete(&pos(1, e)));
+    assert!(!t.complete(&pos(9, e)));
+    assert_eq!(t.in_flight(), 1);
+}
+
+#[test]
+fn commit_candidates_only_when_moved() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign(tp());
+    t.track(&pos(0, e), 1);
+    t.complete(&pos(0, e));
+    let c = t.commit_candidates();
+    assert_eq!(c.iter().map(|c| c.offset).collect::<Vec<_>>(), vec![1]);
+    t.mark_committed(&c[0]);
+    assert!(t.commit_candidates().is_empty());
+    t.track(&pos(1, e), 1);
+    assert!(t.commit_candidates().is_empty());
+    t.complete(&pos(1, e));
+    assert_eq!(offsets(&mut t), vec![2]);
+}
+
+#[test]
+fn the_starting_position_is_not_committed_again() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign(tp());
+    t.track(&pos(40, e), 1);
+    assert!(t.commit_candidates().is_empty(), "no progress yet");
+    t.complete(&pos(40, e));
+    assert_eq!(offsets(&mut t), vec![41]);
+}
+
+#[test]
+fn backwards_offsets_are_not_tracked() {
+    let mut t = OffsetTracker::new();
+    let e = t.assign(tp());
+    assert!(t.track(&pos(5, e), 1));
+    assert!(!t.track(&pos(4, e), 1));
+    assert!(!t.track(&pos(5, e), 1));
+}

@@ -1,0 +1,172 @@
+//! The consumer thread's loop: apply back-pressure, offer commits, poll a
+//! batch of records, convert each one (track its offset, decode it,
+//! dead-letter bad input) and hand the batch to the dispatcher.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use tracing::{debug, error, warn};
+
+use super::backpressure::{batch_room, Action, Budget, Gate};
+use super::rebalance::SourceContext;
+use super::{SourceError, SourceEvent, SourceParts, Work};
+use crate::model::InputRecord;
+
+/// Polls until the pipeline asks the consumer to close (`Ok`) or a fatal
+/// error; commits are handed to the committer thread.
+pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Result<(), SourceError> {
+    let mut topics = TopicNames::default();
+    let mut gate = Gate::default();
+    let mut last_commit = Instant::now();
+    let budget = Budget {
+        records: p.cfg.max_in_flight,
+        bytes: p.cfg.max_in_flight_bytes,
+    };
+    loop {
+        if p.control.close.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let stop = p.control.stop_taking.load(Ordering::Relaxed);
+        let (in_flight, bytes) = {
+            let t = p.tracker.lock().expect("tracker");
+            (t.in_flight(), t.in_flight_bytes())
+        };
+        p.metrics.set_in_flight(in_flight);
+        let assignments = consumer.context().assignments();
+        let action = gate.decide(in_flight, bytes, budget, stop, assignments);
+        apply(consumer, p, &mut gate, action, assignments);
+        if last_commit.elapsed() >= p.cfg.commit_interval {
+            offer_commits(consumer, p);
+            last_commit = Instant::now();
+        }
+        let batch = poll_batch(consumer, p, &mut topics, batch_room(in_flight, budget), stop)?;
+        if !batch.is_empty() && p.tx.send(SourceEvent::Records(batch)).is_err() {
+            return Err(SourceError::DispatcherGone);
+        }
+    }
+}
+
+/// Pauses or resumes the whole assignment.
+fn apply(consumer: &BaseConsumer<SourceContext>, p: &SourceParts, gate: &mut Gate, action: Action, assignments: u64) {
+    if action == Action::Keep {
+        return;
+    }
+    let Ok(assignment) = consumer.assignment() else {
+        return;
+    };
+    match action {
+        Action::Pause => {
+            if consumer.pause(&assignment).is_ok() {
+                if !gate.is_paused() {
+                    debug!("in-flight budget reached; partitions paused");
+                }
+                gate.paused();
+                p.metrics.set_paused_partitions(assignment.count());
+            }
+        }
+        Action::Resume => {
+            if consumer.resume(&assignment).is_ok() {
+                debug!("partitions resumed");
+                gate.resumed(assignments);
+                p.metrics.set_paused_partitions(0);
+            }
+        }
+        Action::Keep => {}
+    }
+}
+
+/// Offers every partition whose safe offset (or job list) moved to the
+/// committer thread.
+fn offer_commits(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) {
+    let points = p.tracker.lock().expect("tracker").commit_candidates();
+    if !points.is_empty() {
+        consumer.context().commits.offer(points);
+    }
+}
+
+/// Interned topic names: one `Arc<str>` per topic, not one per record.
+#[derive(Default)]
+struct TopicNames(HashMap<String, Arc<str>>);
+
+impl TopicNames {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(t) = self.0.get(name) {
+            return t.clone();
+        }
+        let t: Arc<str> = Arc::from(name);
+        self.0.insert(name.to_string(), t.clone());
+        t
+    }
+}
+
+/// Takes what is ready, up to `room` records, waiting at most 100 ms for
+/// the first; every record is converted on the way.
+fn poll_batch(
+    consumer: &BaseConsumer<SourceContext>,
+    p: &SourceParts,
+    topics: &mut TopicNames,
+    room: usize,
+    stop: bool,
+) -> Result<Vec<Work>, SourceError> {
+    let mut batch = Vec::with_capacity(room.min(64));
+    let mut wait = Duration::from_millis(100);
+    while batch.len() < room {
+        let msg = match consumer.poll(wait) {
+            None => break,
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                error!(error = %e, "fatal consumer error");
+                return Err(SourceError::Fatal(e));
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "consumer error");
+                break;
+            }
+            Some(Ok(m)) => m,
+        };
+        wait = Duration::ZERO;
+        if stop {
+            // Not tracked, so never committed: the next owner reads it again.
+            continue;
+        }
+        if let Some(work) = convert(p, topics, &msg)? {
+            batch.push(work);
+        }
+    }
+    Ok(batch)
+}
+
+/// Tracks the record's offset and decodes it; bad input is dead-lettered
+/// here and yields `None`, as does a record of a partition not assigned.
+fn convert(p: &SourceParts, topics: &mut TopicNames, msg: &BorrowedMessage<'_>) -> Result<Option<Work>, SourceError> {
+    let topic = topics.get(msg.topic());
+    let value = msg.payload().map(Bytes::copy_from_slice);
+    let size = value.as_ref().map_or(0, |v| v.len()) + msg.key().map_or(0, |k| k.len());
+    let tracked = p
+        .tracker
+        .lock()
+        .expect("tracker")
+        .track_consumed(&topic, msg.partition(), msg.offset(), size);
+    let Some(pos) = tracked else {
+        return Ok(None);
+    };
+    p.metrics.record_consumed();
+    let rec = InputRecord {
+        pos,
+        key: msg.key().map(Bytes::copy_from_slice),
+        value,
+        timestamp_ms: msg.timestamp().to_millis(),
+    };
+    match p.decoder.decode(rec.value.as_deref()) {
+        Ok(id) => Ok(Some(Work { rec, id })),
+        Err(e) => {
+            p.sink.dead_letter_blocking(&rec, e.reason(), &e.to_string())?;
+            Ok(None)
+        }
+    }
+}
