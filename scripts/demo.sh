@@ -83,6 +83,8 @@ linger = "1s"
 base_url = "http://127.0.0.1:$SIM_PORT"
 [server]
 listen = "127.0.0.1:$HTTP_PORT"
+[cache]
+dir = "$work/store"
 [log]
 format = "text"
 TOML

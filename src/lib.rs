@@ -14,9 +14,9 @@
 //! | `decode` | record value -> normalised identifier, or the dead-letter reason |
 //! | `offsets` | the offset tracker: in-flight offsets, contiguous commit watermarks, epochs, jobs in commit metadata |
 //! | `batch` | micro-batches: one identifier type per job, size and linger flushes |
-//! | `dispatch` | the single owner of pending identifiers: dedupe, cache, job slots (AIMD), fan-out, recovery |
-//! | `cache` | identifiers resolved within `cache.ttl` |
-//! | `jobs` | one job's life: submit, wait (poll or webhook), download and parse results, resubmit |
+//! | `dispatch` | the single owner of pending identifiers: dedupe, the store, job slots (AIMD), fan-out, adoption of jobs |
+//! | `store` | the result store: a compacted topic tailed by every pod into a local store on disk, a hot set in memory, the job journal |
+//! | `jobs` | one job's life: submit (write-ahead to the journal), wait (poll or webhook), download and parse results; reconciliation with the API's job list |
 //! | `api` | the HTTP client, the status parser, the download allowlist, errors and the retry policy |
 //! | `sink` | the producer of results and dead letters; acknowledgements finish offsets |
 //! | `health`, `wake` | readiness flags; webhook tokens that wake waiting jobs |
@@ -30,7 +30,6 @@
 
 mod api;
 mod batch;
-mod cache;
 pub mod config;
 mod decode;
 mod dispatch;
@@ -44,6 +43,7 @@ mod pipeline;
 mod server;
 mod sink;
 mod source;
+mod store;
 mod wake;
 
 pub use api::ApiError;
@@ -53,3 +53,4 @@ pub use logging::init as init_logging;
 pub use pipeline::{start, PipelineError, Running};
 pub use sink::SinkError;
 pub use source::SourceError;
+pub use store::StoreError;

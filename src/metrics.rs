@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    exponential_buckets, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -16,6 +16,16 @@ pub(crate) struct Metrics {
     api: ApiMetrics,
     kafka: KafkaMetrics,
     webhooks: WebhookMetrics,
+    store: StoreMetrics,
+}
+
+/// The result store.
+struct StoreMetrics {
+    applied: IntCounter,
+    restore_seconds: Gauge,
+    results: IntGauge,
+    write_errors: IntCounter,
+    hot_bytes: IntGauge,
 }
 
 /// Records through the pipeline.
@@ -41,6 +51,8 @@ struct JobMetrics {
     credits_spent: IntCounter,
     credits_saved: IntCounterVec,
     result_files_rejected: IntCounter,
+    adopted: IntCounterVec,
+    unknown_status: IntCounter,
 }
 
 /// API requests.
@@ -155,6 +167,17 @@ impl JobMetrics {
                 "result_files_rejected_total",
                 "Result files that were corrupt, truncated or too large.",
             ),
+            adopted: counter_vec(
+                r,
+                "jobs_adopted_total",
+                "Jobs this pod did not submit (or whose answer was lost) whose results it fetched, by how it learnt of them.",
+                &["source"],
+            ),
+            unknown_status: counter(
+                r,
+                "api_unknown_status_total",
+                "Status responses with a status word the API does not document.",
+            ),
         }
     }
 }
@@ -199,6 +222,32 @@ impl KafkaMetrics {
             commits: counter(r, "commits_total", "Successful offset commits."),
             commit_errors: counter(r, "commit_errors_total", "Failed offset commits."),
             rebalances: counter_vec(r, "rebalances_total", "Rebalance callbacks by kind.", &["kind"]),
+        }
+    }
+}
+
+impl StoreMetrics {
+    fn register(r: &Registry) -> Self {
+        let restore_seconds = Gauge::new(
+            "store_restore_seconds",
+            "Time the last start-up took to restore the store from its topic.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(restore_seconds.clone())).expect("unique metric");
+        Self {
+            applied: counter(
+                r,
+                "store_records_applied_total",
+                "Store-topic records applied to the local store.",
+            ),
+            restore_seconds,
+            results: gauge(r, "store_results", "Resolved identifiers in the local store."),
+            write_errors: counter(
+                r,
+                "store_write_errors_total",
+                "Store-topic writes Kafka did not acknowledge.",
+            ),
+            hot_bytes: gauge(r, "store_hot_bytes", "Bytes of results held in memory (the hot set)."),
         }
     }
 }
@@ -267,6 +316,7 @@ impl Metrics {
             api: ApiMetrics::register(&r),
             kafka: KafkaMetrics::register(&r),
             webhooks: WebhookMetrics::register(&r),
+            store: StoreMetrics::register(&r),
             registry: r,
         }
     }
@@ -356,7 +406,9 @@ impl Metrics {
         self.jobs.credits_spent.inc_by(n);
     }
     /// Lookups saved: `source` is `dedupe` (identifier already pending),
-    /// `cache` or `recovery` (a previous owner's job).
+    /// `cache` (the hot set), `store` (the local store: resolved by this pod
+    /// before a restart, or by another pod), `recovery` (an adopted job's
+    /// results).
     pub(crate) fn credits_saved(&self, source: &str, n: u64) {
         self.jobs.credits_saved.with_label_values(&[source]).inc_by(n);
     }
@@ -408,5 +460,33 @@ impl Metrics {
     /// A status check was woken by a callback.
     pub(crate) fn webhook_wakeup(&self) {
         self.webhooks.wakeups.inc();
+    }
+    /// A job was adopted; `source` is `journal`, `reconciliation` or `lost_submit`.
+    pub(crate) fn job_adopted(&self, source: &str) {
+        self.jobs.adopted.with_label_values(&[source]).inc();
+    }
+    /// A status word the API does not document.
+    pub(crate) fn unknown_status(&self) {
+        self.jobs.unknown_status.inc();
+    }
+    /// Store records applied to the local store.
+    pub(crate) fn store_applied(&self, n: usize) {
+        self.store.applied.inc_by(n as u64);
+    }
+    /// The store was restored in `secs`.
+    pub(crate) fn store_restored(&self, secs: f64) {
+        self.store.restore_seconds.set(secs);
+    }
+    /// Results in the local store.
+    pub(crate) fn set_store_results(&self, n: u64) {
+        self.store.results.set(n as i64);
+    }
+    /// Store writes not acknowledged.
+    pub(crate) fn store_write_failed_by(&self, n: usize) {
+        self.store.write_errors.inc_by(n as u64);
+    }
+    /// Bytes in the hot set.
+    pub(crate) fn set_store_hot_bytes(&self, n: u64) {
+        self.store.hot_bytes.set(n as i64);
     }
 }

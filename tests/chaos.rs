@@ -110,10 +110,9 @@ async fn group_churn_chaos_monkey_kills_and_restarts_members_loses_nothing() {
     let logs: Vec<_> = (0..MEMBERS)
         .map(|i| dir.path().join(format!("member-{i}.log")))
         .collect();
-    let mut members: Vec<Option<ConnectorProc>> = logs
-        .iter()
-        .map(|log| Some(common::connector_proc(&cfg, log, "warn", &[])))
-        .collect();
+    let dirs: Vec<String> = (0..MEMBERS).map(|i| common::member_dir(&topics, i)).collect();
+    let start = |i: usize| common::connector_proc(&cfg, &logs[i], "warn", &[("IDENTIFY_CACHE__DIR", &dirs[i])]);
+    let mut members: Vec<Option<ConnectorProc>> = (0..MEMBERS).map(|i| Some(start(i))).collect();
 
     // The monkey: every 1.5-3 s one member is SIGKILLed and started again,
     // until the work is done or it has struck 6 times.
@@ -138,7 +137,7 @@ async fn group_churn_chaos_monkey_kills_and_restarts_members_loses_nothing() {
         kills += 1;
         committed_at_kill = committed_sum(&topics);
         println!("churn: SIGKILL {kills} of member {victim}, committed={committed_at_kill}");
-        members[victim] = Some(common::connector_proc(&cfg, &logs[victim], "warn", &[]));
+        members[victim] = Some(start(victim));
         last_restart = Instant::now();
     }
     assert!(

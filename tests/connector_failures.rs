@@ -114,7 +114,9 @@ async fn second_instance_joins_then_leaves_nothing_lost() {
         kafka::end_offsets(&topics.output, 3).iter().sum::<i64>() > 0
     })
     .await;
-    let b = Connector::start(common::config(&topics, &sim.base_url())).await;
+    let mut second = common::config(&topics, &sim.base_url());
+    second.cache.dir = common::member_dir(&topics, 1);
+    let b = Connector::start(second).await;
     kafka::wait_for("second instance assigned", Duration::from_secs(30), || {
         common::metric(&b.metrics(), "identify_rebalances_total") > 0.0
     })

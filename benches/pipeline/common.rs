@@ -45,8 +45,11 @@ base_url = "{base_url}"
 requests_per_minute = 60000
 [server]
 listen = "127.0.0.1:{port}"
+[cache]
+dir = "{store}"
 {extra}
 "#,
+            store = std::env::temp_dir().join("identify-bench").join(&self.group).display(),
             brokers = kafka::bootstrap(),
             group = self.group,
             input = self.input,

@@ -15,7 +15,7 @@ use url::Url;
 
 use super::allowlist::DownloadPolicy;
 use super::error::{self, ApiError, ErrorClass};
-use super::status::{parse_status, JobStatus};
+use super::status::{parse_list, parse_status, JobPage, JobStatus};
 use super::API_VERSION;
 use crate::config::{ApiConfig, Secret};
 use crate::metrics::Metrics;
@@ -105,8 +105,25 @@ impl ApiClient {
         })
     }
 
+    /// `path` under the base URL, keeping the base's own path (a base URL
+    /// behind a proxy may carry a prefix).
     fn url(&self, path: &str) -> Url {
-        self.base.join(path).expect("a path joins a valid base URL")
+        api_url(&self.base, path)
+    }
+
+    /// Resolves relative result links against the base URL.
+    fn absolute_links(&self, status: &mut JobStatus) {
+        let resolve = |u: &mut String| {
+            if matches!(Url::parse(u), Err(url::ParseError::RelativeUrlWithoutBase)) {
+                if let Ok(abs) = self.base.join(u) {
+                    *u = abs.to_string();
+                }
+            }
+        };
+        status.download_urls.iter_mut().for_each(resolve);
+        if let Some(u) = status.download_url.as_mut() {
+            resolve(u);
+        }
     }
 
     async fn send(&self, endpoint: Endpoint, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
@@ -182,13 +199,30 @@ impl ApiClient {
         url.path_segments_mut().expect("http URL").pop_if_empty().push(batch_id);
         let resp = self.send(Endpoint::Status, self.http.get(url)).await?;
         let bytes = resp.bytes().await.map_err(ApiError::from_reqwest)?;
-        parse_status(&bytes)
+        let mut status = parse_status(&bytes)?;
+        self.absolute_links(&mut status);
+        Ok(status)
+    }
+
+    /// `GET /batch?limit=&cursor=`: one page of this key's jobs, newest first.
+    pub(crate) async fn list(&self, limit: u32, cursor: Option<&str>) -> Result<JobPage, ApiError> {
+        let mut url = self.url("/batch");
+        url.query_pairs_mut().append_pair("limit", &limit.to_string());
+        if let Some(c) = cursor {
+            url.query_pairs_mut().append_pair("cursor", c);
+        }
+        let resp = self.send(Endpoint::List, self.http.get(url)).await?;
+        let bytes = resp.bytes().await.map_err(ApiError::from_reqwest)?;
+        let mut page = parse_list(&bytes)?;
+        page.jobs.iter_mut().for_each(|j| self.absolute_links(j));
+        Ok(page)
     }
 
     /// Checks that the API accepts the key (`GET /batch?limit=1`): any answer
     /// but 401, 402 or 403 counts as accepted.
     pub(crate) async fn probe(&self) -> Result<(), ApiError> {
-        let url = self.url("/batch?limit=1");
+        let mut url = self.url("/batch");
+        url.set_query(Some("limit=1"));
         match self.send(Endpoint::List, self.http.get(url)).await {
             Ok(_) => Ok(()),
             Err(e) if e.class() == ErrorClass::Auth => Err(e),
@@ -253,9 +287,39 @@ impl ApiClient {
     }
 }
 
+/// `path` (starting with `/`) under `base`, whose own path is kept as a prefix.
+fn api_url(base: &Url, path: &str) -> Url {
+    let mut u = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    u.set_path(&format!("{prefix}{path}"));
+    u.set_query(None);
+    u
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_prefix_in_the_base_url_is_kept() {
+        let at = |base: &str, path: &str| api_url(&Url::parse(base).unwrap(), path).to_string();
+        assert_eq!(
+            at("https://api.crustdata.com", "/batch"),
+            "https://api.crustdata.com/batch"
+        );
+        assert_eq!(
+            at("https://api.crustdata.com/", "/batch/"),
+            "https://api.crustdata.com/batch/"
+        );
+        assert_eq!(
+            at("https://gw.example/crustdata", "/batch"),
+            "https://gw.example/crustdata/batch"
+        );
+        assert_eq!(
+            at("https://gw.example/crustdata/", "/batch/person/identify"),
+            "https://gw.example/crustdata/batch/person/identify"
+        );
+    }
 
     const KEY: &str = "unit-test-key-77";
 

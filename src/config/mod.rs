@@ -294,23 +294,53 @@ impl Default for WebhookConfig {
     }
 }
 
-/// `[cache]`
+/// `[cache]`: the result store (a compacted topic, tailed by every pod
+/// into a local store on disk, with a hot set in memory).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// How long a resolved identifier is answered from memory. `0s` disables
-    /// the cache. Default `24h`.
+    /// The compacted topic holding every resolved identifier and the job
+    /// journal. Default: `<kafka.group_id>.identify-cache`.
+    pub topic: String,
+    /// How long a resolved identifier is reused. `0s`: never (the journal
+    /// still prevents paying twice for an accepted job). Default `24h`.
     #[serde(deserialize_with = "duration::deserialize")]
     pub ttl: Duration,
-    /// Most identifiers kept. Default 50000 (about 30 MiB).
-    pub max_entries: u64,
+    /// Bytes of results kept in memory (the hot set). Default 32 MiB.
+    pub max_memory_bytes: u64,
+    /// Directory of the local store (one process at a time). Default
+    /// `identify-cache` (relative to the working directory).
+    pub dir: String,
+    /// Create the topic (compacted) when missing. Default true.
+    pub create_topic: bool,
+    /// Partitions of a topic the connector creates. Default 6.
+    pub partitions: i32,
+    /// Replication factor of a topic the connector creates; -1 is the
+    /// broker's default. Default -1.
+    pub replication_factor: i32,
+}
+
+impl CacheConfig {
+    /// The store topic's name.
+    pub fn topic_name(&self, kafka: &KafkaConfig) -> String {
+        if self.topic.is_empty() {
+            format!("{}.identify-cache", kafka.group_id)
+        } else {
+            self.topic.clone()
+        }
+    }
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
+            topic: String::new(),
             ttl: Duration::from_secs(24 * 3600),
-            max_entries: 50_000,
+            max_memory_bytes: 32 << 20,
+            dir: "identify-cache".into(),
+            create_topic: true,
+            partitions: 6,
+            replication_factor: -1,
         }
     }
 }

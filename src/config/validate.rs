@@ -32,7 +32,7 @@ impl Config {
         self.batch.validate(&mut p);
         self.api.validate(&mut p);
         self.webhook.validate(&mut p);
-        self.cache.validate(&mut p);
+        self.cache.validate(&self.kafka, &mut p);
         self.server.validate(&mut p);
         if p.0.is_empty() {
             Ok(())
@@ -169,8 +169,26 @@ impl WebhookConfig {
 }
 
 impl CacheConfig {
-    fn validate(&self, p: &mut Problems) {
-        p.need(self.max_entries >= 1, "cache.max_entries must be at least 1");
+    fn validate(&self, kafka: &KafkaConfig, p: &mut Problems) {
+        let topic = self.topic_name(kafka);
+        p.need(
+            valid_topic(&topic),
+            format!("cache.topic: {topic:?} is not a valid topic name (set cache.topic)"),
+        );
+        p.need(
+            !kafka.input_topics.contains(&topic) && topic != kafka.output_topic && topic != kafka.dead_letter_topic,
+            "cache.topic must differ from the input, output and dead-letter topics",
+        );
+        p.need(
+            self.max_memory_bytes >= 1 << 20,
+            "cache.max_memory_bytes must be at least 1048576 (1 MiB)",
+        );
+        p.need(!self.dir.trim().is_empty(), "cache.dir must not be empty");
+        p.need(self.partitions >= 1, "cache.partitions must be at least 1");
+        p.need(
+            self.replication_factor == -1 || self.replication_factor >= 1,
+            "cache.replication_factor must be -1 (the broker's default) or at least 1",
+        );
     }
 }
 

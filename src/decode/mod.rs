@@ -212,11 +212,24 @@ fn normalize_url(raw: &str) -> Result<String, DecodeError> {
     Ok(url.to_string())
 }
 
-/// Lookup key for matching a result line's `matched_on` to a submitted
-/// identifier: trimmed and lowercased (the API echoes what it was sent, and
-/// matching is case-insensitive).
-pub(crate) fn match_key(value: &str) -> String {
-    value.trim().to_lowercase()
+/// The key a result line is matched back with, the same for a submitted
+/// identifier and for the API's echo of it. Emails: trimmed and
+/// lowercased. Profile URLs: host and path only, lowercased, without
+/// `www.` and trailing slashes (the API may echo a URL normalised its own
+/// way: another scheme, case or trailing slash).
+pub(crate) fn match_key(kind: Option<IdentifierType>, value: &str) -> String {
+    let value = value.trim();
+    match kind.unwrap_or_else(|| detect(value)) {
+        IdentifierType::BusinessEmail => value.to_lowercase(),
+        IdentifierType::ProfileUrl => match url::Url::parse(value) {
+            Ok(u) => {
+                let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+                let host = host.strip_prefix("www.").unwrap_or(&host);
+                format!("{host}{}", u.path().trim_end_matches('/').to_lowercase())
+            }
+            Err(_) => value.to_lowercase(),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -194,3 +194,19 @@ fn unicode_quoted_and_nul_emails_are_invalid_identifiers() {
         "not_parseable"
     );
 }
+
+#[test]
+fn result_lines_match_back_whatever_form_the_api_echoes() {
+    use super::match_key;
+    use crate::model::IdentifierType::{BusinessEmail, ProfileUrl};
+    assert_eq!(match_key(Some(BusinessEmail), " Jane@Acme.COM "), "jane@acme.com");
+    let submitted = match_key(Some(ProfileUrl), "https://www.linkedin.com/in/JaneDoe");
+    for echo in [
+        "https://www.linkedin.com/in/JaneDoe",
+        "http://linkedin.com/in/janedoe/",
+        "https://LinkedIn.com/in/JaneDoe?trk=x#top",
+    ] {
+        assert_eq!(match_key(None, echo), submitted, "{echo}");
+    }
+    assert_ne!(match_key(None, "https://linkedin.com/in/jane"), submitted);
+}

@@ -1,15 +1,18 @@
 //! Dispatch: the single owner of every pending identifier. It answers from
-//! the result [`cache`](crate::cache), attaches repeats to the identifier
-//! already pending (in an open batch or a running job), hands batches to
-//! jobs while a job slot is free ([`table`]), fans each job's results out
-//! to every record that carried the identifier ([`outcome`]), and records
+//! the result store, attaches repeats to the identifier already pending (in
+//! an open batch or a running job) and identifiers an open job of any pod
+//! covers to that job (adopting it), hands batches to jobs while a job slot
+//! is free ([`table`]), fans each job's results out to every record that
+//! carried the identifier and into the store ([`outcome`]), and records
 //! which jobs cover which offsets so that commit metadata can name them.
-//! Jobs named in the metadata of newly assigned partitions are recovered
+//! At start-up the API's job list is reconciled with the journal first;
+//! jobs of unknown coverage (from that list, or named in the commit
+//! metadata of newly assigned partitions but not journaled) are adopted
 //! before any new job is submitted.
 //!
-//! It talks to the API only through a [`Runner`] and to Kafka only through
-//! a [`Publish`]er, so its decisions are unit-tested without either
-//! ([`tests`]).
+//! It talks to the API only through a [`Runner`], to Kafka only through a
+//! [`Publish`]er and a [`ResultStore`], so its decisions are unit-tested
+//! without either ([`tests`]).
 
 mod outcome;
 mod pending;
@@ -27,7 +30,6 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::batch::Batcher;
-use crate::cache::{Cached, ResultCache};
 use crate::config::Config;
 use crate::health::Health;
 use crate::jobs::{JobEvent, Runner};
@@ -36,6 +38,7 @@ use crate::model::{has_matches, IdentifierType, InputRecord};
 use crate::offsets::OffsetTracker;
 use crate::sink::{Fatal, Publish, Resolution, SinkError};
 use crate::source::{SourceEvent, Work};
+use crate::store::{Cached, Journaled, ResultStore};
 use pending::Pending;
 use table::JobTable;
 
@@ -60,11 +63,15 @@ pub(crate) enum Stopped {
 }
 
 /// What the dispatcher needs from the rest of the pipeline.
-pub(crate) struct Parts<P, R> {
+pub(crate) struct Parts<P, R, S> {
     /// Runs jobs.
     pub(crate) runner: R,
     /// Takes results and dead letters.
     pub(crate) sink: Arc<P>,
+    /// What was resolved, and the job journal.
+    pub(crate) store: Arc<S>,
+    /// Reconcile with the API's job list before the first submit.
+    pub(crate) reconcile: bool,
     /// The shared offset tracker.
     pub(crate) tracker: Arc<Mutex<OffsetTracker>>,
     /// Metrics.
@@ -76,22 +83,20 @@ pub(crate) struct Parts<P, R> {
 }
 
 /// Dispatcher state.
-pub(crate) struct Dispatcher<P, R> {
+pub(crate) struct Dispatcher<P, R, S> {
     batcher: Batcher,
     pending: Pending,
-    cache: ResultCache,
     jobs: JobTable,
     max_job_attempts: u32,
-    parts: Parts<P, R>,
+    parts: Parts<P, R, S>,
 }
 
-impl<P: Publish, R: Runner> Dispatcher<P, R> {
+impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     /// A dispatcher for `cfg`.
-    pub(crate) fn new(cfg: &Config, parts: Parts<P, R>) -> Self {
+    pub(crate) fn new(cfg: &Config, parts: Parts<P, R, S>) -> Self {
         Self {
             batcher: Batcher::new(cfg.batch.max_size, cfg.batch.linger),
             pending: Pending::default(),
-            cache: ResultCache::new(cfg.cache.ttl, cfg.cache.max_entries),
             jobs: JobTable::new(cfg.api.max_active_jobs),
             max_job_attempts: cfg.api.max_job_attempts,
             parts,
@@ -109,6 +114,11 @@ impl<P: Publish, R: Runner> Dispatcher<P, R> {
     ) -> Result<Stopped, DispatchError> {
         tokio::pin!(stop);
         let fatal = self.parts.fatal.clone();
+        if self.parts.reconcile {
+            let seq = self.jobs.next_seq();
+            let task = self.parts.runner.reconcile(seq);
+            self.jobs.hold(seq, task);
+        }
         let stopped = loop {
             self.dispatch();
             let deadline = self.batcher.next_deadline();
@@ -184,20 +194,38 @@ impl<P: Publish, R: Runner> Dispatcher<P, R> {
         }
     }
 
-    /// Starts recovering jobs named in commit metadata; no new job starts
-    /// until they are done, so their identifiers are not paid for twice.
+    /// Adopts jobs named in commit metadata (submitted by a previous owner
+    /// of the partitions): their results are fetched instead of paying for
+    /// the same identifiers again. A journaled job covers known identifiers;
+    /// one the journal does not know holds every new submit back until its
+    /// results are in.
     fn recover(&mut self, ids: Vec<String>) {
         for id in ids {
             let batch_id: Arc<str> = id.into();
-            if self.jobs.knows(&batch_id) {
-                continue;
+            match self.parts.store.job(&batch_id) {
+                Journaled::Done => continue,
+                Journaled::Open(open) => {
+                    self.adopt(batch_id, Some(open.spec), "journal");
+                }
+                Journaled::Unknown => {
+                    self.adopt(batch_id, None, "commit_metadata");
+                }
             }
-            info!(%batch_id, "recovering a job named in commit metadata");
-            let seq = self.jobs.next_seq();
-            let task = self.parts.runner.recover(seq, batch_id.clone());
-            self.jobs.recover(seq, batch_id, task);
-            self.parts.metrics.set_active_jobs(self.jobs.len());
         }
+    }
+
+    /// Starts adopting `batch_id` unless it runs here; returns its job number.
+    fn adopt(&mut self, batch_id: Arc<str>, spec: Option<crate::model::JobSpec>, source: &'static str) -> u64 {
+        if let Some(seq) = self.jobs.seq_of(&batch_id) {
+            return seq;
+        }
+        info!(%batch_id, source, known_identifiers = spec.as_ref().map_or(0, |s| s.ids.len()), "adopting a job");
+        let seq = self.jobs.next_seq();
+        let task = self.parts.runner.recover(seq, batch_id.clone(), spec.clone());
+        self.jobs.adopt(seq, batch_id, spec, task);
+        self.parts.metrics.job_adopted(source);
+        self.parts.metrics.set_active_jobs(self.jobs.len());
+        seq
     }
 
     fn event(&mut self, ev: JobEvent) {
@@ -222,24 +250,36 @@ impl<P: Publish, R: Runner> Dispatcher<P, R> {
     }
 
     /// Takes one decoded record: a repeat of a pending identifier waits
-    /// with it, a cached one is answered at once, a new one is batched.
+    /// with it, a stored one is answered at once, one an open job covers
+    /// waits for that job, a new one is batched.
     async fn accept(&mut self, w: Work) -> Result<(), DispatchError> {
         let (kind, key, rec) = (w.id.kind, w.id.value, w.rec);
         if let Some(job) = self.pending.job_of(&key) {
-            if let Some(bid) = job.and_then(|seq| self.jobs.batch_id(seq)) {
-                self.parts.tracker.lock().expect("tracker").add_job(&rec.pos, bid);
-            }
+            self.cover(&rec, job);
             self.pending.push(&key, rec);
             self.parts.metrics.credits_saved("dedupe", 1);
             return Ok(());
         }
-        if let Some(hit) = self.cache.get(&key) {
-            self.parts.metrics.credits_saved("cache", 1);
+        if let Some((hit, found)) = self.parts.store.get(kind, &key) {
+            self.parts.metrics.credits_saved(found.label(), 1);
             return self.publish_one(&rec, kind, &key, &hit).await;
         }
+        if let Some(open) = self.parts.store.covering(&key) {
+            let seq = self.adopt(open.batch_id, Some(open.spec), "journal");
+            self.cover(&rec, Some(seq));
+            self.pending.insert(kind, key, rec, Some(seq));
+            return Ok(());
+        }
         self.batcher.push(kind, key.clone(), Instant::now());
-        self.pending.insert(key, rec);
+        self.pending.insert(kind, key, rec, None);
         Ok(())
+    }
+
+    /// Notes in the tracker that job `job` (once accepted) covers `rec`.
+    fn cover(&self, rec: &InputRecord, job: Option<u64>) {
+        if let Some(bid) = job.and_then(|seq| self.jobs.batch_id(seq)) {
+            self.parts.tracker.lock().expect("tracker").add_job(&rec.pos, bid);
+        }
     }
 
     /// Publishes `c` as the result of `rec`, unless its partition was revoked.

@@ -1,7 +1,8 @@
 //! What the dispatcher does with a finished job: publish its results (one
-//! fan-out path, [`Dispatcher::resolve`], for jobs and recoveries alike),
-//! split a batch the API refused with 400, queue again the identifiers a
-//! result file missed, dead-letter what failed for good.
+//! fan-out path, [`Dispatcher::resolve`], for jobs and adoptions alike) and
+//! store them, split a batch the API refused with 400, queue again the
+//! identifiers a result file missed, dead-letter what failed for good,
+//! adopt what the start-up reconciliation found.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,13 +11,16 @@ use tracing::{error, info, warn};
 
 use super::table::Finished;
 use super::{DispatchError, Dispatcher};
-use crate::cache::Cached;
-use crate::decode::detect;
+use crate::decode::{detect, match_key, normalize};
 use crate::jobs::{JobOutcome, ResultRow, Runner};
 use crate::model::{IdentifierType, JobSpec, Matches};
 use crate::sink::Publish;
+use crate::store::{Cached, ResultStore};
 
-impl<P: Publish, R: Runner> Dispatcher<P, R> {
+/// Resolved identifiers on their way into the store.
+type Resolved = Vec<(IdentifierType, String, Arc<Cached>)>;
+
+impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     /// Acts on a finished job; its slot is free from now on.
     pub(super) async fn finished(&mut self, f: Finished) -> Result<(), DispatchError> {
         let result = match f.outcome {
@@ -27,6 +31,7 @@ impl<P: Publish, R: Runner> Dispatcher<P, R> {
                         self.batcher.push_ready_front(spec);
                     }
                 }
+                self.requeue_detached(f.seq);
                 Ok(())
             }
             Ok(JobOutcome::Done {
@@ -34,11 +39,12 @@ impl<P: Publish, R: Runner> Dispatcher<P, R> {
                 batch_id,
                 results,
                 missing,
+                adopted,
             }) => {
-                if !f.job.is_some_and(|j| j.rate_limited) {
+                if !adopted && !f.job.is_some_and(|j| j.rate_limited) {
                     self.jobs.succeeded();
                 }
-                self.publish(spec, batch_id, results, missing).await
+                self.publish(spec, batch_id, results, missing, adopted).await
             }
             Ok(JobOutcome::Rejected { spec, message }) => self.rejected(spec, &message).await,
             Ok(JobOutcome::Failed { spec, error }) => {
@@ -47,7 +53,16 @@ impl<P: Publish, R: Runner> Dispatcher<P, R> {
             }
             Ok(JobOutcome::Recovered { batch_id, rows }) => self.use_recovered(batch_id, rows).await,
             Ok(JobOutcome::RecoveryFailed { batch_id, error }) => {
-                info!(%batch_id, %error, "recovered job not usable; its identifiers go through new jobs");
+                info!(%batch_id, %error, "adopted job not usable; its identifiers go through new jobs");
+                self.parts.store.job_done(batch_id);
+                self.requeue_detached(f.seq);
+                Ok(())
+            }
+            Ok(JobOutcome::Reconciled(adoptions)) => {
+                for a in adoptions {
+                    let source = if a.spec.is_some() { "journal" } else { "reconciliation" };
+                    self.adopt(a.batch_id, a.spec, source);
+                }
                 Ok(())
             }
         };
@@ -55,20 +70,29 @@ impl<P: Publish, R: Runner> Dispatcher<P, R> {
         result
     }
 
-    /// Answers every record waiting for `key` with `cached` and caches it;
-    /// returns how many records were answered.
+    /// Identifiers that waited for job `seq`, which ended without answering
+    /// them, go into batches of their own.
+    fn requeue_detached(&mut self, seq: u64) {
+        for (kind, key) in self.pending.detach(seq) {
+            self.batcher.push(kind, key, tokio::time::Instant::now());
+        }
+    }
+
+    /// Answers every record waiting for `key` with `cached` and adds it to
+    /// `resolved`; returns how many records were answered.
     async fn resolve(
         &mut self,
         kind: IdentifierType,
         key: String,
         cached: Arc<Cached>,
+        resolved: &mut Resolved,
     ) -> Result<usize, DispatchError> {
         self.pending.resolved(&key);
         let recs = self.pending.take(&key);
         for rec in &recs {
             self.publish_one(rec, kind, &key, &cached).await?;
         }
-        self.cache.insert(key, cached);
+        resolved.push((kind, key, cached));
         Ok(recs.len())
     }
 
@@ -78,16 +102,26 @@ impl<P: Publish, R: Runner> Dispatcher<P, R> {
         batch_id: Arc<str>,
         results: HashMap<String, Matches>,
         missing: Vec<String>,
+        adopted: bool,
     ) -> Result<(), DispatchError> {
-        let resolved_at = now_rfc3339();
+        let (resolved_at, resolved_at_ms) = now();
+        let mut resolved = Vec::with_capacity(results.len());
+        let mut answered = 0;
         for (key, matches) in results {
             let cached = Arc::new(Cached {
                 matches,
                 batch_id: batch_id.clone(),
                 resolved_at: resolved_at.clone(),
+                resolved_at_ms,
             });
-            self.resolve(spec.kind, key, cached).await?;
+            answered += self.resolve(spec.kind, key, cached, &mut resolved).await?;
         }
+        self.parts.store.put(Some(batch_id.clone()), resolved);
+        if adopted {
+            self.parts.metrics.credits_saved("recovery", answered as u64);
+        }
+        // Of an adopted job, only the identifiers pending here are ours.
+        let missing: Vec<String> = missing.into_iter().filter(|id| self.pending.contains(id)).collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -112,23 +146,42 @@ impl<P: Publish, R: Runner> Dispatcher<P, R> {
         Ok(())
     }
 
-    /// Answers pending records from a recovered job's rows and caches them.
+    /// Answers pending records from the rows of an adopted job whose
+    /// identifiers were unknown, and stores every row. A row's identifier
+    /// is normalised as the decoder normalises input; one the API echoed in
+    /// another form is found by its [`match_key`].
     async fn use_recovered(&mut self, batch_id: Arc<str>, rows: Vec<ResultRow>) -> Result<(), DispatchError> {
-        let resolved_at = now_rfc3339();
-        let mut answered = 0u64;
+        let (resolved_at, resolved_at_ms) = now();
+        let mut loose: Option<HashMap<String, String>> = None;
+        let mut resolved = Vec::with_capacity(rows.len());
+        let mut answered = 0;
         for row in rows {
+            let kind = row.kind.unwrap_or_else(|| detect(row.matched_on.trim()));
+            let mut key = normalize(kind, row.matched_on.trim()).unwrap_or_else(|_| row.matched_on.trim().to_string());
+            if !self.pending.contains(&key) {
+                let index = loose.get_or_insert_with(|| {
+                    self.pending
+                        .keys()
+                        .map(|(k, id)| (match_key(Some(k), id), id.to_string()))
+                        .collect()
+                });
+                if let Some(pending) = index.get(&match_key(Some(kind), &key)) {
+                    key = pending.clone();
+                }
+            }
             let cached = Arc::new(Cached {
                 matches: row.matches,
                 batch_id: batch_id.clone(),
                 resolved_at: resolved_at.clone(),
+                resolved_at_ms,
             });
-            let kind = detect(&row.matched_on);
-            answered += self.resolve(kind, row.matched_on, cached).await? as u64;
+            answered += self.resolve(kind, key, cached, &mut resolved).await?;
         }
+        self.parts.store.put(Some(batch_id.clone()), resolved);
         let pending = &self.pending;
         self.batcher.retain(|_, id| pending.contains(id));
-        self.parts.metrics.credits_saved("recovery", answered);
-        info!(%batch_id, answered, "recovered job's results reused");
+        self.parts.metrics.credits_saved("recovery", answered as u64);
+        info!(%batch_id, answered, "adopted job's results reused");
         Ok(())
     }
 
@@ -166,8 +219,11 @@ impl<P: Publish, R: Runner> Dispatcher<P, R> {
     }
 }
 
-fn now_rfc3339() -> Arc<str> {
-    chrono::Utc::now()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        .into()
+/// Now, as RFC 3339 and in ms since the epoch.
+fn now() -> (Arc<str>, i64) {
+    let t = chrono::Utc::now();
+    (
+        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into(),
+        t.timestamp_millis(),
+    )
 }

@@ -10,11 +10,12 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 
-use crate::model::{InputRecord, JobSpec};
+use crate::model::{IdentifierType, InputRecord, JobSpec};
 use crate::offsets::OffsetTracker;
 
 /// Records waiting for one identifier, and the job resolving it (if any).
 struct Waiting {
+    kind: IdentifierType,
     recs: Vec<InputRecord>,
     job: Option<u64>,
 }
@@ -39,15 +40,35 @@ impl Pending {
         }
     }
 
-    /// Starts waiting for `key` (not yet pending) with its first record.
-    pub(super) fn insert(&mut self, key: String, rec: InputRecord) {
+    /// Starts waiting for `key` (not yet pending) with its first record,
+    /// resolved by job `job` when one already covers it.
+    pub(super) fn insert(&mut self, kind: IdentifierType, key: String, rec: InputRecord, job: Option<u64>) {
         self.waiters.insert(
             key,
             Waiting {
+                kind,
                 recs: vec![rec],
-                job: None,
+                job,
             },
         );
+    }
+
+    /// The identifiers waiting for job `seq`, detached from it (it ended
+    /// without answering them).
+    pub(super) fn detach(&mut self, seq: u64) -> Vec<(IdentifierType, String)> {
+        let mut out = Vec::new();
+        for (key, w) in self.waiters.iter_mut() {
+            if w.job == Some(seq) {
+                w.job = None;
+                out.push((w.kind, key.clone()));
+            }
+        }
+        out
+    }
+
+    /// Every pending identifier.
+    pub(super) fn keys(&self) -> impl Iterator<Item = (IdentifierType, &str)> {
+        self.waiters.iter().map(|(k, w)| (w.kind, k.as_str()))
     }
 
     /// Whether `key` is pending.

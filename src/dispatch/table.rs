@@ -1,6 +1,7 @@
 //! The running jobs and their slots: which job task is which job, what each
 //! covers and which API job it became, how many may run (AIMD, see
-//! [`SlotLimit`]), and the recoveries that hold new submits back.
+//! [`SlotLimit`]), and the adoptions of unknown coverage (and the start-up
+//! reconciliation) that hold new submits back.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -12,10 +13,12 @@ use super::slots::SlotLimit;
 use crate::jobs::JobOutcome;
 use crate::model::JobSpec;
 
-/// One running job (or recovery).
+/// One running job (or adoption, or reconciliation).
 pub(super) struct RunningJob {
-    /// What it covers; `None` for a recovery (covers what its file says).
+    /// What it covers, when known (a job, or an adoption of a journaled job).
     pub(super) spec: Option<JobSpec>,
+    /// It holds new submits back until it ends (its coverage is unknown).
+    pub(super) blocking: bool,
     /// The API's id, once accepted.
     pub(super) batch_id: Option<Arc<str>>,
     /// A submit of this job got 429.
@@ -24,6 +27,8 @@ pub(super) struct RunningJob {
 
 /// A job task that ended.
 pub(super) struct Finished {
+    /// Its job number.
+    pub(super) seq: u64,
     /// The job, if it was known.
     pub(super) job: Option<RunningJob>,
     /// Its outcome, or why the task did not return one.
@@ -79,28 +84,40 @@ impl JobTable {
 
     /// Starts job `seq` covering `spec`.
     pub(super) fn start(&mut self, seq: u64, spec: JobSpec, task: impl Future<Output = JobOutcome> + Send + 'static) {
-        self.spawn(seq, Some(spec), None, task);
+        self.spawn(seq, Some(spec), None, false, task);
     }
 
-    /// Starts recovery `seq` of `batch_id`, unless that job is already
-    /// known here (running or being recovered); returns whether it started.
-    pub(super) fn recover(
+    /// Starts adopting `batch_id` as `seq` (covering `spec` when known;
+    /// an adoption of unknown coverage holds new submits back), unless that
+    /// job is already running or adopted here; returns whether it started.
+    pub(super) fn adopt(
         &mut self,
         seq: u64,
         batch_id: Arc<str>,
+        spec: Option<JobSpec>,
         task: impl Future<Output = JobOutcome> + Send + 'static,
     ) -> bool {
-        if !self.known_batches.insert(batch_id.clone()) {
+        if self.known_batches.contains(&batch_id) {
             return false;
         }
-        self.recovering += 1;
-        self.spawn(seq, None, Some(batch_id), task);
+        self.known_batches.insert(batch_id.clone());
+        let blocking = spec.is_none();
+        self.spawn(seq, spec, Some(batch_id), blocking, task);
         true
     }
 
-    /// Whether `batch_id` is running or being recovered here.
-    pub(super) fn knows(&self, batch_id: &str) -> bool {
-        self.known_batches.contains(batch_id)
+    /// Starts `task`, which holds new submits back until it ends (the
+    /// start-up reconciliation).
+    pub(super) fn hold(&mut self, seq: u64, task: impl Future<Output = JobOutcome> + Send + 'static) {
+        self.spawn(seq, None, None, true, task);
+    }
+
+    /// The job number of `batch_id`, if it runs here.
+    pub(super) fn seq_of(&self, batch_id: &str) -> Option<u64> {
+        self.jobs
+            .iter()
+            .find(|(_, j)| j.batch_id.as_deref() == Some(batch_id))
+            .map(|(seq, _)| *seq)
     }
 
     fn spawn(
@@ -108,14 +125,19 @@ impl JobTable {
         seq: u64,
         spec: Option<JobSpec>,
         batch_id: Option<Arc<str>>,
+        blocking: bool,
         task: impl Future<Output = JobOutcome> + Send + 'static,
     ) {
         let handle = self.set.spawn(task);
         self.tasks.insert(handle.id(), seq);
+        if blocking {
+            self.recovering += 1;
+        }
         self.jobs.insert(
             seq,
             RunningJob {
                 spec,
+                blocking,
                 batch_id,
                 rate_limited: false,
             },
@@ -161,16 +183,17 @@ impl JobTable {
             Ok((task, outcome)) => (task, Ok(outcome)),
             Err(e) => (e.id(), Err(e)),
         };
-        let job = self.tasks.remove(&task).and_then(|seq| self.jobs.remove(&seq));
+        let seq = self.tasks.remove(&task).unwrap_or_default();
+        let job = self.jobs.remove(&seq);
         if let Some(j) = &job {
             if let Some(bid) = &j.batch_id {
                 self.known_batches.remove(bid);
             }
-            if j.spec.is_none() {
+            if j.blocking {
                 self.recovering -= 1;
             }
         }
-        Finished { job, outcome }
+        Finished { seq, job, outcome }
     }
 
     /// Aborts every job task (shutdown grace over).

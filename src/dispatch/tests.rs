@@ -17,12 +17,14 @@ use crate::model::{no_matches, Identifier, IdentifierType, InputRecord, JobSpec,
 use crate::offsets::OffsetTracker;
 use crate::sink::{Fatal, Publish, Resolution, SinkError};
 use crate::source::{SourceEvent, Work};
+use crate::store::{Cached, Found, Journaled, OpenJob, ResultStore};
 
 /// What a job asked of the fake runner.
 #[derive(Debug, PartialEq)]
 enum Asked {
     Run(Vec<String>),
-    Recover(String),
+    Recover(String, Option<Vec<String>>),
+    Reconcile,
 }
 
 /// One job started by the dispatcher, finished by the test.
@@ -55,8 +57,70 @@ impl Runner for FakeRunner {
         self.call(seq, Asked::Run(spec.ids))
     }
 
-    fn recover(&self, seq: u64, batch_id: Arc<str>) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
-        self.call(seq, Asked::Recover(batch_id.to_string()))
+    fn recover(
+        &self,
+        seq: u64,
+        batch_id: Arc<str>,
+        spec: Option<JobSpec>,
+    ) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
+        self.call(seq, Asked::Recover(batch_id.to_string(), spec.map(|s| s.ids)))
+    }
+
+    fn reconcile(&self, seq: u64) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
+        self.call(seq, Asked::Reconcile)
+    }
+}
+
+/// The store in memory: results, the jobs marked done, the open jobs.
+#[derive(Default)]
+struct MemoryStore {
+    results: Mutex<std::collections::HashMap<String, Arc<Cached>>>,
+    done: Mutex<Vec<String>>,
+    open: Mutex<Vec<OpenJob>>,
+}
+
+impl ResultStore for MemoryStore {
+    fn get(&self, _: IdentifierType, value: &str) -> Option<(Arc<Cached>, Found)> {
+        self.results
+            .lock()
+            .unwrap()
+            .get(value)
+            .map(|c| (c.clone(), Found::Disk))
+    }
+
+    fn put(&self, batch_id: Option<Arc<str>>, resolved: Vec<(IdentifierType, String, Arc<Cached>)>) {
+        let mut r = self.results.lock().unwrap();
+        for (_, k, c) in resolved {
+            r.insert(k, c);
+        }
+        if let Some(b) = batch_id {
+            self.job_done(b);
+        }
+    }
+
+    fn job_done(&self, batch_id: Arc<str>) {
+        self.open.lock().unwrap().retain(|o| o.batch_id != batch_id);
+        self.done.lock().unwrap().push(batch_id.to_string());
+    }
+
+    fn covering(&self, value: &str) -> Option<OpenJob> {
+        self.open
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|o| o.spec.ids.iter().any(|i| i == value))
+            .cloned()
+    }
+
+    fn job(&self, batch_id: &str) -> Journaled {
+        if let Some(o) = self.open.lock().unwrap().iter().find(|o| &*o.batch_id == batch_id) {
+            return Journaled::Open(o.clone());
+        }
+        if self.done.lock().unwrap().iter().any(|d| d == batch_id) {
+            Journaled::Done
+        } else {
+            Journaled::Unknown
+        }
     }
 }
 
@@ -109,6 +173,7 @@ struct Harness {
     events: mpsc::UnboundedSender<JobEvent>,
     calls: mpsc::UnboundedReceiver<Call>,
     sink: Arc<FakeSink>,
+    store: Arc<MemoryStore>,
     tracker: Arc<Mutex<OffsetTracker>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -122,6 +187,11 @@ const TP: (&str, i32) = ("in", 0);
 impl Harness {
     /// A dispatcher with `tune`d settings (default here: 2 s linger).
     fn start(tune: impl FnOnce(&mut Config)) -> Self {
+        Self::with(tune, Arc::default(), false)
+    }
+
+    /// A dispatcher over `store`, reconciling at start when asked.
+    fn with(tune: impl FnOnce(&mut Config), store: Arc<MemoryStore>, reconcile: bool) -> Self {
         let mut cfg = Config::default();
         cfg.batch.linger = Duration::from_secs(2);
         tune(&mut cfg);
@@ -139,6 +209,8 @@ impl Harness {
             Parts {
                 runner: FakeRunner { calls: calls_tx },
                 sink: sink.clone(),
+                store: store.clone(),
+                reconcile,
                 tracker: tracker.clone(),
                 metrics: metrics.clone(),
                 health: health.clone(),
@@ -162,6 +234,7 @@ impl Harness {
             events,
             calls,
             sink,
+            store,
             tracker,
             metrics,
             health,
@@ -275,6 +348,7 @@ fn done(call: Call, batch_id: &str, matched: &[&str], missing: &[&str]) {
         batch_id: Arc::from(batch_id),
         results,
         missing: missing.iter().map(|s| s.to_string()).collect(),
+        adopted: false,
     };
     call.reply.send(outcome).unwrap();
 }
@@ -348,27 +422,162 @@ async fn repeats_wait_for_the_pending_identifier_and_its_job_is_named_in_commit_
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_resolved_identifier_is_answered_from_the_cache() {
+async fn a_resolved_identifier_is_stored_and_answered_from_the_store() {
     let mut h = Harness::start(|_| {});
     h.send(&["a@x.co"]);
     let call = h.next_call().await;
     done(call, "job-1", &["a@x.co"], &[]);
     h.settle().await;
+    assert_eq!(
+        *h.store.done.lock().unwrap(),
+        ["job-1"],
+        "the job is marked done once stored"
+    );
     h.send(&["a@x.co"]);
     h.settle().await;
     h.assert_no_call().await;
     assert_eq!(h.sent().last(), Some(&output(1, "a@x.co", "job-1", true)));
-    assert_eq!(h.saved("cache"), 1.0);
+    assert_eq!(h.saved("store"), 1.0);
+}
+
+fn open_job(batch_id: &str, ids: &[&str]) -> OpenJob {
+    OpenJob {
+        batch_id: Arc::from(batch_id),
+        spec: spec(&ids.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+        at_ms: 0,
+    }
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_cache_can_be_disabled() {
-    let mut h = Harness::start(|c| c.cache.ttl = Duration::ZERO);
-    h.send(&["a@x.co"]);
-    done(h.next_call().await, "job-1", &[], &[]);
+async fn an_identifier_an_open_job_covers_waits_for_that_job_instead_of_being_paid_again() {
+    let store = Arc::new(MemoryStore::default());
+    store
+        .open
+        .lock()
+        .unwrap()
+        .push(open_job("other-pod", &["a@x.co", "b@x.co"]));
+    let mut h = Harness::with(|c| c.batch.max_size = 1, store, false);
+    h.send(&["a@x.co", "a@x.co", "new@x.co"]);
+    let adoption = h.next_call().await;
+    assert_eq!(
+        adoption.asked,
+        Asked::Recover("other-pod".into(), Some(vec!["a@x.co".into(), "b@x.co".into()]))
+    );
+    let fresh = h.next_call().await;
+    assert_eq!(
+        ids_of(&fresh),
+        ["new@x.co"],
+        "a journaled adoption holds nothing else back"
+    );
+    h.assert_no_call().await;
+    let results = [
+        ("a@x.co".to_string(), matches(true)),
+        ("b@x.co".to_string(), matches(false)),
+    ];
+    adoption
+        .reply
+        .send(JobOutcome::Done {
+            spec: spec(&["a@x.co".into(), "b@x.co".into()]),
+            batch_id: Arc::from("other-pod"),
+            results: results.into_iter().collect(),
+            missing: Vec::new(),
+            adopted: true,
+        })
+        .unwrap();
     h.settle().await;
+    assert_eq!(
+        h.sent(),
+        [
+            output(0, "a@x.co", "other-pod", true),
+            output(1, "a@x.co", "other-pod", true)
+        ]
+    );
+    assert_eq!(h.saved("recovery"), 2.0);
+    assert!(
+        h.store.results.lock().unwrap().contains_key("b@x.co"),
+        "all its results are stored"
+    );
+    h.assert_no_call().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_identifiers_of_an_adopted_job_that_failed_go_to_new_jobs() {
+    let store = Arc::new(MemoryStore::default());
+    store.open.lock().unwrap().push(open_job("lost", &["a@x.co"]));
+    let mut h = Harness::with(|_| {}, store, false);
     h.send(&["a@x.co"]);
+    let adoption = h.next_call().await;
+    adoption
+        .reply
+        .send(JobOutcome::RecoveryFailed {
+            batch_id: Arc::from("lost"),
+            error: JobError::TimedOut {
+                batch_id: Arc::from("lost"),
+            },
+        })
+        .unwrap();
     assert_eq!(ids_of(&h.next_call().await), ["a@x.co"]);
+    assert_eq!(*h.store.done.lock().unwrap(), ["lost"], "nobody adopts it again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconciliation_holds_submits_back_until_the_jobs_it_found_are_in() {
+    let mut h = Harness::with(|_| {}, Arc::default(), true);
+    let reconcile = h.next_call().await;
+    assert_eq!(reconcile.asked, Asked::Reconcile);
+    h.send(&["a@x.co", "b@x.co"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    h.assert_no_call().await;
+    reconcile
+        .reply
+        .send(JobOutcome::Reconciled(vec![crate::jobs::Adoption {
+            batch_id: Arc::from("forgotten"),
+            spec: None,
+        }]))
+        .unwrap();
+    let adoption = h.next_call().await;
+    assert_eq!(adoption.asked, Asked::Recover("forgotten".into(), None));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    h.assert_no_call().await;
+    adoption
+        .reply
+        .send(JobOutcome::Recovered {
+            batch_id: Arc::from("forgotten"),
+            rows: vec![ResultRow {
+                matched_on: "b@x.co".into(),
+                kind: Some(IdentifierType::BusinessEmail),
+                matches: matches(true),
+            }],
+        })
+        .unwrap();
+    assert_eq!(ids_of(&h.next_call().await), ["a@x.co"], "b was in the forgotten job");
+    assert_eq!(h.sent(), [output(1, "b@x.co", "forgotten", true)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_journaled_job_named_in_commit_metadata_is_adopted_with_its_identifiers() {
+    let store = Arc::new(MemoryStore::default());
+    store.open.lock().unwrap().push(open_job("prev-owner", &["a@x.co"]));
+    store.done.lock().unwrap().push("finished-long-ago".into());
+    let mut h = Harness::with(|_| {}, store, false);
+    h.records
+        .send(SourceEvent::Recover(vec![
+            "prev-owner".into(),
+            "finished-long-ago".into(),
+        ]))
+        .unwrap();
+    let adoption = h.next_call().await;
+    assert_eq!(
+        adoption.asked,
+        Asked::Recover("prev-owner".into(), Some(vec!["a@x.co".into()]))
+    );
+    h.assert_no_call().await;
+    h.send(&["z@x.co"]);
+    assert_eq!(
+        ids_of(&h.next_call().await),
+        ["z@x.co"],
+        "no hold: its coverage is known"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -502,7 +711,11 @@ async fn recovered_jobs_answer_their_identifiers_before_any_new_submit() {
         .send(SourceEvent::Recover(vec!["old-job".into(), "old-job".into()]))
         .unwrap();
     let recovery = h.next_call().await;
-    assert_eq!(recovery.asked, Asked::Recover("old-job".into()));
+    assert_eq!(
+        recovery.asked,
+        Asked::Recover("old-job".into(), None),
+        "not journaled: coverage unknown"
+    );
     h.assert_no_call().await;
     h.send(&["a@x.co", "new@x.co"]);
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -512,7 +725,8 @@ async fn recovered_jobs_answer_their_identifiers_before_any_new_submit() {
         .send(JobOutcome::Recovered {
             batch_id: Arc::from("old-job"),
             rows: vec![ResultRow {
-                matched_on: "a@x.co".into(),
+                matched_on: " A@X.co".into(),
+                kind: None,
                 matches: matches(true),
             }],
         })

@@ -11,10 +11,11 @@
 
 mod collect;
 mod poll;
+mod reconcile;
 mod results;
 mod wait;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,14 +24,20 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::api::{with_retries, ApiClient, ApiError, Backoff, Endpoint, RetryHooks, RetryPolicy};
+use crate::api::{with_retries, ApiClient, ApiError, Backoff, Endpoint, ErrorClass, RetryHooks, RetryPolicy};
 use crate::config::ApiConfig;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::model::{JobSpec, Matches};
+use crate::store::KafkaStore;
 use crate::wake::WakeRegistry;
-use poll::DurationEstimator;
+pub(crate) use poll::DurationEstimator;
+pub(crate) use reconcile::Adoption;
 pub(crate) use results::ResultRow;
+
+/// The pause between two rounds of retries of a request that must not be
+/// given up (a status or download of an accepted job).
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 /// Why a job attempt (or a recovery) did not produce results.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -85,6 +92,8 @@ pub(crate) enum JobOutcome {
         results: HashMap<String, Matches>,
         /// Submitted identifiers absent from the results.
         missing: Vec<String>,
+        /// The job was adopted (another pod's, or one a crash forgot).
+        adopted: bool,
     },
     /// The API refused the submit with 400.
     Rejected {
@@ -100,20 +109,22 @@ pub(crate) enum JobOutcome {
         /// The last failure.
         error: JobError,
     },
-    /// A job recovered from commit metadata finished: its result rows.
+    /// An adopted job whose identifiers were unknown finished: its rows.
     Recovered {
         /// The job.
         batch_id: Arc<str>,
         /// Every row of its result file (empty when it had no matches file).
         rows: Vec<ResultRow>,
     },
-    /// A recovered job could not be used (failed, forgotten, unreadable).
+    /// An adopted job could not be used (failed, forgotten, unreadable).
     RecoveryFailed {
         /// The job.
         batch_id: Arc<str>,
         /// Why.
         error: JobError,
     },
+    /// Start-up reconciliation: the jobs to adopt.
+    Reconciled(Vec<Adoption>),
 }
 
 /// What running jobs tell the dispatcher while they run.
@@ -138,8 +149,15 @@ pub(crate) trait Runner: Send + Sync + 'static {
     /// Runs job `seq` (submit, wait, results, resubmissions) to its outcome.
     fn run(&self, seq: u64, spec: JobSpec) -> impl Future<Output = JobOutcome> + Send + 'static;
     /// Fetches the results of `batch_id`, a job submitted before a crash or
-    /// rebalance.
-    fn recover(&self, seq: u64, batch_id: Arc<str>) -> impl Future<Output = JobOutcome> + Send + 'static;
+    /// rebalance, or by another pod; `spec` when its identifiers are known.
+    fn recover(
+        &self,
+        seq: u64,
+        batch_id: Arc<str>,
+        spec: Option<JobSpec>,
+    ) -> impl Future<Output = JobOutcome> + Send + 'static;
+    /// Compares the API's list of jobs with the journal: what to adopt.
+    fn reconcile(&self, seq: u64) -> impl Future<Output = JobOutcome> + Send + 'static;
 }
 
 /// Everything a job needs; shared by all jobs.
@@ -160,6 +178,10 @@ pub(crate) struct JobContext {
     pub(crate) wakers: Arc<WakeRegistry>,
     /// To the dispatcher.
     pub(crate) events: UnboundedSender<JobEvent>,
+    /// The result store and its job journal.
+    pub(crate) store: Arc<KafkaStore>,
+    /// Jobs a task of this process runs or adopts now.
+    pub(crate) claimed: Mutex<HashSet<Arc<str>>>,
 }
 
 impl Runner for Arc<JobContext> {
@@ -168,9 +190,34 @@ impl Runner for Arc<JobContext> {
         async move { ctx.run_job(seq, spec).await }
     }
 
-    fn recover(&self, seq: u64, batch_id: Arc<str>) -> impl Future<Output = JobOutcome> + Send + 'static {
+    fn recover(
+        &self,
+        seq: u64,
+        batch_id: Arc<str>,
+        spec: Option<JobSpec>,
+    ) -> impl Future<Output = JobOutcome> + Send + 'static {
         let ctx = self.clone();
-        async move { ctx.recover_job(seq, batch_id).await }
+        async move {
+            let _claim = ctx.claim(&batch_id);
+            ctx.recover_job(seq, batch_id, spec).await
+        }
+    }
+
+    fn reconcile(&self, seq: u64) -> impl Future<Output = JobOutcome> + Send + 'static {
+        let ctx = self.clone();
+        async move { JobOutcome::Reconciled(ctx.reconcile_jobs(seq).await) }
+    }
+}
+
+/// A job claimed by a task of this process, released when dropped.
+struct Claim<'a> {
+    claimed: &'a Mutex<HashSet<Arc<str>>>,
+    batch_id: Arc<str>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.claimed.lock().expect("claimed").remove(&self.batch_id);
     }
 }
 
@@ -238,6 +285,40 @@ impl JobContext {
         with_retries(&self.policy(), &Hooks { ctx: self, seq }, endpoint, op).await
     }
 
+    /// One request of job `seq` that must not be given up for a reason that
+    /// may pass (a status or download of an accepted job): after the retry
+    /// policy's attempts, pauses and tries again until `deadline`.
+    async fn persist<T, F, Fut>(
+        &self,
+        endpoint: Endpoint,
+        seq: u64,
+        deadline: Instant,
+        mut op: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        loop {
+            match self.call(endpoint, seq, &mut op).await {
+                Ok(v) => return Ok(v),
+                Err(e) if may_pass(&e) && Instant::now() + RETRY_PAUSE < deadline => {
+                    warn!(request = endpoint.as_str(), error = %e, "still failing; retrying on the same job");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn claim(&self, batch_id: &Arc<str>) -> Claim<'_> {
+        self.claimed.lock().expect("claimed").insert(batch_id.clone());
+        Claim {
+            claimed: &self.claimed,
+            batch_id: batch_id.clone(),
+        }
+    }
+
     /// Runs job `seq` to its outcome.
     async fn run_job(&self, seq: u64, spec: JobSpec) -> JobOutcome {
         let mut last = None;
@@ -253,6 +334,7 @@ impl JobContext {
                         batch_id,
                         results,
                         missing,
+                        adopted: false,
                     }
                 }
                 Attempt::Rejected(message) => return JobOutcome::Rejected { spec, message },
@@ -264,26 +346,40 @@ impl JobContext {
         JobOutcome::Failed { spec, error }
     }
 
-    /// Fetches the results of a job submitted before a crash or rebalance.
-    async fn recover_job(&self, seq: u64, batch_id: Arc<str>) -> JobOutcome {
-        let status = match self.wait(seq, &batch_id, Instant::now(), &Notify::new(), true).await {
+    /// Fetches the results of an adopted job: with its identifiers when
+    /// the journal knows them, else every row of its file.
+    async fn recover_job(&self, seq: u64, batch_id: Arc<str>, spec: Option<JobSpec>) -> JobOutcome {
+        let started = Instant::now();
+        let deadline = started + self.cfg.job_timeout;
+        let status = match self.wait(seq, &batch_id, started, &Notify::new(), false).await {
             Ok(s) => s,
             Err(error) => return JobOutcome::RecoveryFailed { batch_id, error },
         };
-        if status.result_count == Some(0) {
-            return JobOutcome::Recovered {
+        let failed = |batch_id: Arc<str>, source| JobOutcome::RecoveryFailed {
+            error: JobError::Results {
+                batch_id: batch_id.clone(),
+                source,
+            },
+            batch_id,
+        };
+        match spec {
+            Some(spec) => match self.collect(seq, &spec, &batch_id, status, deadline, false).await {
+                Ok((results, missing)) => JobOutcome::Done {
+                    spec,
+                    batch_id,
+                    results,
+                    missing,
+                    adopted: true,
+                },
+                Err(source) => failed(batch_id, source),
+            },
+            None if status.result_count == Some(0) => JobOutcome::Recovered {
                 batch_id,
                 rows: Vec::new(),
-            };
-        }
-        match self.fetch_all(seq, &batch_id, status).await {
-            Ok(rows) => JobOutcome::Recovered { batch_id, rows },
-            Err(source) => JobOutcome::RecoveryFailed {
-                error: JobError::Results {
-                    batch_id: batch_id.clone(),
-                    source,
-                },
-                batch_id,
+            },
+            None => match self.rows(seq, &batch_id, status, deadline).await {
+                Ok(rows) => JobOutcome::Recovered { batch_id, rows },
+                Err(source) => failed(batch_id, source),
             },
         }
     }
@@ -299,34 +395,73 @@ impl JobContext {
         result
     }
 
+    /// Submits `spec`; after an error that may have hidden an acceptance
+    /// (a timeout, a 5xx, a broken connection), the API's list is checked
+    /// for the job before the submit is tried again.
+    async fn submit(&self, seq: u64, spec: &JobSpec, hook_url: Option<&str>) -> Result<Arc<str>, ApiError> {
+        let policy = self.policy();
+        let hooks = Hooks { ctx: self, seq };
+        with_retries(&policy, &hooks, Endpoint::Submit, || async {
+            let sent_at = chrono::Utc::now();
+            match self.api.submit(spec.kind, &spec.ids, hook_url).await {
+                Ok(id) => Ok(Arc::from(id)),
+                Err(e) if maybe_accepted(&e) => match self.find_lost_submit(seq, spec, sent_at).await {
+                    Some(id) => {
+                        self.metrics.job_adopted("lost_submit");
+                        Ok(id)
+                    }
+                    None => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
     async fn submit_and_collect(&self, seq: u64, spec: &JobSpec, hook_url: Option<&str>, wake: &Notify) -> Attempt {
         let submitted = Instant::now();
-        let batch_id: Arc<str> = match self
-            .call(Endpoint::Submit, seq, || {
-                self.api.submit(spec.kind, &spec.ids, hook_url)
-            })
-            .await
-        {
-            Ok(id) => id.into(),
+        let batch_id = match self.submit(seq, spec, hook_url).await {
+            Ok(id) => id,
             Err(ApiError::BadRequest(m)) => return Attempt::Rejected(m),
             Err(e) => return Attempt::Retry(JobError::Submit(e)),
         };
+        let _claim = self.claim(&batch_id);
+        // Write-ahead: the journal has the job before anything can forget it.
+        if let Err(e) = self.store.journal_open(&batch_id, spec).await {
+            warn!(%batch_id, error = %e, "job not written to the journal; a crash now would be caught by reconciliation only");
+        }
         self.metrics.job_submitted();
         let _ = self.events.send(JobEvent::Submitted {
             seq,
             batch_id: batch_id.clone(),
         });
         debug!(%batch_id, size = spec.ids.len(), "job submitted");
-        let status = match self.wait(seq, &batch_id, submitted, wake, false).await {
+        let status = match self.wait(seq, &batch_id, submitted, wake, true).await {
             Ok(s) => s,
             Err(why) => return Attempt::Retry(why),
         };
         self.metrics.job_finished("completed", submitted.elapsed());
-        match self.collect(seq, spec, &batch_id, status).await {
+        let deadline = submitted + self.cfg.job_timeout;
+        match self.collect(seq, spec, &batch_id, status, deadline, true).await {
             Ok((results, missing)) => Attempt::Done(batch_id, results, missing),
-            // A link the allowlist refuses stays refused: do not pay again.
-            Err(source @ ApiError::RefusedUrl(_)) => Attempt::GiveUp(JobError::Results { batch_id, source }),
-            Err(source) => Attempt::Retry(JobError::Results { batch_id, source }),
+            // The job completed and billed: submitting it again would pay
+            // again for results that can be fetched. Links the allowlist
+            // refuses, files above the bound, and errors that outlasted the
+            // job's deadline end the job instead.
+            Err(source) => Attempt::GiveUp(JobError::Results { batch_id, source }),
         }
     }
+}
+
+/// An error after which another attempt of the same request may succeed.
+fn may_pass(e: &ApiError) -> bool {
+    e.class() == ErrorClass::Retryable || matches!(e, ApiError::Malformed(_))
+}
+
+/// A submit error after which the API may nevertheless have created the job.
+fn maybe_accepted(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::Timeout | ApiError::Transport(_) | ApiError::Server { .. } | ApiError::Malformed(_)
+    )
 }

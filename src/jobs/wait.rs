@@ -1,7 +1,10 @@
 //! Waiting for a job: status polls on the adaptive schedule of [`super::poll`]
 //! (or rarely, when a webhook callback will wake the job), until the API
-//! reports it completed or failed, or `api.job_timeout` passes. What is
-//! learnt is the job's real duration, for the schedule of later jobs.
+//! reports it completed or failed, or its deadline (`api.job_timeout` after
+//! the submit) passes. A status error that may pass is retried on the same
+//! job until then: an accepted job is never given up for a transient
+//! reason. What is learnt is the job's real duration, for the schedule of
+//! later jobs.
 
 use std::time::Instant;
 
@@ -11,15 +14,17 @@ use super::{poll, JobContext, JobError};
 use crate::api::{Endpoint, JobState, JobStatus};
 
 impl JobContext {
-    /// Polls until the job completes; `Err` for failed or timed out.
+    /// Polls until the job completes; `Err` for failed, timed out, or a
+    /// status the API refuses for good (404).
     pub(super) async fn wait(
         &self,
         seq: u64,
         batch_id: &str,
         submitted: Instant,
         wake: &Notify,
-        recovering: bool,
+        learn: bool,
     ) -> Result<JobStatus, JobError> {
+        let deadline = submitted + self.cfg.job_timeout;
         let mut index = 0u32;
         let mut last_running = None;
         loop {
@@ -32,7 +37,7 @@ impl JobContext {
             }
             let delay = match &self.webhook {
                 // With callbacks, poll rarely: the callback wakes us.
-                Some((_, fallback)) if !recovering => *fallback,
+                Some((_, fallback)) if learn => *fallback,
                 _ => {
                     let est = self.estimator.lock().expect("estimator").clone();
                     poll::next_delay(index, elapsed, &est, self.cfg.poll_initial, self.cfg.poll_max)
@@ -45,17 +50,27 @@ impl JobContext {
             }
             index += 1;
             let asked = submitted.elapsed();
-            let status = self
-                .call(Endpoint::Status, seq, || self.api.status(batch_id))
+            let status = match self
+                .persist(Endpoint::Status, seq, deadline, || self.api.status(batch_id))
                 .await
-                .map_err(|source| JobError::Status {
-                    batch_id: batch_id.into(),
-                    source,
-                })?;
+            {
+                Ok(s) => s,
+                // Retried until the deadline; the loop reports the timeout.
+                Err(e) if super::may_pass(&e) => continue,
+                Err(source) => {
+                    return Err(JobError::Status {
+                        batch_id: batch_id.into(),
+                        source,
+                    })
+                }
+            };
+            if status.unknown_word {
+                self.metrics.unknown_status();
+            }
             match status.state {
                 JobState::Running => last_running = Some(asked),
                 JobState::Completed => {
-                    if !recovering {
+                    if learn {
                         // Learn the job's real duration, not when we happened to
                         // look: the server's own timestamps, else the middle of
                         // the last "running" and first "completed" observation.

@@ -23,6 +23,7 @@ use crate::offsets::OffsetTracker;
 use crate::server::{self, ServerState};
 use crate::sink::{Fatal, KafkaSink, SinkError};
 use crate::source::{self, SourceControl, SourceError, SourceParts};
+use crate::store::{KafkaStore, StoreError};
 use crate::wake::WakeRegistry;
 
 /// Why the pipeline could not start or stopped with an error.
@@ -37,6 +38,9 @@ pub enum PipelineError {
     /// The consumer could not be built, or its thread failed.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The result store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The HTTP server could not bind.
     #[error("HTTP server on {listen}: {source}")]
     Server {
@@ -97,6 +101,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     let wakers = Arc::new(WakeRegistry::default());
 
     let api = Arc::new(ApiClient::new(&cfg.api, metrics.clone())?);
+    let store = KafkaStore::open(&cfg, metrics.clone()).await?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let webhook = (!cfg.webhook.public_url.is_empty()).then(|| {
         (
@@ -113,6 +118,8 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         webhook,
         wakers: wakers.clone(),
         events: events_tx,
+        store: store.clone(),
+        claimed: Mutex::default(),
     });
     let sink = Arc::new(KafkaSink::new(
         &cfg.kafka,
@@ -151,11 +158,14 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     })?;
 
     let probe = tokio::spawn(probe::probe_key(api, health.clone()));
+    let gauges = tokio::spawn(store_gauges(store.clone(), metrics.clone()));
     let dispatcher = Dispatcher::new(
         &cfg,
         dispatch::Parts {
             runner: ctx,
             sink: sink.clone(),
+            store: store.clone(),
+            reconcile: true,
             tracker,
             metrics: metrics.clone(),
             health: health.clone(),
@@ -169,6 +179,8 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         events: events_rx,
         grace: cfg.shutdown.timeout,
         probe,
+        gauges,
+        store,
         sink,
         control,
         source_thread,
@@ -186,4 +198,13 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         health,
         done,
     })
+}
+
+/// Updates the store's memory gauge now and then.
+async fn store_gauges(store: Arc<KafkaStore>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        metrics.set_store_hot_bytes(store.hot_bytes());
+    }
 }

@@ -1,8 +1,8 @@
 //! The running pipeline and its shutdown sequence: the dispatcher runs
 //! until shutdown is asked for (or a stage fails); then consuming stops,
 //! running jobs get `shutdown.timeout` to publish, the producer is flushed,
-//! the consumer commits what is safe and leaves the group, and the HTTP
-//! server stops last.
+//! the consumer commits what is safe and leaves the group, the store
+//! delivers its last writes, and the HTTP server stops last.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -21,14 +21,17 @@ use crate::health::Health;
 use crate::jobs::{JobContext, JobEvent};
 use crate::sink::{Fatal, KafkaSink};
 use crate::source::{SourceControl, SourceError, SourceEvent};
+use crate::store::KafkaStore;
 
 /// Every running stage, as the shutdown sequence needs them.
 pub(super) struct Stages {
-    pub(super) dispatcher: Dispatcher<KafkaSink, Arc<JobContext>>,
+    pub(super) dispatcher: Dispatcher<KafkaSink, Arc<JobContext>, KafkaStore>,
     pub(super) records: UnboundedReceiver<SourceEvent>,
     pub(super) events: UnboundedReceiver<JobEvent>,
     pub(super) grace: Duration,
     pub(super) probe: TaskHandle<()>,
+    pub(super) gauges: TaskHandle<()>,
+    pub(super) store: Arc<KafkaStore>,
     pub(super) sink: Arc<KafkaSink>,
     pub(super) control: Arc<SourceControl>,
     pub(super) source_thread: JoinHandle<Result<(), SourceError>>,
@@ -54,9 +57,12 @@ impl Stages {
         let outcome = self.dispatcher.run(self.records, self.events, stop, self.grace).await;
         self.control.stop_taking.store(true, Ordering::Relaxed);
         self.probe.abort();
+        self.gauges.abort();
         flush(&self.sink).await;
         self.control.close.store(true, Ordering::Relaxed);
         let source = join_source(self.source_thread).await;
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
         let result = verdict(outcome, source, &self.fatal);
         match &result {
             Ok(()) => info!("pipeline stopped cleanly"),

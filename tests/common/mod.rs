@@ -38,13 +38,28 @@ max_backoff = "2s"
 listen = "127.0.0.1:0"
 [shutdown]
 timeout = "20s"
+[cache]
+dir = "{cache_dir}"
 "#,
+        cache_dir = cache_dir(topics).display(),
         brokers = kafka::bootstrap(),
         group = topics.group,
         input = topics.input,
         output = topics.output,
         dlq = topics.dlq,
     )
+}
+
+/// The local store directory of the connectors of `topics` (one per test;
+/// the same across restarts of that test's connector).
+pub fn cache_dir(topics: &Topics) -> std::path::PathBuf {
+    std::env::temp_dir().join("identify-tests").join(&topics.group)
+}
+
+/// The local store directory of member `i` of a group of several
+/// connectors (each process needs its own).
+pub fn member_dir(topics: &Topics, i: usize) -> String {
+    cache_dir(topics).join(format!("member-{i}")).display().to_string()
 }
 
 /// A connector configuration for `topics` against the simulator at `base_url`.

@@ -45,6 +45,7 @@ pub(crate) async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap
     let cfg = shared.config();
     match submit_inner(&shared, &cfg, &headers, &body) {
         Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+        Err(ApiError::GatewayTimeout) => ApiError::GatewayTimeout.into_response(),
         Err(e) => {
             let status = e.status().as_u16();
             {
@@ -103,6 +104,14 @@ fn submit_inner(shared: &Arc<Shared>, cfg: &SimConfig, headers: &HeaderMap, body
         .submit(&key, new, cfg, Instant::now());
     webhook::dispatch(shared, finished);
     let job = result?;
+    {
+        let mut store = shared.store.lock().expect("store lock");
+        if store.chance(cfg.lost_response_rate) {
+            store.stats.submit_answers_lost += 1;
+            tracing::debug!(batch_id = %job.id, "accepted submit answered 504 (lost answer)");
+            return Err(ApiError::GatewayTimeout);
+        }
+    }
     tracing::debug!(batch_id = %job.id, identifiers = job.identifiers.len(), "job accepted");
     Ok(submit_json(&job))
 }

@@ -34,6 +34,13 @@ pub struct SimConfig {
     pub max_active_jobs: usize,
     /// Request-rate limit per key and endpoint per minute; 0 = off (default).
     pub requests_per_minute: u32,
+    /// Latency added to every answer (API and downloads), uniform in
+    /// `[request_latency_min, request_latency_max]`, after the request was
+    /// handled (a submit's job exists while its answer is on the wire).
+    /// Default 0.
+    pub request_latency_min: Duration,
+    /// See [`SimConfig::request_latency_min`].
+    pub request_latency_max: Duration,
     /// Credits each key may spend in total; `None` = unlimited (default).
     pub credit_balance: Option<u64>,
     /// Time a job stays `pending` before `processing`. Default 300 ms.
@@ -70,6 +77,10 @@ pub struct SimConfig {
     pub sweep_interval: Duration,
     /// Probability of an injected 500 on submit (no job is created). Default 0.
     pub error_rate_submit: f64,
+    /// Probability that an accepted submit's answer is lost: the job is
+    /// created (and billed when it completes), the client gets a 504.
+    /// Default 0.
+    pub lost_response_rate: f64,
     /// Probability of an injected 500 on poll. Default 0.
     pub error_rate_poll: f64,
     /// Probability of an injected 500 on download. Default 0.
@@ -101,6 +112,8 @@ impl Default for SimConfig {
             max_active_jobs: 5,
             requests_per_minute: 0,
             credit_balance: None,
+            request_latency_min: Duration::ZERO,
+            request_latency_max: Duration::ZERO,
             pending_time: Duration::from_millis(300),
             base_time: Duration::from_secs(2),
             per_identifier_time: Duration::from_millis(5),
@@ -118,6 +131,7 @@ impl Default for SimConfig {
             webhook_timeout: Duration::from_secs(5),
             sweep_interval: Duration::from_millis(25),
             error_rate_submit: 0.0,
+            lost_response_rate: 0.0,
             error_rate_poll: 0.0,
             error_rate_download: 0.0,
             error_rate_list: 0.0,
@@ -159,7 +173,10 @@ impl fmt::Debug for SimConfig {
             .field("webhook_drop_rate", &self.webhook_drop_rate)
             .field("webhook_timeout", &self.webhook_timeout)
             .field("sweep_interval", &self.sweep_interval)
+            .field("request_latency_min", &self.request_latency_min)
+            .field("request_latency_max", &self.request_latency_max)
             .field("error_rate_submit", &self.error_rate_submit)
+            .field("lost_response_rate", &self.lost_response_rate)
             .field("error_rate_poll", &self.error_rate_poll)
             .field("error_rate_download", &self.error_rate_download)
             .field("error_rate_list", &self.error_rate_list)
@@ -262,6 +279,12 @@ pub struct ConfigPatch {
     pub webhook_timeout: Option<JsonDuration>,
     /// See [`SimConfig::error_rate_submit`].
     pub error_rate_submit: Option<f64>,
+    /// See [`SimConfig::lost_response_rate`].
+    pub lost_response_rate: Option<f64>,
+    /// See [`SimConfig::request_latency_min`].
+    pub request_latency_min: Option<JsonDuration>,
+    /// See [`SimConfig::request_latency_max`].
+    pub request_latency_max: Option<JsonDuration>,
     /// See [`SimConfig::error_rate_poll`].
     pub error_rate_poll: Option<f64>,
     /// See [`SimConfig::error_rate_download`].
@@ -289,6 +312,7 @@ impl ConfigPatch {
             ("match_rate", self.match_rate),
             ("webhook_drop_rate", self.webhook_drop_rate),
             ("error_rate_submit", self.error_rate_submit),
+            ("lost_response_rate", self.lost_response_rate),
             ("error_rate_poll", self.error_rate_poll),
             ("error_rate_download", self.error_rate_download),
             ("error_rate_list", self.error_rate_list),
@@ -345,6 +369,7 @@ impl ConfigPatch {
             lines_per_part,
             webhook_drop_rate,
             error_rate_submit,
+            lost_response_rate,
             error_rate_poll,
             error_rate_download,
             error_rate_list,
@@ -364,7 +389,9 @@ impl ConfigPatch {
             job_retention,
             webhook_delay,
             webhook_timeout,
-            slow_download
+            slow_download,
+            request_latency_min,
+            request_latency_max
         );
     }
 }

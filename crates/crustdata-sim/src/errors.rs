@@ -44,6 +44,9 @@ pub enum ApiError {
     /// 500 `internal_error` (injected fault).
     #[error("internal server error")]
     Internal,
+    /// 504 from the gateway in front of the API (an injected lost answer).
+    #[error("gateway timeout")]
+    GatewayTimeout,
 }
 
 impl ApiError {
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -77,6 +81,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal => "internal_error",
+            ApiError::GatewayTimeout => "gateway_timeout",
         }
     }
 

@@ -142,6 +142,11 @@ impl Store {
         p > 0.0 && self.rng.random::<f64>() < p
     }
 
+    /// A duration drawn uniformly from `[lo, hi]`.
+    pub fn uniform(&mut self, lo: Duration, hi: Duration) -> Duration {
+        lo + (hi.saturating_sub(lo)).mul_f64(self.rng.random::<f64>())
+    }
+
     /// Uniform random integer in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.rng.random_range(0..n.max(1))

@@ -17,6 +17,22 @@ fn rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `5ms..50ms` (uniform in that range) or `20ms` (fixed).
+fn latency_range(s: &str) -> Result<(Duration, Duration), String> {
+    let parse = |x: &str| humantime::parse_duration(x.trim()).map_err(|e| format!("{x:?}: {e}"));
+    let (lo, hi) = match s.split_once("..") {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let d = parse(s)?;
+            (d, d)
+        }
+    };
+    if lo > hi {
+        return Err(format!("{s}: the minimum is above the maximum"));
+    }
+    Ok((lo, hi))
+}
+
 fn scale(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
     if v.is_finite() && v >= 0.0 {
@@ -115,6 +131,12 @@ struct Cli {
     /// Probability of an injected 500 on submit (no job created).
     #[arg(long, default_value_t = 0.0, value_parser = rate)]
     error_rate_submit: f64,
+    /// Latency added to every answer, e.g. `5ms..50ms` (uniform) or `20ms`.
+    #[arg(long, default_value = "0s", value_parser = latency_range)]
+    request_latency: (Duration, Duration),
+    /// Probability that an accepted submit's answer is lost (job created, 504 answered).
+    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    lost_response_rate: f64,
     /// Probability of an injected 500 on poll.
     #[arg(long, default_value_t = 0.0, value_parser = rate)]
     error_rate_poll: f64,
@@ -159,6 +181,8 @@ impl Cli {
             max_active_jobs: self.max_active_jobs,
             requests_per_minute: self.requests_per_minute,
             credit_balance: self.credit_balance,
+            request_latency_min: self.request_latency.0,
+            request_latency_max: self.request_latency.1,
             pending_time: self.pending_time,
             base_time: self.base_time,
             per_identifier_time: self.per_identifier_time,
@@ -176,6 +200,7 @@ impl Cli {
             webhook_timeout: self.webhook_timeout,
             sweep_interval: self.sweep_interval,
             error_rate_submit: self.error_rate_submit,
+            lost_response_rate: self.lost_response_rate,
             error_rate_poll: self.error_rate_poll,
             error_rate_download: self.error_rate_download,
             error_rate_list: self.error_rate_list,

@@ -101,6 +101,7 @@ impl Shared {
 
 /// The simulator's routes.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let latency = axum::middleware::from_fn_with_state(shared.clone(), answer_latency);
     Router::new()
         .route("/batch/person/identify", post(api::submit))
         .route("/batch", get(api::list))
@@ -111,7 +112,26 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/reset-stats", post(admin::reset_stats))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(latency)
         .with_state(shared)
+}
+
+/// Delays every answer by `request_latency_min..=request_latency_max`,
+/// after its request was handled (the `/_sim` endpoints excepted).
+async fn answer_latency(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let admin = req.uri().path().starts_with("/_sim/");
+    let resp = next.run(req).await;
+    let cfg = shared.config();
+    let (lo, hi) = (cfg.request_latency_min, cfg.request_latency_max);
+    if !admin && hi > std::time::Duration::ZERO {
+        let wait = shared.store.lock().expect("store lock").uniform(lo, hi);
+        tokio::time::sleep(wait).await;
+    }
+    resp
 }
 
 /// Completes due jobs every `sweep_interval` until `shutdown` fires.

@@ -7,13 +7,15 @@ use std::io::{BufRead, BufReader, Read};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::model::{no_matches, Matches};
+use crate::model::{no_matches, IdentifierType, Matches};
 
 /// One line of a result file.
 #[derive(Debug)]
 pub(crate) struct ResultRow {
     /// The identifier as submitted (the API echoes it).
     pub(crate) matched_on: String,
+    /// Its type, from `match_type` when the line names a known one.
+    pub(crate) kind: Option<IdentifierType>,
     /// The matches, verbatim.
     pub(crate) matches: Matches,
 }
@@ -33,8 +35,18 @@ pub(crate) enum ResultError {
 struct Line<'a> {
     #[serde(borrow)]
     matched_on: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    match_type: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     matches: Option<Box<RawValue>>,
+}
+
+fn kind_of(match_type: &str) -> Option<IdentifierType> {
+    match match_type.trim() {
+        "business_email" | "email" => Some(IdentifierType::BusinessEmail),
+        "professional_network_profile_url" | "profile_url" => Some(IdentifierType::ProfileUrl),
+        _ => None,
+    }
 }
 
 /// True if `data` starts with the gzip magic bytes.
@@ -44,18 +56,28 @@ pub(crate) fn is_gzip(data: &[u8]) -> bool {
 
 /// Decodes a result file (gzip or plain JSONL) into rows, reading at most
 /// `max_bytes` decompressed bytes.
+#[cfg(test)]
 pub(crate) fn parse(data: &[u8], max_bytes: u64) -> Result<Vec<ResultRow>, ResultError> {
-    if is_gzip(data) {
-        let dec = flate2::read::MultiGzDecoder::new(data);
-        parse_lines(dec, max_bytes)
-    } else {
-        parse_lines(data, max_bytes)
+    match parse_partial(data, max_bytes) {
+        (rows, None) => Ok(rows),
+        (_, Some(e)) => Err(e),
     }
 }
 
-fn parse_lines(input: impl Read, max_bytes: u64) -> Result<Vec<ResultRow>, ResultError> {
+/// Like [`parse`], but keeps every complete line read before the file
+/// turned out damaged: the rows, and what was wrong (if anything).
+pub(crate) fn parse_partial(data: &[u8], max_bytes: u64) -> (Vec<ResultRow>, Option<ResultError>) {
+    let mut rows = Vec::new();
+    let result = if is_gzip(data) {
+        parse_lines(flate2::read::MultiGzDecoder::new(data), max_bytes, &mut rows)
+    } else {
+        parse_lines(data, max_bytes, &mut rows)
+    };
+    (rows, result.err())
+}
+
+fn parse_lines(input: impl Read, max_bytes: u64, out: &mut Vec<ResultRow>) -> Result<(), ResultError> {
     let mut reader = BufReader::new(input.take(max_bytes + 1));
-    let mut out = Vec::new();
     let mut line = Vec::with_capacity(1024);
     let mut total: u64 = 0;
     let mut number = 0usize;
@@ -86,10 +108,11 @@ fn parse_lines(input: impl Read, max_bytes: u64) -> Result<Vec<ResultRow>, Resul
         };
         out.push(ResultRow {
             matched_on: parsed.matched_on.into_owned(),
+            kind: parsed.match_type.as_deref().and_then(kind_of),
             matches,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -105,7 +128,7 @@ mod tests {
     fn map(data: &[u8], max: u64) -> Result<HashMap<String, Matches>, ResultError> {
         parse(data, max).map(|rows| {
             rows.into_iter()
-                .map(|r| (crate::decode::match_key(&r.matched_on), r.matches))
+                .map(|r| (crate::decode::match_key(None, &r.matched_on), r.matches))
                 .collect()
         })
     }
@@ -184,5 +207,21 @@ mod tests {
         .unwrap();
         assert!(!has_matches(&m["a@b.co"]));
         assert!(!has_matches(&m["c@d.co"]));
+    }
+
+    #[test]
+    fn a_damaged_file_still_yields_its_complete_lines() {
+        let data = gz(LINES);
+        let (rows, err) = parse_partial(&data[..data.len() - 6], 1 << 20);
+        assert!(matches!(err, Some(ResultError::Corrupt(_))));
+        assert_eq!(rows.len(), 2, "both lines were complete before the cut");
+        let garbage = format!("{}{{not json\n", LINES);
+        let (rows, err) = parse_partial(garbage.as_bytes(), 1 << 20);
+        assert!(err.is_some());
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].kind, Some(IdentifierType::BusinessEmail));
+        let (rows, err) = parse_partial(LINES.as_bytes(), 1 << 20);
+        assert!(err.is_none());
+        assert_eq!(rows.len(), 2);
     }
 }

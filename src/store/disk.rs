@@ -1,0 +1,233 @@
+//! The local store: an embedded redb database under `cache.dir` holding
+//! every record of the store topic (results and jobs, verbatim) and, in the
+//! same transactions, the position up to which the topic has been applied
+//! (the checkpoint, as Kafka Streams keeps one). So a restarted pod reads
+//! only the topic's tail; an empty disk reads the whole topic.
+//!
+//! redb: pure Rust, one file, ACID with copy-on-write B-trees; point reads
+//! need no locks, and its page cache is bounded (`CACHE_BYTES`), so ten
+//! million entries cost disk, not RAM.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::StoreError;
+
+const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// Store-topic partition -> next offset to apply.
+const CHECKPOINT: TableDefinition<u32, u64> = TableDefinition::new("checkpoint");
+/// `topic` -> the store topic this database mirrors.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// redb's page cache.
+const CACHE_BYTES: usize = 16 << 20;
+
+/// One change read from the topic.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// A result record (`None`: a tombstone).
+    Result(String, Option<Vec<u8>>),
+    /// A job record (`None`: a tombstone).
+    Job(String, Option<Vec<u8>>),
+}
+
+/// The database.
+pub(crate) struct Disk {
+    db: Database,
+    path: PathBuf,
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Disk(e.to_string())
+}
+
+impl Disk {
+    /// Opens (or creates) `dir/store.redb` as the mirror of `topic`. A
+    /// database mirroring another topic is emptied first.
+    pub(crate) fn open(dir: &Path, topic: &str) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Disk(format!("cache.dir {}: {e}", dir.display())))?;
+        let path = dir.join("store.redb");
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::Disk(format!("{}: {e}", path.display())))?;
+        let disk = Self { db, path };
+        disk.init(topic)?;
+        Ok(disk)
+    }
+
+    fn init(&self, topic: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let mirrored = meta.get("topic").map_err(db_err)?.map(|v| v.value().to_string());
+            if mirrored.as_deref() != Some(topic) {
+                drop(meta);
+                txn.delete_table(RESULTS).map_err(db_err)?;
+                txn.delete_table(JOBS).map_err(db_err)?;
+                txn.delete_table(CHECKPOINT).map_err(db_err)?;
+                meta = txn.open_table(META).map_err(db_err)?;
+                meta.insert("topic", topic).map_err(db_err)?;
+            }
+            txn.open_table(RESULTS).map_err(db_err)?;
+            txn.open_table(JOBS).map_err(db_err)?;
+            txn.open_table(CHECKPOINT).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Where the database lives.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored value of result `key`.
+    pub(crate) fn result(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(RESULTS).map_err(db_err)?;
+        Ok(t.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every job record.
+    pub(crate) fn jobs(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(JOBS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Partition -> next offset to apply.
+    pub(crate) fn checkpoint(&self) -> Result<HashMap<i32, i64>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(CHECKPOINT).map_err(db_err)?;
+        let mut out = HashMap::new();
+        for entry in t.iter().map_err(db_err)? {
+            let (k, v) = entry.map_err(db_err)?;
+            out.insert(k.value() as i32, v.value() as i64);
+        }
+        Ok(out)
+    }
+
+    /// Applies `changes` and moves the checkpoint to `next` in one
+    /// transaction. `durable`: fsync now (otherwise at the next durable one;
+    /// a crash then replays those records from the topic).
+    pub(crate) fn apply(&self, changes: &[Change], next: &HashMap<i32, i64>, durable: bool) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        if !durable {
+            txn.set_durability(Durability::None);
+        }
+        {
+            let mut results = txn.open_table(RESULTS).map_err(db_err)?;
+            let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
+            for c in changes {
+                let (table, key, value) = match c {
+                    Change::Result(k, v) => (&mut results, k, v),
+                    Change::Job(k, v) => (&mut jobs, k, v),
+                };
+                match value {
+                    Some(v) => table.insert(key.as_str(), v.as_slice()).map_err(db_err)?,
+                    None => table.remove(key.as_str()).map_err(db_err)?,
+                };
+            }
+            let mut cp = txn.open_table(CHECKPOINT).map_err(db_err)?;
+            for (p, o) in next {
+                cp.insert(*p as u32, *o as u64).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)
+    }
+
+    /// Removes up to `limit` results and job records for which `expired`
+    /// holds (their value says when they were written); returns how many.
+    pub(crate) fn sweep(&self, limit: usize, expired: impl Fn(&[u8]) -> bool) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut removed = 0;
+        {
+            for def in [RESULTS, JOBS] {
+                let mut t = txn.open_table(def).map_err(db_err)?;
+                let keys: Vec<String> = {
+                    let mut keys = Vec::new();
+                    for entry in t.iter().map_err(db_err)? {
+                        let (k, v) = entry.map_err(db_err)?;
+                        if expired(v.value()) {
+                            keys.push(k.value().to_string());
+                            if removed + keys.len() >= limit {
+                                break;
+                            }
+                        }
+                    }
+                    keys
+                };
+                for k in &keys {
+                    t.remove(k.as_str()).map_err(db_err)?;
+                }
+                removed += keys.len();
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(removed)
+    }
+
+    /// Results stored.
+    pub(crate) fn result_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(RESULTS).map_err(db_err)?;
+        t.len().map_err(db_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_and_the_checkpoint_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let d = Disk::open(dir.path(), "t1").unwrap();
+            assert!(d.checkpoint().unwrap().is_empty());
+            let changes = vec![
+                Change::Result("r/business_email/a@x.co".into(), Some(b"A".to_vec())),
+                Change::Result("r/business_email/b@x.co".into(), Some(b"B".to_vec())),
+                Change::Job("j/1".into(), Some(b"J".to_vec())),
+            ];
+            d.apply(&changes, &HashMap::from([(0, 3)]), false).unwrap();
+            d.apply(
+                &[Change::Result("r/business_email/b@x.co".into(), None)],
+                &HashMap::from([(0, 4), (1, 1)]),
+                true,
+            )
+            .unwrap();
+        }
+        let d = Disk::open(dir.path(), "t1").unwrap();
+        assert_eq!(d.result("r/business_email/a@x.co").unwrap(), Some(b"A".to_vec()));
+        assert_eq!(d.result("r/business_email/b@x.co").unwrap(), None, "tombstone");
+        assert_eq!(d.jobs().unwrap(), vec![("j/1".to_string(), b"J".to_vec())]);
+        assert_eq!(d.checkpoint().unwrap(), HashMap::from([(0, 4), (1, 1)]));
+        assert_eq!(d.result_count().unwrap(), 1);
+        assert_eq!(d.sweep(10, |v| v == b"A").unwrap(), 1);
+        assert_eq!(d.result_count().unwrap(), 0);
+        drop(d);
+        let other = Disk::open(dir.path(), "another-topic").unwrap();
+        assert!(
+            other.checkpoint().unwrap().is_empty(),
+            "a mirror of another topic starts empty"
+        );
+        assert!(other.jobs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_database_is_opened_by_one_process_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Disk::open(dir.path(), "t").unwrap();
+        let second = Disk::open(dir.path(), "t");
+        assert!(matches!(second, Err(StoreError::Disk(_))));
+    }
+}

@@ -1,0 +1,232 @@
+//! The store topic's records, which the local store keeps verbatim:
+//!
+//! - `r/<identifier_type>/<normalised identifier>` -> a resolved identifier
+//!   (`matched`, `matches` verbatim, `batch_id`, `resolved_at`);
+//! - `j/<batch_id>` -> a job of this key: `open` (written right after the
+//!   API accepted it, with the identifiers it covers) or `done` (its
+//!   results are in the store).
+//!
+//! Values are JSON with a version field `v`; a record this version cannot
+//! read is skipped, never fatal.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::Cached;
+use crate::model::{has_matches, IdentifierType};
+
+/// The format version written.
+const VERSION: u8 = 1;
+
+/// What a record key names.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Key<'a> {
+    /// A resolved identifier.
+    Result(IdentifierType, &'a str),
+    /// A job.
+    Job(&'a str),
+}
+
+fn kind_tag(kind: IdentifierType) -> &'static str {
+    kind.as_str()
+}
+
+/// The key of a resolved identifier.
+pub(crate) fn result_key(kind: IdentifierType, value: &str) -> String {
+    format!("r/{}/{value}", kind_tag(kind))
+}
+
+/// The key of a job.
+pub(crate) fn job_key(batch_id: &str) -> String {
+    format!("j/{batch_id}")
+}
+
+/// Reads a record key; `None` for keys of another format.
+pub(crate) fn parse_key(key: &str) -> Option<Key<'_>> {
+    if let Some(rest) = key.strip_prefix("r/") {
+        let (tag, value) = rest.split_once('/')?;
+        let kind = IdentifierType::ALL.into_iter().find(|k| kind_tag(*k) == tag)?;
+        return (!value.is_empty()).then_some(Key::Result(kind, value));
+    }
+    let id = key.strip_prefix("j/")?;
+    (!id.is_empty()).then_some(Key::Job(id))
+}
+
+#[derive(Serialize, Deserialize)]
+struct ResultValue<'a> {
+    v: u8,
+    matched: bool,
+    #[serde(borrow)]
+    matches: &'a RawValue,
+    #[serde(borrow)]
+    batch_id: Cow<'a, str>,
+    #[serde(borrow)]
+    resolved_at: Cow<'a, str>,
+    resolved_at_ms: i64,
+}
+
+/// The value of a resolved identifier.
+pub(crate) fn encode_result(c: &Cached) -> Vec<u8> {
+    serde_json::to_vec(&ResultValue {
+        v: VERSION,
+        matched: has_matches(&c.matches),
+        matches: &c.matches,
+        batch_id: Cow::Borrowed(&c.batch_id),
+        resolved_at: Cow::Borrowed(&c.resolved_at),
+        resolved_at_ms: c.resolved_at_ms,
+    })
+    .expect("result serializes")
+}
+
+/// Reads the value of a resolved identifier.
+pub(crate) fn decode_result(value: &[u8]) -> Option<Cached> {
+    let r: ResultValue<'_> = serde_json::from_slice(value).ok()?;
+    if r.v != VERSION {
+        return None;
+    }
+    Some(Cached {
+        matches: r.matches.to_owned(),
+        batch_id: Arc::from(r.batch_id.as_ref()),
+        resolved_at: Arc::from(r.resolved_at.as_ref()),
+        resolved_at_ms: r.resolved_at_ms,
+    })
+}
+
+/// The journal's view of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub(crate) enum JobEntry {
+    /// Accepted by the API; its results are not in the store yet.
+    Open {
+        /// `business_email` or `profile_url`.
+        identifier_type: String,
+        /// The identifiers it covers.
+        ids: Vec<String>,
+        /// When it was accepted (ms since the epoch).
+        at_ms: i64,
+    },
+    /// Its results are in the store.
+    Done {
+        /// When (ms since the epoch).
+        at_ms: i64,
+    },
+}
+
+impl JobEntry {
+    /// When it was accepted or done.
+    pub(crate) fn at_ms(&self) -> i64 {
+        match self {
+            Self::Open { at_ms, .. } | Self::Done { at_ms } => *at_ms,
+        }
+    }
+
+    /// The identifier type of an open job.
+    pub(crate) fn kind(&self) -> Option<IdentifierType> {
+        match self {
+            Self::Open { identifier_type, .. } => IdentifierType::ALL
+                .into_iter()
+                .find(|k| kind_tag(*k) == identifier_type),
+            Self::Done { .. } => None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct JobValue {
+    v: u8,
+    #[serde(flatten)]
+    entry: JobEntry,
+}
+
+/// The value of a job record.
+pub(crate) fn encode_job(entry: &JobEntry) -> Vec<u8> {
+    serde_json::to_vec(&JobValue {
+        v: VERSION,
+        entry: entry.clone(),
+    })
+    .expect("job serializes")
+}
+
+/// Reads the value of a job record.
+pub(crate) fn decode_job(value: &[u8]) -> Option<JobEntry> {
+    let j: JobValue = serde_json::from_slice(value).ok()?;
+    (j.v == VERSION).then_some(j.entry)
+}
+
+/// Whether a stored value (a result or a job) was written more than `ttl`
+/// before `now_ms`; an unreadable one counts as expired.
+pub(crate) fn expired(value: &[u8], ttl: std::time::Duration, now_ms: i64) -> bool {
+    let at = decode_result(value)
+        .map(|c| c.resolved_at_ms)
+        .or_else(|| decode_job(value).map(|j| j.at_ms()));
+    at.is_none_or(|at| now_ms - at > ttl.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::no_matches;
+
+    #[test]
+    fn keys_round_trip_and_foreign_keys_are_ignored() {
+        let k = result_key(IdentifierType::BusinessEmail, "jane@acme.com");
+        assert_eq!(k, "r/business_email/jane@acme.com");
+        assert_eq!(
+            parse_key(&k),
+            Some(Key::Result(IdentifierType::BusinessEmail, "jane@acme.com"))
+        );
+        let u = result_key(IdentifierType::ProfileUrl, "https://x.com/in/a/b");
+        assert_eq!(
+            parse_key(&u),
+            Some(Key::Result(IdentifierType::ProfileUrl, "https://x.com/in/a/b"))
+        );
+        assert_eq!(parse_key(&job_key("b-1")), Some(Key::Job("b-1")));
+        for foreign in ["", "x", "r/", "r/phone/123", "r/business_email/", "j/"] {
+            assert_eq!(parse_key(foreign), None, "{foreign:?}");
+        }
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let matches = RawValue::from_string(r#"[{"confidence_score":0.9,"person_data":{"x":"é"}}]"#.into()).unwrap();
+        let c = Cached {
+            matches,
+            batch_id: Arc::from("b-1"),
+            resolved_at: Arc::from("2026-12-01T00:00:00.000Z"),
+            resolved_at_ms: 1_700_000_000_000,
+        };
+        let back = decode_result(&encode_result(&c)).unwrap();
+        assert_eq!(back.matches.get(), c.matches.get());
+        assert_eq!(back.batch_id, c.batch_id);
+        assert_eq!(back.resolved_at_ms, c.resolved_at_ms);
+        let unmatched = Cached {
+            matches: no_matches(),
+            ..back
+        };
+        let text = String::from_utf8(encode_result(&unmatched)).unwrap();
+        assert!(text.contains(r#""matched":false"#), "{text}");
+        let open = JobEntry::Open {
+            identifier_type: "business_email".into(),
+            ids: vec!["a@x.co".into()],
+            at_ms: 5,
+        };
+        assert_eq!(decode_job(&encode_job(&open)), Some(open.clone()));
+        assert_eq!(open.kind(), Some(IdentifierType::BusinessEmail));
+        let done = JobEntry::Done { at_ms: 9 };
+        assert_eq!(decode_job(&encode_job(&done)), Some(done.clone()));
+        assert!(decode_result(b"{\"v\":2}").is_none());
+        let day = std::time::Duration::from_secs(86_400);
+        let fresh = encode_result(&Cached {
+            resolved_at_ms: 1_000,
+            ..decode_result(&encode_result(&c)).unwrap()
+        });
+        assert!(!expired(&fresh, day, 1_000 + 1000));
+        assert!(expired(&fresh, day, 1_000 + 86_400_001));
+        assert!(!expired(&encode_job(&done), day, 9));
+        assert!(expired(b"garbage", day, 0));
+        assert!(decode_job(b"not json").is_none());
+    }
+}

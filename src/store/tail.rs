@@ -1,0 +1,237 @@
+//! The tail: a consumer thread that follows every partition of the store
+//! topic (no group: each pod reads everything), from the local checkpoint
+//! (or the beginning, on an empty disk), and applies each record to the
+//! local store and the job journal. Whatever any pod resolved is known to
+//! all within about a second. The store counts as restored once every
+//! partition has been read to the end it had at start-up.
+//!
+//! It also sweeps expired entries from the disk now and then.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::disk::{Change, Disk};
+use super::journal::Journal;
+use super::record::{self, Key};
+use super::StoreError;
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+
+/// Records applied per transaction at most.
+const BATCH: usize = 20_000;
+/// How long a batch may gather records once the first arrived.
+const GATHER: Duration = Duration::from_millis(50);
+/// A durable commit at least this often (others skip the fsync).
+const DURABLE_EVERY: Duration = Duration::from_secs(2);
+/// Expired entries are swept this often, this many at a time.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+const SWEEP_LIMIT: usize = 100_000;
+
+/// What the tail thread needs.
+pub(super) struct TailParts {
+    pub(super) topic: String,
+    pub(super) partitions: i32,
+    pub(super) disk: Arc<Disk>,
+    pub(super) journal: Arc<Mutex<Journal>>,
+    pub(super) metrics: Arc<Metrics>,
+    /// Entries older than this are swept.
+    pub(super) ttl: Duration,
+}
+
+/// The running tail.
+pub(super) struct Tail {
+    stop: Arc<AtomicBool>,
+    handle: Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
+}
+
+impl Tail {
+    /// Assigns every partition at its checkpoint and starts the thread;
+    /// `restored` turns true once the topic has been read to its end.
+    pub(super) fn start(
+        kafka: &KafkaConfig,
+        parts: TailParts,
+        restored: watch::Sender<bool>,
+    ) -> Result<Self, StoreError> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &kafka.brokers)
+            .set("group.id", "identify-connector-store-tail")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", "16384")
+            .set("client.id", "identify-connector-store");
+        for (k, v) in &kafka.client_properties(false) {
+            cc.set(k, v);
+        }
+        cc.set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true");
+        let consumer: BaseConsumer = cc.create().map_err(StoreError::Kafka)?;
+        let checkpoint = parts.disk.checkpoint()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..parts.partitions {
+            let offset = checkpoint.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            tpl.add_partition_offset(&parts.topic, p, offset)
+                .map_err(StoreError::Kafka)?;
+        }
+        consumer.assign(&tpl).map_err(StoreError::Kafka)?;
+        let from_disk = checkpoint.values().sum::<i64>();
+        info!(
+            topic = %parts.topic,
+            partitions = parts.partitions,
+            checkpoint_records = from_disk,
+            "restoring the store from its topic"
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("store-tail".into())
+            .spawn(move || run(consumer, parts, checkpoint, restored, &thread_stop))
+            .map_err(|e| StoreError::Disk(format!("cannot start the store thread: {e}")))?;
+        Ok(Self {
+            stop,
+            handle: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Stops the thread after a last durable commit.
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.lock().expect("tail").take() {
+            match h.join() {
+                Ok(Err(e)) => warn!(error = %e, "store tail stopped with an error"),
+                Err(_) => warn!("store tail panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+/// Per-partition progress of the restore.
+struct Restore {
+    started: Instant,
+    pending: Vec<bool>,
+    done: bool,
+}
+
+fn run(
+    consumer: BaseConsumer,
+    p: TailParts,
+    mut next: HashMap<i32, i64>,
+    restored: watch::Sender<bool>,
+    stop: &AtomicBool,
+) -> Result<(), StoreError> {
+    let mut restore = Restore {
+        started: Instant::now(),
+        pending: vec![true; p.partitions.max(0) as usize],
+        done: p.partitions == 0,
+    };
+    if restore.done {
+        let _ = restored.send(true);
+    }
+    let mut last_durable = Instant::now();
+    let mut last_sweep = Instant::now();
+    let mut last_report = Instant::now();
+    let mut applied = 0u64;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let (changes, eofs) = gather(&consumer, &p, &mut next)?;
+        applied += changes.len() as u64;
+        let durable = stopping || last_durable.elapsed() >= DURABLE_EVERY;
+        if !changes.is_empty() || durable {
+            p.disk.apply(&changes, &next, durable)?;
+            p.metrics.store_applied(changes.len());
+            if durable {
+                last_durable = Instant::now();
+            }
+        }
+        for partition in eofs {
+            if let Some(x) = restore.pending.get_mut(partition as usize) {
+                *x = false;
+            }
+        }
+        if !restore.done && restore.pending.iter().all(|x| !x) {
+            restore.done = true;
+            p.disk.apply(&[], &next, true)?;
+            let secs = restore.started.elapsed().as_secs_f64();
+            p.metrics.store_restored(secs);
+            info!(
+                records = applied,
+                seconds = format!("{secs:.2}"),
+                results = p.disk.result_count()?,
+                "store restored"
+            );
+            let _ = restored.send(true);
+        } else if !restore.done && last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            info!(records = applied, "restoring the store");
+        }
+        if stopping {
+            return Ok(());
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = Instant::now();
+            let now = chrono::Utc::now().timestamp_millis();
+            let removed = p.disk.sweep(SWEEP_LIMIT, |v| record::expired(v, p.ttl, now))?;
+            if removed > 0 {
+                info!(removed, "expired store entries removed");
+            }
+        }
+        p.metrics.set_store_results(p.disk.result_count()?);
+    }
+}
+
+/// Reads what is there (waiting up to 100 ms for the first record, then
+/// gathering for up to `GATHER`): the changes, and the partitions that
+/// reached their end.
+fn gather(
+    consumer: &BaseConsumer,
+    p: &TailParts,
+    next: &mut HashMap<i32, i64>,
+) -> Result<(Vec<Change>, Vec<i32>), StoreError> {
+    let mut changes = Vec::new();
+    let mut eofs = Vec::new();
+    let mut wait = Duration::from_millis(100);
+    let started = Instant::now();
+    while changes.len() < BATCH && (changes.is_empty() || started.elapsed() < GATHER) {
+        let msg = match consumer.poll(wait) {
+            None => break,
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                eofs.push(partition);
+                continue;
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, "store tail");
+                break;
+            }
+            Some(Ok(m)) => m,
+        };
+        wait = Duration::ZERO;
+        next.insert(msg.partition(), msg.offset() + 1);
+        let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            continue;
+        };
+        let value = msg.payload().map(<[u8]>::to_vec);
+        match record::parse_key(key) {
+            Some(Key::Result(..)) => changes.push(Change::Result(key.to_string(), value)),
+            Some(Key::Job(batch_id)) => {
+                let entry = value.as_deref().and_then(record::decode_job);
+                p.journal.lock().expect("journal").apply(batch_id, entry);
+                changes.push(Change::Job(key.to_string(), value));
+            }
+            None => {}
+        }
+    }
+    Ok((changes, eofs))
+}
