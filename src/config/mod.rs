@@ -80,6 +80,11 @@ pub struct KafkaConfig {
     /// uncommitted. Default `10s`.
     #[serde(deserialize_with = "duration::deserialize")]
     pub rebalance_drain_timeout: Duration,
+    /// Static group membership (`group.instance.id`): a stable name per
+    /// replica (the pod name of a StatefulSet), so that a restarted member
+    /// takes its partitions back at once instead of after the session
+    /// timeout. Empty (default): dynamic membership.
+    pub instance_id: String,
     /// SASL password for consumer and producer (`sasl.password`); best set
     /// through `IDENTIFY_KAFKA__SASL_PASSWORD`.
     pub sasl_password: Secret,
@@ -125,6 +130,7 @@ impl Default for KafkaConfig {
             max_in_flight_bytes: 64 << 20,
             commit_interval: Duration::from_secs(1),
             rebalance_drain_timeout: Duration::from_secs(10),
+            instance_id: String::new(),
             sasl_password: Secret::default(),
             ssl_key_password: Secret::default(),
             consumer: Properties::default(),

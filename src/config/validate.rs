@@ -78,10 +78,18 @@ impl KafkaConfig {
             !self.commit_interval.is_zero(),
             "kafka.commit_interval must be greater than 0",
         );
+        p.need(
+            self.instance_id.len() <= 249 && !self.instance_id.chars().any(char::is_whitespace),
+            format!(
+                "kafka.instance_id: {:?} must be at most 249 characters without spaces",
+                self.instance_id
+            ),
+        );
         for key in [
             "enable.auto.commit",
             "enable.auto.offset.store",
             "group.id",
+            "group.instance.id",
             "bootstrap.servers",
         ] {
             p.need(

@@ -124,6 +124,9 @@ fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     cc.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
+    if !cfg.instance_id.is_empty() {
+        cc.set("group.instance.id", &cfg.instance_id);
+    }
     cc
 }
 
