@@ -8,6 +8,7 @@
 #
 # The default config (deploy/config.toml, the Helm chart's defaults) sits at
 # /etc/identify-connector/config.toml; the chart mounts its ConfigMap there.
+# The local result store lives under /var/lib/identify-connector.
 
 FROM rust:1-bookworm AS builder
 # rdkafka builds its vendored librdkafka (cmake, make, a C toolchain) against
@@ -28,10 +29,13 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 identify \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
-      --home-dir /nonexistent --shell /usr/sbin/nologin identify
+      --home-dir /nonexistent --shell /usr/sbin/nologin identify \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/identify-connector
 COPY --from=builder /out/identify-connector /usr/local/bin/identify-connector
 COPY deploy/config.toml /etc/identify-connector/config.toml
 ENV RUST_LOG=info
+# The local result store (cache.dir); mount a volume here to keep it.
+VOLUME /var/lib/identify-connector
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["identify-connector"]

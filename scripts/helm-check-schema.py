@@ -33,6 +33,7 @@ import yaml
 DEPLOYMENT_CHOICES = {
     "kafka.brokers": "a Service name; the built-in 127.0.0.1:9092 is useless in a pod",
     "log.format": "json lines for log collectors",
+    "cache.dir": "the chart's store volume",
 }
 # librdkafka pass-through maps: free-form, not part of the key comparison.
 FREE_MAPS = {"kafka.consumer", "kafka.producer"}

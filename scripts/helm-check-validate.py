@@ -6,15 +6,17 @@ python). For the rendered manifests it checks:
 
 * every manifest against the Kubernetes OpenAPI schemas of a fixed Kubernetes
   version with kubernetes-validate (strict: unknown fields are errors); a kind
-  without a schema is an error, except the ServiceMonitor CRD, which gets its
-  own structural check here;
+  without a schema is an error, except the ServiceMonitor and KEDA
+  ScaledObject CRDs, which get their own structural checks here;
 * the rendered config.toml parses, equals the `config` values the chart was
   given (chart defaults deep-merged with the values files, Helm style: null
   removes a key) or the raw configToml, and matches the config part of
   values.schema.json;
 * the wiring between the objects (selectors, ports, probes, the config mount,
-  the API key Secret, the security context, the grace period) and that the
-  values that should reach the pod spec did.
+  the store volume and its source, the API key Secret, the static membership
+  environment, the security context, the grace period, the workload kind and
+  its headless Service, the autoscaler's target) and that the values that
+  should reach the pod spec did.
 
 Exit status 0 when every check passes, 1 otherwise.
 """
@@ -23,6 +25,7 @@ import argparse
 import copy
 import json
 import os
+import posixpath
 import re
 import sys
 import tomllib
@@ -34,7 +37,24 @@ import yaml
 
 CONFIG_DIR = "/etc/identify-connector"
 CONFIG_FILE = CONFIG_DIR + "/config.toml"
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+STORE_DIR = "/var/lib/identify-connector"
+# The image sets no WORKDIR: a relative cache.dir is relative to /.
+WORKING_DIR = "/"
+INSTANCE_ID_ENV = "IDENTIFY_KAFKA__INSTANCE_ID"
+HEADLESS_LABEL = "identify-connector/headless"
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("keda.sh/v1alpha1", "ScaledObject")}
+SCALEDOBJECT_SPEC_KEYS = {
+    "scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod", "idleReplicaCount",
+    "minReplicaCount", "maxReplicaCount", "fallback", "advanced", "triggers",
+}
+SCALEDOBJECT_TRIGGER_KEYS = {"type", "name", "metadata", "authenticationRef", "metricType", "useCachedMetrics"}
+# Metadata of KEDA's kafka scaler (keda.sh/docs/scalers/apache-kafka).
+KEDA_KAFKA_METADATA_KEYS = {
+    "bootstrapServers", "consumerGroup", "topic", "partitionLimitation", "lagThreshold",
+    "activationLagThreshold", "offsetResetPolicy", "allowIdleConsumers", "excludePersistentLag",
+    "scaleToZeroOnInvalidOffset", "limitToPartitionsWithLag", "ensureEvenDistributionOfPartitions",
+    "version", "sasl", "tls", "unsafeSsl",
+}
 SERVICEMONITOR_ENDPOINT_KEYS = {
     "port", "path", "scheme", "interval", "scrapeTimeout", "relabelings",
     "metricRelabelings", "honorLabels", "tlsConfig", "bearerTokenSecret",
@@ -115,6 +135,17 @@ def subset(small, big):
     return all(big.get(k) == v for k, v in (small or {}).items())
 
 
+def selects(selector, labels):
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions) matches labels."""
+    selector = selector or {}
+    for expr in selector.get("matchExpressions") or []:
+        key, op, vals = expr["key"], expr["operator"], expr.get("values") or []
+        if ((op == "In" and labels.get(key) not in vals) or (op == "NotIn" and labels.get(key) in vals)
+                or (op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels)):
+            return False
+    return subset(selector.get("matchLabels"), labels)
+
+
 def main():  # noqa: C901 (one linear list of checks)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chart", required=True)
@@ -168,7 +199,27 @@ def main():  # noqa: C901 (one linear list of checks)
         c.check(len(items) == 1, "expected exactly one %s, found %d" % (kind, len(items)))
         return items[0] if items else None
 
-    deploy, service, cm = one("Deployment"), one("Service"), one("ConfigMap")
+    # --- effective values (what the templates derive from them) -----------
+    kind = (values.get("workload") or {}).get("kind", "Deployment")
+    stateful = kind == "StatefulSet"
+    static_value = values.get("staticMembership", "auto")
+    static = static_value if isinstance(static_value, bool) else stateful
+    auto = values.get("autoscaling") or {}
+    autoscaler = ("keda" if (auto.get("keda") or {}).get("enabled")
+                  else "hpa" if (auto.get("hpa") or {}).get("enabled") else None)
+    max_replicas = auto.get("maxReplicas") if auto.get("maxReplicas") is not None else auto.get("partitions")
+    store_values = values.get("store") or {}
+    persistence = store_values.get("persistence") or {}
+    persistent = bool(persistence.get("enabled"))
+
+    other_kind = "Deployment" if stateful else "StatefulSet"
+    c.check(not by_kind.get(other_kind), "a %s is rendered although workload.kind is %s" % (other_kind, kind))
+    services = by_kind.get("Service", [])
+    headless = [s for s in services if s["spec"].get("clusterIP") == "None"]
+    main_services = [s for s in services if s not in headless]
+    c.check(len(main_services) == 1, "expected exactly one (not headless) Service, found %d" % len(main_services))
+    deploy, cm = one(kind), one("ConfigMap")
+    service = main_services[0] if main_services else None
     if not (deploy and service and cm):
         return report(c, len(docs))
 
@@ -204,13 +255,46 @@ def main():  # noqa: C901 (one linear list of checks)
                 f.write(toml_text)
     config = config or {}
 
-    # --- Deployment --------------------------------------------------------
+    # --- Deployment or StatefulSet ------------------------------------------
     pod = deploy["spec"]["template"]
     spec = pod["spec"]
     pod_labels = pod["metadata"].get("labels") or {}
-    c.check(deploy["spec"]["replicas"] == values["replicaCount"], "Deployment replicas != replicaCount")
-    c.check(subset(deploy["spec"]["selector"]["matchLabels"], pod_labels),
-            "Deployment selector does not match its pod labels")
+    wspec = deploy["spec"]
+    if autoscaler:
+        c.check("replicas" not in wspec, "%s sets replicas although autoscaling.%s owns them" % (kind, autoscaler))
+    else:
+        c.check(wspec.get("replicas") == values["replicaCount"], "%s replicas != replicaCount" % kind)
+    c.check(wspec.get("revisionHistoryLimit") == values["revisionHistoryLimit"],
+            "revisionHistoryLimit differs from the values")
+    c.check(subset(wspec["selector"]["matchLabels"], pod_labels),
+            "%s selector does not match its pod labels" % kind)
+    if stateful:
+        c.check("strategy" not in wspec, "StatefulSet has the Deployment-only field strategy")
+        c.check(wspec.get("podManagementPolicy") == "Parallel", "StatefulSet podManagementPolicy is not Parallel")
+        c.check((wspec.get("updateStrategy") or {}).get("type") == "RollingUpdate",
+                "StatefulSet updateStrategy is not RollingUpdate")
+        c.check(len(headless) == 1, "StatefulSet without exactly one headless Service (found %d)" % len(headless))
+        for hs in headless:
+            c.check(wspec.get("serviceName") == hs["metadata"]["name"],
+                    "StatefulSet serviceName %r is not the headless Service %r"
+                    % (wspec.get("serviceName"), hs["metadata"]["name"]))
+            c.check(hs["metadata"]["name"].endswith("-headless") and len(hs["metadata"]["name"]) <= 63,
+                    "headless Service name is not <fullname>-headless (a DNS label)")
+            c.check(subset(hs["spec"].get("selector"), pod_labels) and hs["spec"].get("selector"),
+                    "headless Service selector does not match the pods")
+            hports = {p["name"]: p for p in hs["spec"].get("ports") or []}
+            c.check("http" in hports and hports["http"]["targetPort"] == "http",
+                    "headless Service has no http port targeting http")
+            c.check((hs["metadata"].get("labels") or {}).get(HEADLESS_LABEL) == "true",
+                    "headless Service lacks the %s label the ServiceMonitor excludes" % HEADLESS_LABEL)
+    else:
+        c.check(not headless, "a headless Service is rendered for a Deployment")
+        c.check("serviceName" not in wspec and "updateStrategy" not in wspec
+                and "volumeClaimTemplates" not in wspec, "Deployment has StatefulSet-only fields")
+        want_strategy = {"type": "Recreate"} if persistent else (values.get("strategy") or None)
+        c.check(wspec.get("strategy") == want_strategy, "Deployment strategy is %s, expected %s%s"
+                % (wspec.get("strategy"), want_strategy,
+                   " (the store's one claim is opened by one process at a time)" if persistent else ""))
     c.check(subset(values.get("podLabels"), pod_labels), "podLabels missing from the pod")
     annotations = pod["metadata"].get("annotations") or {}
     c.check(re.fullmatch(r"[0-9a-f]{64}", str(annotations.get("checksum/config", ""))),
@@ -239,9 +323,12 @@ def main():  # noqa: C901 (one linear list of checks)
     mount_list, volume_list = ctr.get("volumeMounts") or [], spec.get("volumes") or []
     mounts = {m["name"]: m for m in mount_list}
     volumes = {v["name"]: v for v in volume_list}
+    claim_templates = {t["metadata"]["name"]: t for t in wspec.get("volumeClaimTemplates") or []}
     c.check(len(volumes) == len(volume_list), "duplicate volume names: %s" % [v["name"] for v in volume_list])
+    c.check(not set(volumes) & set(claim_templates), "a volume name is also a volumeClaimTemplate name")
     c.check(len({m["mountPath"] for m in mount_list}) == len(mount_list), "duplicate mountPaths")
-    c.check(all(m["name"] in volumes for m in mount_list), "a volumeMount names no volume")
+    c.check(all(m["name"] in volumes or m["name"] in claim_templates for m in mount_list),
+            "a volumeMount names no volume")
     for extra in values.get("extraVolumes") or []:
         c.check(volumes.get(extra["name"]) == extra, "extraVolumes %s missing from the pod" % extra["name"])
     for extra in values.get("extraVolumeMounts") or []:
@@ -252,6 +339,58 @@ def main():  # noqa: C901 (one linear list of checks)
             "config volume does not come from the ConfigMap")
     c.check(mounts.get("tmp", {}).get("mountPath") == "/tmp" and "emptyDir" in volumes.get("tmp", {}),
             "no emptyDir mounted at /tmp")
+
+    # --- the local store: volume `store` at STORE_DIR, holding cache.dir ----
+    store_mount = mounts.get("store") or {}
+    c.check(store_mount.get("mountPath") == STORE_DIR and not store_mount.get("readOnly"),
+            "store volume is not mounted writable at %s" % STORE_DIR)
+    cache_dir = posixpath.normpath(posixpath.join(WORKING_DIR, str((config.get("cache") or {})
+                                                                   .get("dir", "identify-cache"))))
+    c.check(cache_dir == STORE_DIR or cache_dir.startswith(STORE_DIR + "/"),
+            "cache.dir %s is not on the store volume (%s); the root filesystem is read-only" % (cache_dir, STORE_DIR))
+    claims = by_kind.get("PersistentVolumeClaim", [])
+
+    def check_claim(claim_spec, what):
+        storage_class = persistence.get("storageClass") or ""
+        c.check(claim_spec.get("accessModes") == (persistence.get("accessModes") or ["ReadWriteOnce"]),
+                "%s accessModes differ from store.persistence.accessModes" % what)
+        c.check(((claim_spec.get("resources") or {}).get("requests") or {}).get("storage")
+                == (persistence.get("size") or "1Gi"), "%s size differs from store.persistence.size" % what)
+        if storage_class == "-":
+            c.check(claim_spec.get("storageClassName") == "", "%s storageClassName is not \"\" (storageClass -)" % what)
+        elif storage_class:
+            c.check(claim_spec.get("storageClassName") == storage_class,
+                    "%s storageClassName is not %s" % (what, storage_class))
+        else:
+            c.check("storageClassName" not in claim_spec, "%s sets storageClassName although storageClass is empty" % what)
+
+    if not persistent:
+        empty_dir = volumes.get("store", {}).get("emptyDir")
+        size_limit = (store_values.get("emptyDir") or {}).get("sizeLimit") or None
+        c.check(empty_dir is not None, "store volume is not an emptyDir (store.persistence.enabled is false)")
+        c.check((empty_dir or {}).get("sizeLimit") == size_limit,
+                "store emptyDir sizeLimit is %r, expected %r" % ((empty_dir or {}).get("sizeLimit"), size_limit))
+        c.check(not claims and not claim_templates, "store claims rendered although store.persistence.enabled is false")
+    elif stateful:
+        c.check("store" not in volumes, "StatefulSet has a pod volume store besides its volumeClaimTemplate")
+        c.check(set(claim_templates) == {"store"}, "StatefulSet volumeClaimTemplates are %s, expected [store]"
+                % sorted(claim_templates))
+        c.check(not claims, "a PersistentVolumeClaim is rendered for a StatefulSet (volumeClaimTemplates do that)")
+        if "store" in claim_templates:
+            vct = claim_templates["store"]
+            check_claim(vct.get("spec") or {}, "volumeClaimTemplate store")
+            c.check(subset(vct["metadata"].get("labels"), wspec["selector"]["matchLabels"]),
+                    "volumeClaimTemplate labels go beyond the selector labels (they are immutable)")
+    else:
+        claim_name = (volumes.get("store", {}).get("persistentVolumeClaim") or {}).get("claimName")
+        c.check(claim_name == deploy["metadata"]["name"] + "-store",
+                "store volume does not use the claim <fullname>-store (%s)" % claim_name)
+        c.check(len(claims) == 1 and claims[0]["metadata"]["name"] == claim_name,
+                "no PersistentVolumeClaim %s rendered" % claim_name)
+        c.check(values["replicaCount"] == 1 and not autoscaler,
+                "a Deployment's single store claim with replicaCount %s or autoscaling" % values["replicaCount"])
+        for claim in claims:
+            check_claim(claim.get("spec") or {}, "PersistentVolumeClaim %s" % claim["metadata"]["name"])
 
     sc, psc = ctr.get("securityContext") or {}, spec.get("securityContext") or {}
     c.check(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem is not true")
@@ -305,6 +444,18 @@ def main():  # noqa: C901 (one linear list of checks)
             c.check("checksum/secret" in annotations, "no checksum/secret annotation")
     else:
         c.check(key_ref is None and not secrets, "an API key is wired although none is configured")
+    # Static membership: the instance id is the pod name, never one shared value.
+    c.check(not (config.get("kafka") or {}).get("instance_id"),
+            "config.toml sets kafka.instance_id: every pod would share one group.instance.id")
+    user_instance_id = any(e["name"] == INSTANCE_ID_ENV for e in values.get("extraEnv") or [])
+    if static:
+        c.check(not user_instance_id, "extraEnv repeats %s although static membership is on" % INSTANCE_ID_ENV)
+        c.check(env_by_name.get(INSTANCE_ID_ENV) == {"name": INSTANCE_ID_ENV, "valueFrom": {
+            "fieldRef": {"fieldPath": "metadata.name"}}},
+            "static membership is on but %s is not the pod name (downward API)" % INSTANCE_ID_ENV)
+    else:
+        c.check(user_instance_id or INSTANCE_ID_ENV not in env_by_name,
+                "%s is set although static membership is off" % INSTANCE_ID_ENV)
     for value, var in (("saslPasswordSecret", "IDENTIFY_KAFKA__SASL_PASSWORD"),
                        ("sslKeyPasswordSecret", "IDENTIFY_KAFKA__SSL_KEY_PASSWORD")):
         ref = (values.get("kafka") or {}).get(value) or {}
@@ -374,7 +525,8 @@ def main():  # noqa: C901 (one linear list of checks)
 
     # --- PodDisruptionBudget -------------------------------------------------
     pdb_values = values["podDisruptionBudget"]
-    want_pdb = pdb_values["enabled"] if isinstance(pdb_values.get("enabled"), bool) else values["replicaCount"] > 1
+    min_pods = auto.get("minReplicas", 1) if autoscaler else values["replicaCount"]
+    want_pdb = pdb_values["enabled"] if isinstance(pdb_values.get("enabled"), bool) else min_pods > 1
     pdbs = by_kind.get("PodDisruptionBudget", [])
     c.check(len(pdbs) == (1 if want_pdb else 0), "PodDisruptionBudget presence is wrong")
     for pdb in pdbs:
@@ -397,6 +549,11 @@ def main():  # noqa: C901 (one linear list of checks)
                 % sorted(set(smspec) - SERVICEMONITOR_SPEC_KEYS))
         c.check(subset(smspec.get("selector", {}).get("matchLabels"), service["metadata"]["labels"])
                 and smspec.get("selector", {}).get("matchLabels"), "ServiceMonitor selector does not match the Service")
+        c.check(selects(smspec.get("selector"), service["metadata"]["labels"]),
+                "ServiceMonitor selector (with its matchExpressions) does not select the Service")
+        for hs in headless:
+            c.check(not selects(smspec.get("selector"), hs["metadata"].get("labels") or {}),
+                    "ServiceMonitor also selects the headless Service (every pod would be scraped twice)")
         c.check(args.namespace in ((smspec.get("namespaceSelector") or {}).get("matchNames") or []),
                 "ServiceMonitor namespaceSelector misses the release namespace")
         endpoints = smspec.get("endpoints") or []
@@ -411,8 +568,89 @@ def main():  # noqa: C901 (one linear list of checks)
                     c.check(isinstance(ep[key], str) and PROM_DURATION.fullmatch(ep[key]) and ep[key],
                             "ServiceMonitor %s %r is not a Prometheus duration" % (key, ep[key]))
 
-    known = {"ServiceAccount", "ConfigMap", "Secret", "Service", "Deployment", "Ingress",
-             "PodDisruptionBudget", "ServiceMonitor"}
+    # --- Autoscaling ----------------------------------------------------------
+    target_ref = {"apiVersion": "apps/v1", "kind": kind, "name": deploy["metadata"]["name"]}
+    partitions = auto.get("partitions")
+    scaled = by_kind.get("ScaledObject", [])
+    hpas = by_kind.get("HorizontalPodAutoscaler", [])
+    c.check(len(scaled) == (1 if autoscaler == "keda" else 0), "ScaledObject presence is wrong")
+    c.check(len(hpas) == (1 if autoscaler == "hpa" else 0), "HorizontalPodAutoscaler presence is wrong")
+    if autoscaler:
+        c.check(max_replicas is not None, "autoscaling without maxReplicas nor partitions was rendered")
+        c.check(partitions is None or (max_replicas or 0) <= partitions,
+                "autoscaling maxReplicas %s exceeds partitions %s" % (max_replicas, partitions))
+    for so in scaled:
+        c.check(so["apiVersion"] == "keda.sh/v1alpha1", "ScaledObject apiVersion is not keda.sh/v1alpha1")
+        c.check(set(so) <= {"apiVersion", "kind", "metadata", "spec"}, "ScaledObject has unknown top-level fields")
+        c.check(so["metadata"].get("namespace") == args.namespace, "ScaledObject namespace is not %s" % args.namespace)
+        sospec = so.get("spec") or {}
+        c.check(set(sospec) <= SCALEDOBJECT_SPEC_KEYS, "ScaledObject spec has unknown fields: %s"
+                % sorted(set(sospec) - SCALEDOBJECT_SPEC_KEYS))
+        c.check(sospec.get("scaleTargetRef") == target_ref, "ScaledObject scaleTargetRef %s is not the workload %s"
+                % (sospec.get("scaleTargetRef"), target_ref))
+        c.check(sospec.get("minReplicaCount") == auto.get("minReplicas", 1), "ScaledObject minReplicaCount is wrong")
+        c.check(sospec.get("maxReplicaCount") == max_replicas, "ScaledObject maxReplicaCount is %s, expected %s"
+                % (sospec.get("maxReplicaCount"), max_replicas))
+        triggers = sospec.get("triggers") or []
+        c.check(triggers, "ScaledObject has no triggers")
+        kafka_values = (values.get("config") or {}).get("kafka") or {}
+        keda = auto.get("keda") or {}
+        c.check(sorted(t.get("metadata", {}).get("topic") for t in triggers)
+                == sorted(kafka_values.get("input_topics") or []),
+                "ScaledObject triggers are not one per input topic")
+        for t in triggers:
+            md = t.get("metadata") or {}
+            c.check(set(t) <= SCALEDOBJECT_TRIGGER_KEYS, "ScaledObject trigger has unknown fields: %s"
+                    % sorted(set(t) - SCALEDOBJECT_TRIGGER_KEYS))
+            c.check(t.get("type") == "kafka", "ScaledObject trigger type is not kafka")
+            c.check(set(md) <= KEDA_KAFKA_METADATA_KEYS, "kafka trigger metadata has unknown keys: %s"
+                    % sorted(set(md) - KEDA_KAFKA_METADATA_KEYS))
+            c.check(all(isinstance(v, str) for v in md.values()), "kafka trigger metadata values must be strings")
+            c.check(md.get("bootstrapServers") == (config.get("kafka") or {}).get("brokers"),
+                    "kafka trigger bootstrapServers is not config.kafka.brokers")
+            c.check(md.get("consumerGroup") == (config.get("kafka") or {}).get("group_id"),
+                    "kafka trigger consumerGroup is not config.kafka.group_id")
+            c.check(md.get("lagThreshold") == str(keda.get("lagThreshold", "1000"))
+                    and re.fullmatch(r"[1-9][0-9]*", md.get("lagThreshold", "")),
+                    "kafka trigger lagThreshold is not autoscaling.keda.lagThreshold")
+            c.check(md.get("offsetResetPolicy") in ("earliest", "latest"), "kafka trigger offsetResetPolicy is invalid")
+            want_auth = {"name": keda["authenticationRef"]} if keda.get("authenticationRef") else None
+            c.check(t.get("authenticationRef") == want_auth, "kafka trigger authenticationRef is %s, expected %s"
+                    % (t.get("authenticationRef"), want_auth))
+    for hpa in hpas:
+        hspec = hpa["spec"]
+        hv = auto.get("hpa") or {}
+        c.check(hspec.get("scaleTargetRef") == target_ref, "HPA scaleTargetRef %s is not the workload %s"
+                % (hspec.get("scaleTargetRef"), target_ref))
+        c.check(hspec.get("minReplicas") == auto.get("minReplicas", 1) and hspec.get("maxReplicas") == max_replicas,
+                "HPA min/max replicas are %s/%s, expected %s/%s" % (hspec.get("minReplicas"), hspec.get("maxReplicas"),
+                                                                    auto.get("minReplicas", 1), max_replicas))
+        metrics = {m["type"]: m for m in hspec.get("metrics") or []}
+        cpu = hv.get("targetCPUUtilizationPercentage")
+        if cpu is not None:
+            c.check(((metrics.get("Resource") or {}).get("resource") or {}) == {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": cpu}},
+                "HPA CPU metric is not targetCPUUtilizationPercentage")
+            c.check("cpu" in ((ctr.get("resources") or {}).get("requests") or {}),
+                    "HPA CPU utilization without resources.requests.cpu")
+        else:
+            c.check("Resource" not in metrics, "HPA has a CPU metric although the target is null")
+        if hv.get("externalLagMetric"):
+            ext = (metrics.get("External") or {}).get("external") or {}
+            c.check((ext.get("metric") or {}).get("name") == hv["externalLagMetric"],
+                    "HPA External metric is not autoscaling.hpa.externalLagMetric")
+            c.check(((ext.get("metric") or {}).get("selector") or {}).get("matchLabels")
+                    == (hv.get("externalLagMetricSelector") or None), "HPA External metric selector is wrong")
+            c.check(ext.get("target") == {"type": "AverageValue",
+                                          "averageValue": str(hv.get("lagTargetAverageValue", "1000"))},
+                    "HPA External target is not AverageValue lagTargetAverageValue")
+        else:
+            c.check("External" not in metrics, "HPA has an External metric although externalLagMetric is empty")
+        c.check(metrics, "HPA has no metrics")
+
+    known = {"ServiceAccount", "ConfigMap", "Secret", "Service", "Deployment", "StatefulSet", "Ingress",
+             "PodDisruptionBudget", "ServiceMonitor", "PersistentVolumeClaim", "ScaledObject",
+             "HorizontalPodAutoscaler"}
     c.check(set(by_kind) <= known, "unexpected kinds rendered: %s" % sorted(set(by_kind) - known))
     return report(c, len(docs))
 

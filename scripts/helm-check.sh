@@ -8,8 +8,10 @@
 # 2. helm template with the default values and with each ci/*-values.yaml,
 #    then scripts/helm-check-validate.py validates every rendered manifest
 #    with kubernetes-validate against Kubernetes $KUBE_VERSION (strict), checks
-#    the ServiceMonitor (a CRD kubernetes-validate has no schema for) on its
-#    own, and checks the rendered config.toml and the wiring between objects;
+#    the ServiceMonitor and the KEDA ScaledObject (CRDs kubernetes-validate has
+#    no schema for) on their own, and checks the rendered config.toml and the
+#    wiring between objects (workload kind, store volume, static membership,
+#    headless Service, autoscaler target);
 #    deploy/config.toml (the image's default config) must equal the default
 #    rendering;
 # 3. scripts/helm-check-schema.py: values.schema.json knows exactly the keys
@@ -223,7 +225,15 @@ INVALID_CASES=(
   "batch.max_size above the API's 300|$SCHEMA_ERR|--set	config.batch.max_size=301"
   "output_topic not a topic name|$SCHEMA_ERR|--set	config.kafka.output_topic=emails identified"
   "server.listen with a host name|$SCHEMA_ERR|--set	config.server.listen=localhost:8080"
-  "cache.max_entries 0|$SCHEMA_ERR|--set	config.cache.max_entries=0"
+  "cache.max_memory_bytes below 1 MiB|$SCHEMA_ERR|--set	config.cache.max_memory_bytes=1048575"
+  "cache.dir empty|$SCHEMA_ERR|--set	config.cache.dir="
+  "cache.partitions 0|$SCHEMA_ERR|--set	config.cache.partitions=0"
+  "cache.replication_factor 0|$SCHEMA_ERR|--set	config.cache.replication_factor=0"
+  "cache.topic not a topic name|$SCHEMA_ERR|--set	config.cache.topic=identify cache"
+  "kafka.instance_id with whitespace|$SCHEMA_ERR|--set	config.kafka.instance_id=pod a"
+  "kafka.instance_id over 249 characters|$SCHEMA_ERR|--set	config.kafka.instance_id=$(printf 'i%.0s' {1..250})"
+  "kafka.instance_id fixed in config|every pod would join|--set	config.kafka.instance_id=identify-0"
+  "kafka.instance_id fixed in configToml|every pod would join|--set-string	configToml=instance_id = \"identify-0\""
   "api.key in config|REFUSED|--set	config.api.key=sk-not-real"
   "kafka.sasl_password in config|REFUSED|--set	config.kafka.sasl_password=not-real"
   "kafka.ssl_key_password in config|REFUSED|--set	config.kafka.ssl_key_password=not-real"
@@ -232,6 +242,8 @@ INVALID_CASES=(
   "sasl_password in configToml|must not be stored in the ConfigMap|--set-string	configToml=sasl_password = \"x\""
   "extraEnv repeating IDENTIFY_KAFKA__SASL_PASSWORD|already sets|--set	kafka.saslPasswordSecret.name=kafka-sasl	--set-json	extraEnv=[{\"name\":\"IDENTIFY_KAFKA__SASL_PASSWORD\",\"value\":\"x\"}]"
   "extraVolumes named config|$SCHEMA_ERR|--set-json	extraVolumes=[{\"name\":\"config\",\"emptyDir\":{}}]"
+  "extraVolumes named store|$SCHEMA_ERR|--set-json	extraVolumes=[{\"name\":\"store\",\"emptyDir\":{}}]"
+  "extraVolumeMounts at the store path|$SCHEMA_ERR|--set-json	extraVolumeMounts=[{\"name\":\"x\",\"mountPath\":\"/var/lib/identify-connector\"}]"
   "extraVolumeMounts without mountPath|$SCHEMA_ERR|--set-json	extraVolumeMounts=[{\"name\":\"kafka-ca\"}]"
   "kafka.saslPasswordSecret without a key|$SCHEMA_ERR|--set	kafka.saslPasswordSecret.name=s	--set	kafka.saslPasswordSecret.key="
   "input_topics empty|$SCHEMA_ERR|--set-json	config.kafka.input_topics=[]"
@@ -243,6 +255,23 @@ INVALID_CASES=(
   "service.port out of range|$SCHEMA_ERR|--set	service.port=70000"
   "apiKey and existingSecret together|not both|--set	apiKey=k	--set	existingSecret=s"
   "PDB with minAvailable and maxUnavailable|not both|--set	podDisruptionBudget.enabled=true	--set	podDisruptionBudget.maxUnavailable=1"
+  "workload.kind DaemonSet|$SCHEMA_ERR|--set	workload.kind=DaemonSet"
+  "staticMembership always|$SCHEMA_ERR|--set	staticMembership=always"
+  "staticMembership the string \"true\"|$SCHEMA_ERR|--set-string	staticMembership=true"
+  "extraEnv repeating IDENTIFY_KAFKA__INSTANCE_ID with static membership|already sets|--set	workload.kind=StatefulSet	--set-json	extraEnv=[{\"name\":\"IDENTIFY_KAFKA__INSTANCE_ID\",\"value\":\"x\"}]"
+  "store persistence with a 2-replica Deployment|use workload.kind=StatefulSet|--set	store.persistence.enabled=true	--set	replicaCount=2"
+  "store persistence with an autoscaled Deployment|use workload.kind=StatefulSet|--set	store.persistence.enabled=true	--set	autoscaling.hpa.enabled=true	--set	autoscaling.partitions=6"
+  "store.persistence.size not a quantity|$SCHEMA_ERR|--set	store.persistence.enabled=true	--set	store.persistence.size=lots"
+  "store.persistence.accessModes ReadOnlyMany|$SCHEMA_ERR|--set	workload.kind=StatefulSet	--set	store.persistence.enabled=true	--set-json	store.persistence.accessModes=[\"ReadOnlyMany\"]"
+  "keda and hpa together|not both|--set	autoscaling.keda.enabled=true	--set	autoscaling.hpa.enabled=true	--set	autoscaling.partitions=6"
+  "autoscaling maxReplicas above partitions|get no partitions|--set	autoscaling.keda.enabled=true	--set	autoscaling.maxReplicas=8	--set	autoscaling.partitions=6"
+  "autoscaling without maxReplicas nor partitions|set autoscaling.partitions|--set	autoscaling.hpa.enabled=true"
+  "autoscaling minReplicas above maxReplicas|exceeds the maximum|--set	autoscaling.hpa.enabled=true	--set	autoscaling.minReplicas=4	--set	autoscaling.partitions=3"
+  "autoscaling.minReplicas 0|$SCHEMA_ERR|--set	autoscaling.keda.enabled=true	--set	autoscaling.partitions=6	--set	autoscaling.minReplicas=0"
+  "keda with configToml|cannot be used with configToml|-f	$CHART/ci/raw-config-toml-values.yaml	--set	autoscaling.keda.enabled=true	--set	autoscaling.partitions=6"
+  "hpa CPU target without a CPU request|needs resources.requests.cpu|--set	autoscaling.hpa.enabled=true	--set	autoscaling.partitions=6	--set	resources.requests.cpu=null"
+  "hpa without any metric|has no metric|--set	autoscaling.hpa.enabled=true	--set	autoscaling.partitions=6	--set	autoscaling.hpa.targetCPUUtilizationPercentage=null"
+  "keda lagThreshold 0|$SCHEMA_ERR|--set	autoscaling.keda.enabled=true	--set	autoscaling.partitions=6	--set-string	autoscaling.keda.lagThreshold=0"
 )
 for case in "${INVALID_CASES[@]}"; do
   IFS='|' read -r name expect argstr <<<"$case"

@@ -112,6 +112,165 @@ silently keep one of the two), and when a raw configToml carries a secret
 {{- end }}
 {{- end }}
 
+{{/* ---------------------------------------------------------------------
+Workload, local store, static membership and autoscaling.
+--------------------------------------------------------------------- */}}
+
+{{/* Deployment or StatefulSet (workload.kind). */}}
+{{- define "identify-connector.workloadKind" -}}
+{{- dig "kind" "Deployment" (.Values.workload | default dict) }}
+{{- end }}
+
+{{/* Name of the headless Service of a StatefulSet (a DNS label: <= 63). */}}
+{{- define "identify-connector.headlessServiceName" -}}
+{{- printf "%s-headless" (include "identify-connector.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{/* Name of the PersistentVolumeClaim of a single-replica Deployment. */}}
+{{- define "identify-connector.storeClaimName" -}}
+{{- printf "%s-store" (include "identify-connector.fullname" .) }}
+{{- end }}
+
+{{/* "true" when the store lives on PersistentVolumeClaims, else "". */}}
+{{- define "identify-connector.storePersistence" -}}
+{{- if dig "persistence" "enabled" false (.Values.store | default dict) }}true{{ end }}
+{{- end }}
+
+{{/*
+Spec of a store PersistentVolumeClaim (the PVC of a Deployment and the
+volumeClaimTemplate of a StatefulSet). storageClass "" omits the field, "-"
+sets storageClassName "" (no dynamic provisioning).
+*/}}
+{{- define "identify-connector.storeClaimSpec" -}}
+{{- $p := .Values.store.persistence }}
+accessModes:
+  {{- toYaml ($p.accessModes | default (list "ReadWriteOnce")) | nindent 2 }}
+{{- if eq ($p.storageClass | default "") "-" }}
+storageClassName: ""
+{{- else if $p.storageClass }}
+storageClassName: {{ $p.storageClass | quote }}
+{{- end }}
+resources:
+  requests:
+    storage: {{ $p.size | default "1Gi" | quote }}
+{{- end }}
+
+{{/*
+"true" when static membership is on, else "". staticMembership is the string
+"auto" (on for a StatefulSet) or a boolean.
+*/}}
+{{- define "identify-connector.staticMembership" -}}
+{{- $v := .Values.staticMembership }}
+{{- if kindIs "bool" $v }}
+{{- if $v }}true{{ end }}
+{{- else if or (kindIs "invalid" $v) (eq (toString $v) "auto") }}
+{{- if eq (include "identify-connector.workloadKind" .) "StatefulSet" }}true{{ end }}
+{{- else }}
+{{- fail (printf "staticMembership must be auto, true or false (booleans), not %v" $v) }}
+{{- end }}
+{{- end }}
+
+{{/*
+IDENTIFY_KAFKA__INSTANCE_ID (group.instance.id) from the pod name, when
+static membership is on. Fails when extraEnv repeats it (Kubernetes would
+silently keep one of the two).
+*/}}
+{{- define "identify-connector.instanceIdEnv" -}}
+{{- if include "identify-connector.staticMembership" . }}
+{{- range .Values.extraEnv }}
+{{- if eq .name "IDENTIFY_KAFKA__INSTANCE_ID" }}
+{{- fail "extraEnv sets IDENTIFY_KAFKA__INSTANCE_ID, which the chart already sets from the pod name (static membership, see staticMembership); set staticMembership: false to pass your own" }}
+{{- end }}
+{{- end }}
+- name: IDENTIFY_KAFKA__INSTANCE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+{{- end }}
+
+{{/* The autoscaler in use: "keda", "hpa" or "" (none). Both: an error. */}}
+{{- define "identify-connector.autoscaler" -}}
+{{- $a := .Values.autoscaling | default dict }}
+{{- $keda := dig "keda" "enabled" false $a }}
+{{- $hpa := dig "hpa" "enabled" false $a }}
+{{- if and $keda $hpa }}
+{{- fail "autoscaling: enable keda or hpa, not both (KEDA creates its own HorizontalPodAutoscaler; two autoscalers would fight over the replicas)" }}
+{{- else if $keda }}keda
+{{- else if $hpa }}hpa
+{{- end }}
+{{- end }}
+
+{{/*
+Most pods under autoscaling: autoscaling.maxReplicas, by default
+autoscaling.partitions; never more than partitions (a pod beyond the
+partition count gets no partition).
+*/}}
+{{- define "identify-connector.maxReplicas" -}}
+{{- $a := .Values.autoscaling }}
+{{- $max := $a.maxReplicas }}
+{{- $partitions := $a.partitions }}
+{{- if and (kindIs "invalid" $max) (kindIs "invalid" $partitions) }}
+{{- fail "autoscaling: set autoscaling.partitions (the input topics' total partition count; maxReplicas defaults to it) or autoscaling.maxReplicas" }}
+{{- end }}
+{{- if kindIs "invalid" $max }}
+{{- $max = $partitions }}
+{{- end }}
+{{- if and (not (kindIs "invalid" $partitions)) (gt (int $max) (int $partitions)) }}
+{{- fail (printf "autoscaling.maxReplicas %d exceeds autoscaling.partitions %d: pods beyond the partition count get no partitions" (int $max) (int $partitions)) }}
+{{- end }}
+{{- if gt (int $a.minReplicas) (int $max) }}
+{{- fail (printf "autoscaling.minReplicas %d exceeds the maximum of %d replicas" (int $a.minReplicas) (int $max)) }}
+{{- end }}
+{{- int $max }}
+{{- end }}
+
+{{/* Fewest pods: autoscaling.minReplicas with autoscaling, else replicaCount. */}}
+{{- define "identify-connector.minPods" -}}
+{{- if include "identify-connector.autoscaler" . }}
+{{- int .Values.autoscaling.minReplicas }}
+{{- else }}
+{{- int .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/*
+The rules across values that the schema cannot express; included once, by
+templates/deployment.yaml.
+*/}}
+{{- define "identify-connector.checkWorkload" -}}
+{{- $kind := include "identify-connector.workloadKind" . }}
+{{- $autoscaler := include "identify-connector.autoscaler" . }}
+{{- if and (include "identify-connector.storePersistence" .) (eq $kind "Deployment") }}
+{{- if or $autoscaler (ne (int .Values.replicaCount) 1) }}
+{{- fail (printf "store.persistence with a Deployment needs replicaCount 1 and no autoscaling (replicaCount is %d%s): each replica needs its own disk, because the store is opened by one process at a time; use workload.kind=StatefulSet (one PersistentVolumeClaim per pod)" (int .Values.replicaCount) (ternary (printf ", autoscaling.%s is enabled" $autoscaler) "" (ne $autoscaler ""))) }}
+{{- end }}
+{{- end }}
+{{- if $autoscaler }}
+{{- $_ := include "identify-connector.maxReplicas" . }}
+{{- end }}
+{{- if and (eq $autoscaler "keda") .Values.configToml }}
+{{- fail "autoscaling.keda reads kafka.brokers, kafka.group_id and kafka.input_topics from the structured config; it cannot be used with configToml" }}
+{{- end }}
+{{- if and (eq $autoscaler "hpa") (not (kindIs "invalid" .Values.autoscaling.hpa.targetCPUUtilizationPercentage)) }}
+{{- if not (dig "requests" "cpu" "" (.Values.resources | default dict)) }}
+{{- fail "autoscaling.hpa.targetCPUUtilizationPercentage needs resources.requests.cpu (utilization is a percentage of the request); set it, or set the target to null and use externalLagMetric" }}
+{{- end }}
+{{- end }}
+{{- if and (eq $autoscaler "hpa") (kindIs "invalid" .Values.autoscaling.hpa.targetCPUUtilizationPercentage) (not .Values.autoscaling.hpa.externalLagMetric) }}
+{{- fail "autoscaling.hpa has no metric: set targetCPUUtilizationPercentage or externalLagMetric" }}
+{{- end }}
+{{- $instanceId := "" }}
+{{- if .Values.configToml }}
+{{- $instanceId = regexFind `(?m)^[ \t]*instance_id[ \t]*=[ \t]*("[^"]+"|'[^']+')` .Values.configToml }}
+{{- else }}
+{{- $instanceId = dig "kafka" "instance_id" "" (.Values.config | default dict) }}
+{{- end }}
+{{- if $instanceId }}
+{{- fail "kafka.instance_id is set in the config: every pod would join the group with that one group.instance.id (a second live member fences the first). Leave it empty and use staticMembership (with workload.kind=StatefulSet each pod gets its own stable name as instance id)" }}
+{{- end }}
+{{- end }}
+
 {{/*
 configToml is stored in the ConfigMap like `config`; refuse the secret keys
 there too (the schema cannot look inside the string).
