@@ -1,7 +1,9 @@
 //! Health: the liveness and readiness flags that the stages set and the
-//! HTTP server reports (`/healthz`, `/readyz`).
+//! HTTP server reports (`/healthz`, `/readyz`, with the reason when not
+//! ready).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// Liveness and readiness flags, set by the pipeline.
 #[derive(Debug, Default)]
@@ -10,12 +12,18 @@ pub(crate) struct Health {
     api_accepted: AtomicBool,
     api_refused: AtomicBool,
     failed: AtomicBool,
+    restoring: AtomicBool,
+    halted: Mutex<Option<String>>,
 }
 
 impl Health {
     /// The consumer has (or no longer has) an assignment in its group.
     pub(crate) fn set_joined(&self, v: bool) {
         self.joined.store(v, Ordering::Relaxed);
+    }
+    /// The result store is (or no longer is) being restored.
+    pub(crate) fn set_restoring(&self, v: bool) {
+        self.restoring.store(v, Ordering::Relaxed);
     }
     /// The API refused (true) or accepted (false) the key.
     pub(crate) fn set_api_refused(&self, refused: bool) {
@@ -32,6 +40,15 @@ impl Health {
     pub(crate) fn api_ok(&self) -> bool {
         self.api_accepted.load(Ordering::Relaxed) && !self.api_refused()
     }
+    /// Submitting halted because the API refuses every request (`Some`:
+    /// its message), or resumed (`None`).
+    pub(crate) fn set_halted(&self, why: Option<String>) {
+        *self.halted.lock().expect("health") = why;
+    }
+    /// Why submitting is halted, if it is.
+    pub(crate) fn halted(&self) -> Option<String> {
+        self.halted.lock().expect("health").clone()
+    }
     /// A pipeline task died: liveness fails so the pod restarts.
     pub(crate) fn set_failed(&self) {
         self.failed.store(true, Ordering::Relaxed);
@@ -40,8 +57,56 @@ impl Health {
     pub(crate) fn live(&self) -> bool {
         !self.failed.load(Ordering::Relaxed)
     }
+    /// Why the service is not ready; `None` when it is.
+    pub(crate) fn unready(&self) -> Option<String> {
+        if !self.live() {
+            return Some("a pipeline task failed".into());
+        }
+        if self.restoring.load(Ordering::Relaxed) {
+            return Some("restoring the result store from its topic".into());
+        }
+        if let Some(why) = self.halted() {
+            return Some(format!("submitting halted: the API refuses every request: {why}"));
+        }
+        if self.api_refused() {
+            return Some("the API refuses the key".into());
+        }
+        if !self.api_ok() {
+            return Some("the API key is not yet confirmed".into());
+        }
+        if !self.joined.load(Ordering::Relaxed) {
+            return Some("the consumer has not joined its group".into());
+        }
+        None
+    }
     /// Readiness.
     pub(crate) fn ready(&self) -> bool {
-        self.live() && self.joined.load(Ordering::Relaxed) && self.api_ok()
+        self.unready().is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_the_first_reason() {
+        let h = Health::default();
+        assert_eq!(h.unready().unwrap(), "the API key is not yet confirmed");
+        h.set_api_refused(false);
+        assert_eq!(h.unready().unwrap(), "the consumer has not joined its group");
+        h.set_joined(true);
+        assert!(h.ready());
+        h.set_halted(Some("400: contract expired".into()));
+        assert!(h.unready().unwrap().contains("contract expired"));
+        h.set_halted(None);
+        h.set_restoring(true);
+        assert!(h.unready().unwrap().contains("restoring"));
+        h.set_restoring(false);
+        h.set_api_refused(true);
+        assert_eq!(h.unready().unwrap(), "the API refuses the key");
+        h.set_failed();
+        assert!(!h.live());
+        assert_eq!(h.unready().unwrap(), "a pipeline task failed");
     }
 }

@@ -75,20 +75,9 @@ async fn healthz(State(s): State<ServerState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<ServerState>) -> impl IntoResponse {
-    let h = &s.health;
-    if h.ready() {
-        (StatusCode::OK, "ready".to_string())
-    } else {
-        let why = if !h.live() {
-            "a pipeline task failed"
-        } else if h.api_refused() {
-            "the API refuses the key"
-        } else if !h.api_ok() {
-            "the API key is not yet confirmed"
-        } else {
-            "the consumer has not joined its group"
-        };
-        (StatusCode::SERVICE_UNAVAILABLE, why.to_string())
+    match s.health.unready() {
+        None => (StatusCode::OK, "ready".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 

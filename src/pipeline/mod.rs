@@ -101,7 +101,26 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     let wakers = Arc::new(WakeRegistry::default());
 
     let api = Arc::new(ApiClient::new(&cfg.api, metrics.clone())?);
+    let (server_stop, server_stop_rx) = oneshot::channel::<()>();
+    let state = ServerState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+        wakers: wakers.clone(),
+    };
+    let (http_addr, server_task) = server::serve(&cfg.server.listen, state, async {
+        let _ = server_stop_rx.await;
+    })
+    .await
+    .map_err(|source| PipelineError::Server {
+        listen: cfg.server.listen.clone(),
+        source,
+    })?;
+    info!(%http_addr, "HTTP server listening");
+
+    // Records are taken only once the store knows everything resolved before.
+    health.set_restoring(true);
     let store = KafkaStore::open(&cfg, metrics.clone()).await?;
+    health.set_restoring(false);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let webhook = (!cfg.webhook.public_url.is_empty()).then(|| {
         (
@@ -116,7 +135,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         health: health.clone(),
         metrics: metrics.clone(),
         webhook,
-        wakers: wakers.clone(),
+        wakers,
         events: events_tx,
         store: store.clone(),
         claimed: Mutex::default(),
@@ -127,22 +146,6 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         metrics.clone(),
         fatal.clone(),
     )?);
-
-    let (server_stop, server_stop_rx) = oneshot::channel::<()>();
-    let state = ServerState {
-        metrics: metrics.clone(),
-        health: health.clone(),
-        wakers,
-    };
-    let (http_addr, server_task) = server::serve(&cfg.server.listen, state, async {
-        let _ = server_stop_rx.await;
-    })
-    .await
-    .map_err(|source| PipelineError::Server {
-        listen: cfg.server.listen.clone(),
-        source,
-    })?;
-    info!(%http_addr, "HTTP server listening");
 
     let (tx, rx) = mpsc::unbounded_channel();
     let control = Arc::new(SourceControl::default());
