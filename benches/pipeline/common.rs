@@ -31,7 +31,17 @@ impl Run {
         r
     }
 
+    /// Where this run's connector keeps its local store.
+    pub fn store_dir(&self) -> PathBuf {
+        std::env::temp_dir().join("identify-bench").join(&self.group)
+    }
+
     pub fn config(&self, base_url: &str, port: u16, extra: &str) -> PathBuf {
+        self.config_in(base_url, port, extra, &self.store_dir())
+    }
+
+    /// The configuration with the local store in `store`.
+    pub fn config_in(&self, base_url: &str, port: u16, extra: &str, store: &Path) -> PathBuf {
         let text = format!(
             r#"
 [kafka]
@@ -49,14 +59,14 @@ listen = "127.0.0.1:{port}"
 dir = "{store}"
 {extra}
 "#,
-            store = std::env::temp_dir().join("identify-bench").join(&self.group).display(),
+            store = store.display(),
             brokers = kafka::bootstrap(),
             group = self.group,
             input = self.input,
             output = self.output,
             dlq = self.dlq,
         );
-        let path = std::env::temp_dir().join(format!("{}.toml", self.group));
+        let path = std::env::temp_dir().join(format!("{}-{port}.toml", self.group));
         std::fs::write(&path, text).unwrap();
         path
     }
