@@ -57,7 +57,8 @@ pub(crate) async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap
                     401 => s.submits_rejected_401 += 1,
                     402 => s.submits_rejected_402 += 1,
                     429 => s.submits_rejected_429 += 1,
-                    _ => s.submits_rejected_500 += 1,
+                    500..=599 => s.submits_rejected_500 += 1,
+                    _ => s.submits_rejected_other += 1,
                 }
             }
             tracing::debug!(status, error = %e, "submit rejected");
@@ -74,6 +75,12 @@ fn submit_inner(shared: &Arc<Shared>, cfg: &SimConfig, headers: &HeaderMap, body
             format!("header x-api-version: {} is required", cfg.api_version),
             json!({ "header": "x-api-version", "expected": cfg.api_version, "got": version }),
         ));
+    }
+    if cfg.refuse_submits_status != 0 {
+        return Err(ApiError::Refused {
+            status: cfg.refuse_submits_status,
+            message: cfg.refuse_submits_message.clone(),
+        });
     }
     let req = parse_submit(body, cfg.max_identifiers)?;
 
@@ -113,7 +120,7 @@ fn submit_inner(shared: &Arc<Shared>, cfg: &SimConfig, headers: &HeaderMap, body
         }
     }
     tracing::debug!(batch_id = %job.id, identifiers = job.identifiers.len(), "job accepted");
-    Ok(submit_json(&job))
+    Ok(submit_json(&job, cfg))
 }
 
 /// Draws an injected 500 with probability `rate`.

@@ -99,6 +99,48 @@ pub struct SimConfig {
     pub expired_link_rate: f64,
     /// Spread every download body over this duration (trickle); 0 = off.
     pub slow_download: Duration,
+    /// Answer every submit with this status (after authentication and the
+    /// version check) and [`SimConfig::refuse_submits_message`], as an
+    /// account-level refusal or a gateway in the way would; 0 = off.
+    pub refuse_submits_status: u16,
+    /// The message of refused submits.
+    pub refuse_submits_message: String,
+    /// How job views are written: variants the vendor does not rule out.
+    pub variants: Variants,
+}
+
+/// Plausible variants of the API's job views (poll, list, webhook).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Variants {
+    /// `created_at` and `completed_at` as Unix seconds (numbers).
+    pub numeric_timestamps: bool,
+    /// `identifier_count` and `result_count` as strings.
+    pub string_counts: bool,
+    /// The status words for pending, processing, completed and failed.
+    pub status_words: [String; 4],
+    /// `download_url(s)` as paths relative to the API's base URL.
+    pub relative_links: bool,
+    /// A completed job shows neither links nor `result_count` until this
+    /// long after it completed.
+    #[serde(deserialize_with = "duration_field")]
+    pub link_delay: Duration,
+}
+
+impl Default for Variants {
+    fn default() -> Self {
+        Variants {
+            numeric_timestamps: false,
+            string_counts: false,
+            status_words: ["pending", "processing", "completed", "failed"].map(String::from),
+            relative_links: false,
+            link_delay: Duration::ZERO,
+        }
+    }
+}
+
+fn duration_field<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    JsonDuration::deserialize(d).map(|j| j.0)
 }
 
 impl Default for SimConfig {
@@ -141,6 +183,9 @@ impl Default for SimConfig {
             missing_line_rate: 0.0,
             expired_link_rate: 0.0,
             slow_download: Duration::ZERO,
+            refuse_submits_status: 0,
+            refuse_submits_message: "submits refused".to_string(),
+            variants: Variants::default(),
         }
     }
 }
@@ -173,6 +218,8 @@ impl fmt::Debug for SimConfig {
             .field("webhook_drop_rate", &self.webhook_drop_rate)
             .field("webhook_timeout", &self.webhook_timeout)
             .field("sweep_interval", &self.sweep_interval)
+            .field("refuse_submits_status", &self.refuse_submits_status)
+            .field("variants", &self.variants)
             .field("request_latency_min", &self.request_latency_min)
             .field("request_latency_max", &self.request_latency_max)
             .field("error_rate_submit", &self.error_rate_submit)
@@ -303,6 +350,12 @@ pub struct ConfigPatch {
     pub expired_link_rate: Option<f64>,
     /// See [`SimConfig::slow_download`].
     pub slow_download: Option<JsonDuration>,
+    /// See [`SimConfig::refuse_submits_status`].
+    pub refuse_submits_status: Option<u16>,
+    /// See [`SimConfig::refuse_submits_message`].
+    pub refuse_submits_message: Option<String>,
+    /// See [`SimConfig::variants`].
+    pub variants: Option<Variants>,
 }
 
 impl ConfigPatch {
@@ -377,7 +430,10 @@ impl ConfigPatch {
             corrupt_rate,
             truncate_rate,
             missing_line_rate,
-            expired_link_rate
+            expired_link_rate,
+            refuse_submits_status,
+            refuse_submits_message,
+            variants
         );
         set_dur!(
             pending_time,

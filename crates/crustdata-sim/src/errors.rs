@@ -44,6 +44,14 @@ pub enum ApiError {
     /// 500 `internal_error` (injected fault).
     #[error("internal server error")]
     Internal,
+    /// An injected refusal of every submit (`refuse_submits_status`).
+    #[error("{message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The message.
+        message: String,
+    },
     /// 504 from the gateway in front of the API (an injected lost answer).
     #[error("gateway timeout")]
     GatewayTimeout,
@@ -69,6 +77,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Refused { status, .. } => StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -82,6 +91,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal => "internal_error",
             ApiError::GatewayTimeout => "gateway_timeout",
+            ApiError::Refused { .. } => "invalid_request",
         }
     }
 

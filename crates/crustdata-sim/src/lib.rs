@@ -25,7 +25,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{split_keys, ConfigPatch, SimConfig, API_VERSION};
+pub use config::{split_keys, ConfigPatch, SimConfig, Variants, API_VERSION};
 pub use directory::{Directory, MatchType};
 pub use errors::{ApiError, S3Error};
 pub use stats::SimStats;

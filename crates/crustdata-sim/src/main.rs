@@ -164,6 +164,32 @@ struct Cli {
     /// Trickle each download body over this duration (0s = off).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     slow_download: Duration,
+    /// Answer every submit with this status (e.g. 400, 404; 0 = off).
+    #[arg(long, default_value_t = 0)]
+    refuse_submits_status: u16,
+    /// Message of refused submits.
+    #[arg(long, default_value = "submits refused")]
+    refuse_submits_message: String,
+    /// Write created_at and completed_at as Unix seconds.
+    #[arg(long)]
+    numeric_timestamps: bool,
+    /// Write identifier_count and result_count as strings.
+    #[arg(long)]
+    string_counts: bool,
+    /// Status words for pending,processing,completed,failed.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        num_args = 4,
+        default_value = "pending,processing,completed,failed"
+    )]
+    status_words: Vec<String>,
+    /// Write download links relative to the API's base URL.
+    #[arg(long)]
+    relative_links: bool,
+    /// Show a completed job's links and result_count only this long after completion.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    link_delay: Duration,
 }
 
 impl Cli {
@@ -210,6 +236,15 @@ impl Cli {
             missing_line_rate: self.missing_line_rate,
             expired_link_rate: self.expired_link_rate,
             slow_download: self.slow_download,
+            refuse_submits_status: self.refuse_submits_status,
+            refuse_submits_message: self.refuse_submits_message,
+            variants: crustdata_sim::Variants {
+                numeric_timestamps: self.numeric_timestamps,
+                string_counts: self.string_counts,
+                status_words: std::array::from_fn(|i| self.status_words[i].clone()),
+                relative_links: self.relative_links,
+                link_delay: self.link_delay,
+            },
         }
     }
 }

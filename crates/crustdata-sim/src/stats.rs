@@ -23,6 +23,8 @@ pub struct SimStats {
     pub submits_rejected_429: u64,
     /// Submits answered with an injected 500.
     pub submits_rejected_500: u64,
+    /// Submits answered with another status (an injected 404, 405, 415...).
+    pub submits_rejected_other: u64,
     /// Submits the API accepted whose answer was replaced by a 504.
     pub submit_answers_lost: u64,
     /// Every 429 answered, on any endpoint.
