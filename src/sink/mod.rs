@@ -5,6 +5,7 @@
 //! [`record`] builds the records (value, key, headers). A delivery failure
 //! is fatal to the pipeline (nothing after it is committed): see [`Fatal`].
 
+mod poller;
 mod producer;
 mod record;
 
@@ -16,6 +17,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 use crate::model::InputRecord;
+pub(crate) use poller::PolledProducer;
 pub(crate) use producer::KafkaSink;
 
 /// Errors creating or using the producer.
@@ -67,26 +69,53 @@ pub(crate) struct Resolution<'a> {
     pub(crate) resolved_at: &'a str,
 }
 
+/// Why a record goes to the dead-letter topic.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Failure<'a> {
+    /// The `identify.error.reason` header (a bounded label).
+    pub(crate) reason: &'static str,
+    /// The `identify.error.message` header.
+    pub(crate) message: &'a str,
+    /// The identifier, once decoded (`identify.identifier`).
+    pub(crate) identifier: Option<&'a str>,
+    /// The job involved, if any (`identify.batch_id`).
+    pub(crate) batch_id: Option<&'a str>,
+}
+
 /// Where the dispatcher's results and dead letters go. Publishing hands a
 /// record over; it counts as finished (its offset may be committed) only
 /// once the implementation says so to the offset tracker.
 pub(crate) trait Publish: Send + Sync + 'static {
-    /// Publishes the result record of `rec`.
+    /// Publishes the result record of `rec`. An output that can never be
+    /// produced (too large, refused by the broker for itself) becomes a dead
+    /// letter instead, so that no record stops its partition.
     fn output(&self, rec: &InputRecord, r: &Resolution<'_>) -> impl Future<Output = Result<(), SinkError>> + Send;
-    /// Publishes `rec` unchanged to the dead-letter topic with its reason.
-    fn dead_letter(
-        &self,
-        rec: &InputRecord,
-        reason: &'static str,
-        message: &str,
-    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Publishes `rec` unchanged to the dead-letter topic.
+    fn dead_letter(&self, rec: &InputRecord, f: Failure<'_>) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
-/// Set when a record could not be delivered; the pipeline stops on it.
+/// An output the broker refused for itself (too large for its limit, an
+/// invalid record): it goes to the dead-letter topic.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    /// The input record.
+    pub(crate) rec: InputRecord,
+    /// Its identifier.
+    pub(crate) identifier: String,
+    /// The job that resolved it.
+    pub(crate) batch_id: String,
+    /// What the broker said.
+    pub(crate) error: KafkaError,
+}
+
+/// What the producer's callbacks report to the dispatcher: a fatal
+/// delivery failure (the pipeline stops on it) or outputs refused for
+/// themselves (dead-lettered).
 #[derive(Debug, Default)]
 pub(crate) struct Fatal {
     error: Mutex<Option<SinkError>>,
-    /// Woken when a fatal error is set.
+    refused: Mutex<Vec<Refused>>,
+    /// Woken when either is reported.
     pub(crate) notify: Notify,
 }
 
@@ -103,5 +132,33 @@ impl Fatal {
     /// The fatal error, if any.
     pub(crate) fn get(&self) -> Option<SinkError> {
         self.error.lock().expect("fatal").clone()
+    }
+    /// Reports an output the broker refused for itself.
+    pub(crate) fn refuse(&self, r: Refused) {
+        self.refused.lock().expect("fatal").push(r);
+        self.notify.notify_one();
+    }
+    /// The refused outputs reported so far.
+    pub(crate) fn take_refused(&self) -> Vec<Refused> {
+        std::mem::take(&mut *self.refused.lock().expect("fatal"))
+    }
+}
+
+/// Whether a produce error concerns the record itself (retrying cannot fix
+/// it, other records are fine): it is dead-lettered, not fatal.
+pub(crate) fn per_record(e: &KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode::*;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(MessageSizeTooLarge | InvalidMessageSize | MessageBatchTooLarge | InvalidRecord | InvalidMessage)
+    )
+}
+
+/// The dead-letter reason of an output refused for itself.
+pub(crate) fn refused_reason(e: &KafkaError) -> &'static str {
+    use rdkafka::error::RDKafkaErrorCode::*;
+    match e.rdkafka_error_code() {
+        Some(MessageSizeTooLarge | InvalidMessageSize | MessageBatchTooLarge) => "output_too_large",
+        _ => "output_refused",
     }
 }

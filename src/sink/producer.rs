@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;
 
+use super::poller::PolledProducer;
 use super::record;
-use super::{DeliveryFailure, Fatal, Publish, Resolution, SinkError};
+use super::{per_record, refused_reason, DeliveryFailure, Failure, Fatal, Publish, Refused, Resolution, SinkError};
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
 use crate::model::{InputRecord, SourcePos};
@@ -25,8 +26,22 @@ pub(crate) struct Delivery {
 }
 
 enum Kind {
-    Output { matched: bool },
-    DeadLetter { reason: &'static str },
+    /// An output: if the broker refuses it for itself, `then` goes to the
+    /// dead-letter topic instead.
+    Output {
+        matched: bool,
+        then: Box<Refusable>,
+    },
+    DeadLetter {
+        reason: &'static str,
+    },
+}
+
+/// What a refused output's dead letter needs.
+struct Refusable {
+    rec: InputRecord,
+    identifier: String,
+    batch_id: String,
 }
 
 /// Producer callbacks: acknowledgements finish source offsets.
@@ -46,7 +61,7 @@ impl ProducerContext for SinkContext {
             Ok(_) => {
                 self.tracker.lock().expect("tracker").complete(&d.pos);
                 match d.kind {
-                    Kind::Output { matched } => self.metrics.record_produced(matched),
+                    Kind::Output { matched, .. } => self.metrics.record_produced(matched),
                     Kind::DeadLetter { reason } => self.metrics.dead_lettered(reason),
                 }
                 if let Some(ts) = d.timestamp_ms {
@@ -55,6 +70,17 @@ impl ProducerContext for SinkContext {
                         self.metrics.end_to_end(Duration::from_millis((now - ts) as u64));
                     }
                 }
+            }
+            Err((e, _)) if per_record(e) && matches!(d.kind, Kind::Output { .. }) => {
+                let Kind::Output { then, .. } = d.kind else {
+                    unreachable!()
+                };
+                self.fatal.refuse(Refused {
+                    rec: then.rec,
+                    identifier: then.identifier,
+                    batch_id: then.batch_id,
+                    error: e.clone(),
+                });
             }
             Err((e, _)) => {
                 self.metrics.produce_failed();
@@ -71,7 +97,7 @@ impl ProducerContext for SinkContext {
 
 /// The producer for results and dead letters.
 pub(crate) struct KafkaSink {
-    producer: ThreadedProducer<SinkContext>,
+    producer: PolledProducer<SinkContext>,
     output_topic: String,
     dlq_topic: String,
     /// Largest dead-letter value that fits the producer's `message.max.bytes`.
@@ -101,13 +127,12 @@ impl KafkaSink {
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
-        let producer = cc
-            .create_with_context(SinkContext {
-                tracker,
-                metrics,
-                fatal,
-            })
-            .map_err(SinkError::Config)?;
+        let context = SinkContext {
+            tracker,
+            metrics,
+            fatal,
+        };
+        let producer = PolledProducer::new(&cc, context, "sink-producer").map_err(SinkError::Config)?;
         Ok(Self {
             producer,
             output_topic: cfg.output_topic.clone(),
@@ -118,22 +143,17 @@ impl KafkaSink {
 
     /// Like [`Publish::dead_letter`], for a synchronous caller (the
     /// consumer thread): waits on a full queue by sleeping.
-    pub(crate) fn dead_letter_blocking(
-        &self,
-        rec: &InputRecord,
-        reason: &'static str,
-        message: &str,
-    ) -> Result<(), SinkError> {
-        let record = self.dead_letter_record(rec, reason, message);
+    pub(crate) fn dead_letter_blocking(&self, rec: &InputRecord, f: Failure<'_>) -> Result<(), SinkError> {
+        let record = self.dead_letter_record(rec, f);
         futures::executor::block_on(self.enqueue(record, true))
     }
 
-    fn dead_letter_record<'a>(&'a self, rec: &'a InputRecord, reason: &'static str, message: &str) -> Record<'a> {
-        let (headers, value) = record::dead_letter(rec, reason, message, self.dlq_value_limit);
+    fn dead_letter_record<'a>(&'a self, rec: &'a InputRecord, f: Failure<'_>) -> Record<'a> {
+        let (headers, value) = record::dead_letter(rec, f, self.dlq_value_limit);
         let delivery = Box::new(Delivery {
             pos: rec.pos.clone(),
             timestamp_ms: rec.timestamp_ms,
-            kind: Kind::DeadLetter { reason },
+            kind: Kind::DeadLetter { reason: f.reason },
         });
         let mut out = BaseRecord::with_opaque_to(&self.dlq_topic, delivery).headers(headers);
         if let Some(k) = &rec.key {
@@ -186,17 +206,36 @@ impl Publish for KafkaSink {
         let delivery = Box::new(Delivery {
             pos: rec.pos.clone(),
             timestamp_ms: rec.timestamp_ms,
-            kind: Kind::Output { matched: r.matched },
+            kind: Kind::Output {
+                matched: r.matched,
+                then: Box::new(Refusable {
+                    rec: rec.clone(),
+                    identifier: r.identifier.to_string(),
+                    batch_id: r.batch_id.to_string(),
+                }),
+            },
         });
         let record = BaseRecord::with_opaque_to(&self.output_topic, delivery)
             .key(r.identifier.as_bytes())
             .payload(value.as_slice())
             .headers(record::output_headers(rec, r.batch_id));
-        self.enqueue(record, false).await
+        match self.enqueue(record, false).await {
+            Err(SinkError::Produce { source, .. }) if per_record(&source) => {
+                let message = format!("the output ({} bytes) cannot be produced: {source}", value.len());
+                let f = Failure {
+                    reason: refused_reason(&source),
+                    message: &message,
+                    identifier: Some(r.identifier),
+                    batch_id: Some(r.batch_id),
+                };
+                self.dead_letter(rec, f).await
+            }
+            other => other,
+        }
     }
 
-    async fn dead_letter(&self, rec: &InputRecord, reason: &'static str, message: &str) -> Result<(), SinkError> {
-        let record = self.dead_letter_record(rec, reason, message);
+    async fn dead_letter(&self, rec: &InputRecord, f: Failure<'_>) -> Result<(), SinkError> {
+        let record = self.dead_letter_record(rec, f);
         self.enqueue(record, false).await
     }
 }

@@ -7,7 +7,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::Resolution;
+use super::{Failure, Resolution};
 use crate::model::{InputRecord, SourcePos};
 
 /// Room kept in a dead-letter record for its key, headers and framing.
@@ -81,14 +81,15 @@ pub(super) fn output_headers(rec: &InputRecord, batch_id: &str) -> OwnedHeaders 
 }
 
 /// The headers and value of a dead letter: the source, the reason and a
-/// message of at most 1000 characters, and the value, cut to `value_limit`
-/// bytes (the original size then in `identify.error.value_truncated_from`).
+/// message of at most 1000 characters, the identifier and job when known,
+/// and the value, cut to `value_limit` bytes (the original size then in
+/// `identify.error.value_truncated_from`).
 pub(super) fn dead_letter<'a>(
     rec: &'a InputRecord,
-    reason: &'static str,
-    message: &str,
+    f: Failure<'_>,
     value_limit: usize,
 ) -> (OwnedHeaders, Option<&'a [u8]>) {
+    let (reason, message) = (f.reason, f.message);
     let message: String = message.chars().take(1000).collect();
     // A value the broker accepted compressed may not fit a record of ours:
     // keep its head and say so, rather than stall the partition.
@@ -108,6 +109,14 @@ pub(super) fn dead_letter<'a>(
             key: "identify.error.value_truncated_from",
             value: Some(size.as_bytes()),
         });
+    }
+    for (key, v) in [("identify.identifier", f.identifier), ("identify.batch_id", f.batch_id)] {
+        if let Some(v) = v {
+            headers = headers.insert(Header {
+                key,
+                value: Some(v.as_bytes()),
+            });
+        }
     }
     (headers, value.map(|v| &v[..v.len().min(value_limit)]))
 }
@@ -165,18 +174,34 @@ mod tests {
     #[test]
     fn dead_letters_keep_the_value_or_its_head() {
         let small = rec(b"hello");
-        let (h, v) = dead_letter(&small, "not_parseable", &"m".repeat(5000), 1024);
+        let long = "m".repeat(5000);
+        let f = |reason, message| Failure {
+            reason,
+            message,
+            identifier: None,
+            batch_id: None,
+        };
+        let (h, v) = dead_letter(&small, f("not_parseable", &long), 1024);
         assert_eq!(v, Some(&b"hello"[..]));
         assert_eq!(header(&h, "identify.error.reason").as_deref(), Some("not_parseable"));
         assert_eq!(header(&h, "identify.error.message").unwrap().len(), 1000);
         assert!(header(&h, "identify.error.value_truncated_from").is_none());
         let big = rec(&vec![b'x'; 5000]);
-        let (h, v) = dead_letter(&big, "oversized", "", 1024);
+        let (h, v) = dead_letter(&big, f("oversized", ""), 1024);
         assert_eq!(v.unwrap().len(), 1024);
         assert_eq!(
             header(&h, "identify.error.value_truncated_from").as_deref(),
             Some("5000")
         );
+        let too_large = Failure {
+            reason: "output_too_large",
+            message: "m",
+            identifier: Some("jane@acme.com"),
+            batch_id: Some("b-1"),
+        };
+        let (h, _) = dead_letter(&small, too_large, 1024);
+        assert_eq!(header(&h, "identify.identifier").as_deref(), Some("jane@acme.com"));
+        assert_eq!(header(&h, "identify.batch_id").as_deref(), Some("b-1"));
         assert_eq!(dead_letter_value_limit(1_000_000), 1_000_000 - 65_536);
         assert_eq!(dead_letter_value_limit(10), 1024);
     }

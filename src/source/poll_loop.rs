@@ -17,6 +17,7 @@ use super::backpressure::{batch_room, Action, Budget, Gate};
 use super::rebalance::SourceContext;
 use super::{SourceError, SourceEvent, SourceParts, Work};
 use crate::model::InputRecord;
+use crate::sink::Failure;
 
 /// Polls until the pipeline asks the consumer to close (`Ok`) or a fatal
 /// error; commits are handed to the committer thread.
@@ -165,7 +166,14 @@ fn convert(p: &SourceParts, topics: &mut TopicNames, msg: &BorrowedMessage<'_>) 
     match p.decoder.decode(rec.value.as_deref()) {
         Ok(id) => Ok(Some(Work { rec, id })),
         Err(e) => {
-            p.sink.dead_letter_blocking(&rec, e.reason(), &e.to_string())?;
+            let message = e.to_string();
+            let f = Failure {
+                reason: e.reason(),
+                message: &message,
+                identifier: None,
+                batch_id: None,
+            };
+            p.sink.dead_letter_blocking(&rec, f)?;
             Ok(None)
         }
     }

@@ -23,14 +23,16 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
-use tokio::sync::watch;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::ClientContext;
+use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{IdentifierType, JobSpec, Matches};
+use crate::sink::PolledProducer;
 use disk::Disk;
 use hot::HotSet;
 use journal::Journal;
@@ -98,13 +100,66 @@ pub(crate) trait ResultStore: Send + Sync + 'static {
     fn job(&self, batch_id: &str) -> Journaled;
 }
 
+/// Delivery reports of store writes go to whoever waits for them.
+struct StoreContext;
+
+/// Kafka's acknowledgement of one store write.
+type Ack = oneshot::Receiver<KafkaResult<()>>;
+
+impl ClientContext for StoreContext {}
+
+impl ProducerContext for StoreContext {
+    type DeliveryOpaque = Box<oneshot::Sender<KafkaResult<()>>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
+        let _ = ack.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
+    }
+}
+
+/// The store's producer, shared with the tasks that wait for its acks.
+struct Writer {
+    producer: PolledProducer<StoreContext>,
+    topic: String,
+}
+
+impl Writer {
+    /// Hands one record to librdkafka; its ack arrives on the receiver.
+    fn send(&self, key: &str, value: &[u8]) -> KafkaResult<Ack> {
+        let (tx, rx) = oneshot::channel();
+        let rec = BaseRecord::with_opaque_to(&self.topic, Box::new(tx))
+            .key(key.as_bytes())
+            .payload(value);
+        self.producer.send(rec).map(|()| rx).map_err(|(e, _)| e)
+    }
+
+    /// Sends one record and waits (at most 30 s) for Kafka to have it.
+    async fn send_acked(&self, key: &str, value: &[u8]) -> KafkaResult<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.send(key, value) {
+                Ok(ack) => {
+                    return match tokio::time::timeout_at(deadline, ack).await {
+                        Ok(Ok(r)) => r,
+                        _ => Err(KafkaError::Canceled),
+                    }
+                }
+                Err(KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// The store on Kafka and disk.
 pub(crate) struct KafkaStore {
     hot: HotSet,
     disk: Arc<Disk>,
     journal: Arc<Mutex<Journal>>,
-    producer: FutureProducer,
-    topic: String,
+    writer: Arc<Writer>,
     ttl: Duration,
     metrics: Arc<Metrics>,
     tail: Tail,
@@ -154,8 +209,10 @@ impl KafkaStore {
             hot: HotSet::new(cfg.cache.max_memory_bytes, ttl),
             disk,
             journal,
-            producer: producer(cfg)?,
-            topic,
+            writer: Arc::new(Writer {
+                producer: producer(cfg)?,
+                topic,
+            }),
             ttl,
             metrics,
             tail,
@@ -180,14 +237,10 @@ impl KafkaStore {
             .apply(batch_id, Some(entry.clone()));
         let key = record::job_key(batch_id);
         let value = record::encode_job(&entry);
-        let rec = FutureRecord::to(&self.topic).key(&key).payload(&value);
-        match self.producer.send(rec, Duration::from_secs(30)).await {
-            Ok(_) => Ok(()),
-            Err((e, _)) => {
-                self.metrics.store_write_failed_by(1);
-                Err(StoreError::Kafka(e))
-            }
-        }
+        self.writer.send_acked(&key, &value).await.map_err(|e| {
+            self.metrics.store_write_failed_by(1);
+            StoreError::Kafka(e)
+        })
     }
 
     /// Whether the journal knows `batch_id` (open or done).
@@ -213,21 +266,20 @@ impl KafkaStore {
 
     /// Delivers what is still queued and stops the tail.
     pub(crate) fn close(&self) {
-        let _ = self.producer.flush(Duration::from_secs(10));
+        let _ = self.writer.producer.flush(Duration::from_secs(10));
         self.tail.stop();
     }
 
     /// Waits for `acks` (the results of a job), then writes `batch_id` as
     /// done: a crash in between leaves the job open (and its results are
     /// fetched again by whoever adopts it), never done without results.
-    fn finish(&self, acks: Vec<DeliveryFuture>, batch_id: Option<Arc<str>>) {
+    fn finish(&self, acks: Vec<Ack>, batch_id: Option<Arc<str>>) {
         let done = batch_id.map(|b| {
             let entry = JobEntry::Done { at_ms: now_ms() };
             self.journal.lock().expect("journal").apply(&b, Some(entry.clone()));
             (record::job_key(&b), record::encode_job(&entry))
         });
-        let producer = self.producer.clone();
-        let topic = self.topic.clone();
+        let writer = self.writer.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let n = acks.len();
@@ -245,8 +297,7 @@ impl KafkaStore {
                 metrics.store_write_failed_by(failed);
             }
             if let Some((key, value)) = done {
-                let rec = FutureRecord::to(&topic).key(&key).payload(&value);
-                if producer.send(rec, Duration::from_secs(30)).await.is_err() {
+                if writer.send_acked(&key, &value).await.is_err() {
                     metrics.store_write_failed_by(1);
                 }
             }
@@ -254,7 +305,7 @@ impl KafkaStore {
     }
 }
 
-fn producer(cfg: &Config) -> Result<FutureProducer, StoreError> {
+fn producer(cfg: &Config) -> Result<PolledProducer<StoreContext>, StoreError> {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.kafka.brokers)
         .set("linger.ms", "5")
@@ -264,7 +315,7 @@ fn producer(cfg: &Config) -> Result<FutureProducer, StoreError> {
         cc.set(k, v);
     }
     cc.set("enable.idempotence", "true");
-    cc.create().map_err(StoreError::Kafka)
+    PolledProducer::new(&cc, StoreContext, "store-producer").map_err(StoreError::Kafka)
 }
 
 impl ResultStore for KafkaStore {
@@ -292,12 +343,9 @@ impl ResultStore for KafkaStore {
         for (kind, value, c) in resolved {
             let key = record::result_key(kind, &value);
             let bytes = record::encode_result(&c);
-            match self
-                .producer
-                .send_result(FutureRecord::to(&self.topic).key(&key).payload(&bytes))
-            {
+            match self.writer.send(&key, &bytes) {
                 Ok(f) => acks.push(f),
-                Err((e, _)) => {
+                Err(e) => {
                     warn!(error = %e, "store write refused");
                     self.metrics.store_write_failed_by(1);
                 }

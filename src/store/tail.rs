@@ -141,6 +141,7 @@ fn run(
         let _ = restored.send(true);
     }
     let mut last_durable = Instant::now();
+    let mut undurable = false;
     let mut last_sweep = Instant::now();
     let mut last_report = Instant::now();
     let mut applied = 0u64;
@@ -148,12 +149,20 @@ fn run(
         let stopping = stop.load(Ordering::Relaxed);
         let (changes, eofs) = gather(&consumer, &p, &mut next)?;
         applied += changes.len() as u64;
-        let durable = stopping || last_durable.elapsed() >= DURABLE_EVERY;
+        // Changes are committed at once; the fsync waits for the next durable
+        // commit (at most DURABLE_EVERY later, or at the stop). Idle, nothing
+        // is written at all.
+        if !changes.is_empty() {
+            undurable = true;
+        }
+        let durable = undurable && (stopping || last_durable.elapsed() >= DURABLE_EVERY);
         if !changes.is_empty() || durable {
             p.disk.apply(&changes, &next, durable)?;
             p.metrics.store_applied(changes.len());
             if durable {
                 last_durable = Instant::now();
+                undurable = false;
+                p.metrics.set_store_results(p.disk.result_count()?);
             }
         }
         for partition in eofs {
@@ -165,11 +174,13 @@ fn run(
             restore.done = true;
             p.disk.apply(&[], &next, true)?;
             let secs = restore.started.elapsed().as_secs_f64();
+            let results = p.disk.result_count()?;
             p.metrics.store_restored(secs);
+            p.metrics.set_store_results(results);
             info!(
                 records = applied,
                 seconds = format!("{secs:.2}"),
-                results = p.disk.result_count()?,
+                results,
                 "store restored"
             );
             let _ = restored.send(true);
@@ -188,7 +199,6 @@ fn run(
                 info!(removed, "expired store entries removed");
             }
         }
-        p.metrics.set_store_results(p.disk.result_count()?);
     }
 }
 
