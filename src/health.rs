@@ -14,6 +14,7 @@ pub(crate) struct Health {
     failed: AtomicBool,
     restoring: AtomicBool,
     halted: Mutex<Option<String>>,
+    misrouted: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -25,12 +26,14 @@ impl Health {
     pub(crate) fn set_restoring(&self, v: bool) {
         self.restoring.store(v, Ordering::Relaxed);
     }
-    /// The API refused (true) or accepted (false) the key.
-    pub(crate) fn set_api_refused(&self, refused: bool) {
-        self.api_refused.store(refused, Ordering::Relaxed);
+    /// The API refused (true) or accepted (false) the key; returns whether
+    /// that changed (so that the change is logged once, not every retry).
+    pub(crate) fn set_api_refused(&self, refused: bool) -> bool {
+        let was = self.api_refused.swap(refused, Ordering::Relaxed);
         if !refused {
             self.api_accepted.store(true, Ordering::Relaxed);
         }
+        was != refused
     }
     /// The API currently refuses the key.
     pub(crate) fn api_refused(&self) -> bool {
@@ -44,6 +47,11 @@ impl Health {
     /// its message), or resumed (`None`).
     pub(crate) fn set_halted(&self, why: Option<String>) {
         *self.halted.lock().expect("health") = why;
+    }
+    /// The API's endpoints answer as if `api.base_url` were wrong (`Some`:
+    /// what they said), or they answer again (`None`).
+    pub(crate) fn set_misrouted(&self, why: Option<String>) {
+        *self.misrouted.lock().expect("health") = why;
     }
     /// Why submitting is halted, if it is.
     pub(crate) fn halted(&self) -> Option<String> {
@@ -64,6 +72,9 @@ impl Health {
         }
         if self.restoring.load(Ordering::Relaxed) {
             return Some("restoring the result store from its topic".into());
+        }
+        if let Some(why) = self.misrouted.lock().expect("health").clone() {
+            return Some(format!("the API is not at api.base_url: {why}"));
         }
         if let Some(why) = self.halted() {
             return Some(format!("submitting halted: the API refuses every request: {why}"));

@@ -50,7 +50,7 @@ pub use api::ApiError;
 pub use config::{Config, ConfigError};
 pub use dispatch::DispatchError;
 pub use logging::init as init_logging;
-pub use pipeline::{start, PipelineError, Running};
+pub use pipeline::{check_api, start, PipelineError, Running};
 pub use sink::SinkError;
 pub use source::SourceError;
 pub use store::StoreError;

@@ -46,7 +46,14 @@ async fn main() -> ExitCode {
         }
     };
     if cli.check {
-        println!("configuration is valid");
+        match identify_connector::check_api(&cfg).await {
+            Ok(None) => println!("configuration is valid; the API answers at api.base_url"),
+            Ok(Some(warning)) => println!("configuration is valid (warning: {warning})"),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
         return ExitCode::SUCCESS;
     }
     identify_connector::init_logging(cfg.log.format);

@@ -53,6 +53,8 @@ struct JobMetrics {
     result_files_rejected: IntCounter,
     adopted: IntCounterVec,
     unknown_status: IntCounter,
+    halted: IntGauge,
+    halts: IntCounter,
 }
 
 /// API requests.
@@ -177,6 +179,16 @@ impl JobMetrics {
                 r,
                 "api_unknown_status_total",
                 "Status responses with a status word the API does not document.",
+            ),
+            halted: gauge(
+                r,
+                "submits_halted",
+                "1 while submitting is halted because the API refuses every submit.",
+            ),
+            halts: counter(
+                r,
+                "submit_halts_total",
+                "Times submitting halted because the API refused every submit.",
             ),
         }
     }
@@ -464,6 +476,13 @@ impl Metrics {
     /// A job was adopted; `source` is `journal`, `reconciliation` or `lost_submit`.
     pub(crate) fn job_adopted(&self, source: &str) {
         self.jobs.adopted.with_label_values(&[source]).inc();
+    }
+    /// Submitting halted (or resumed).
+    pub(crate) fn set_halted(&self, halted: bool) {
+        if halted {
+            self.jobs.halts.inc();
+        }
+        self.jobs.halted.set(i64::from(halted));
     }
     /// A status word the API does not document.
     pub(crate) fn unknown_status(&self) {

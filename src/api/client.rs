@@ -21,6 +21,46 @@ use crate::config::{ApiConfig, Secret};
 use crate::metrics::Metrics;
 use crate::model::IdentifierType;
 
+/// Largest API response body read (submit, status, list); a job view is a
+/// few KiB, a page of 100 jobs a few hundred.
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
+/// Largest error body read (its message is kept, the rest dropped).
+const MAX_ERROR_BYTES: usize = 64 << 10;
+
+/// Reads at most `limit` bytes of the body of `resp`; true when there was more.
+async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<(Bytes, bool), ApiError> {
+    let mut buf = BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ApiError::from_reqwest)?;
+        let room = limit - buf.len();
+        if chunk.len() > room {
+            buf.extend_from_slice(&chunk[..room]);
+            return Ok((buf.freeze(), true));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok((buf.freeze(), false))
+}
+
+/// A success body, refused above [`MAX_RESPONSE_BYTES`].
+async fn read_body(resp: reqwest::Response) -> Result<Bytes, ApiError> {
+    match read_limited(resp, MAX_RESPONSE_BYTES).await? {
+        (b, false) => Ok(b),
+        (_, true) => Err(ApiError::Malformed(format!(
+            "a response body above {MAX_RESPONSE_BYTES} bytes"
+        ))),
+    }
+}
+
+/// An error body's text, cut at [`MAX_ERROR_BYTES`].
+async fn error_text(resp: reqwest::Response) -> String {
+    match read_limited(resp, MAX_ERROR_BYTES).await {
+        Ok((b, _)) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
 /// The API's endpoints, as metric labels and in logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Endpoint {
@@ -149,7 +189,7 @@ impl ApiClient {
                         header("retry-after").as_deref(),
                         now,
                     );
-                    let body = resp.text().await.unwrap_or_default();
+                    let body = error_text(resp).await;
                     Err(ApiError::from_status(status, wait, &body))
                 }
             }
@@ -178,7 +218,7 @@ impl ApiClient {
             .header(CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(&body).expect("JSON of strings"));
         let resp = self.send(Endpoint::Submit, req).await?;
-        let bytes = resp.bytes().await.map_err(ApiError::from_reqwest)?;
+        let bytes = read_body(resp).await?;
         #[derive(Deserialize)]
         struct Submitted {
             #[serde(alias = "id")]
@@ -198,7 +238,7 @@ impl ApiClient {
         let mut url = self.url("/batch/");
         url.path_segments_mut().expect("http URL").pop_if_empty().push(batch_id);
         let resp = self.send(Endpoint::Status, self.http.get(url)).await?;
-        let bytes = resp.bytes().await.map_err(ApiError::from_reqwest)?;
+        let bytes = read_body(resp).await?;
         let mut status = parse_status(&bytes)?;
         self.absolute_links(&mut status);
         Ok(status)
@@ -212,21 +252,23 @@ impl ApiClient {
             url.query_pairs_mut().append_pair("cursor", c);
         }
         let resp = self.send(Endpoint::List, self.http.get(url)).await?;
-        let bytes = resp.bytes().await.map_err(ApiError::from_reqwest)?;
+        let bytes = read_body(resp).await?;
         let mut page = parse_list(&bytes)?;
         page.jobs.iter_mut().for_each(|j| self.absolute_links(j));
         Ok(page)
     }
 
-    /// Checks that the API accepts the key (`GET /batch?limit=1`): any answer
-    /// but 401, 402 or 403 counts as accepted.
+    /// Checks that the API is where `api.base_url` says and accepts the key
+    /// (`GET /batch?limit=1`): a 401, 402 or 403 refuses the key, a 404, 405
+    /// or 415 says the URL is not the API's; any other answer counts as
+    /// accepted.
     pub(crate) async fn probe(&self) -> Result<(), ApiError> {
         let mut url = self.url("/batch");
         url.set_query(Some("limit=1"));
         match self.send(Endpoint::List, self.http.get(url)).await {
             Ok(_) => Ok(()),
-            Err(e) if e.class() == ErrorClass::Auth => Err(e),
-            Err(ApiError::BadRequest(_) | ApiError::NotFound(_) | ApiError::Unexpected { .. }) => Ok(()),
+            Err(e) if e.class() == ErrorClass::Auth || misrouted(&e) => Err(e),
+            Err(ApiError::BadRequest(_) | ApiError::Unexpected { .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -248,7 +290,7 @@ impl ApiClient {
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
             record(status);
-            let body = resp.text().await.unwrap_or_default();
+            let body = error_text(resp).await;
             let excerpt: String = body.chars().take(200).collect();
             return Err(match status {
                 403 => ApiError::LinkExpired(excerpt),
@@ -285,6 +327,15 @@ impl ApiClient {
     pub(crate) fn max_result_bytes(&self) -> u64 {
         self.max_bytes
     }
+}
+
+/// Whether an answer says the request went somewhere that is not the API
+/// (a wrong `api.base_url`, a gateway in the way).
+pub(crate) fn misrouted(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::NotFound(_) | ApiError::Unexpected { status: 405 | 415, .. }
+    )
 }
 
 /// `path` (starting with `/`) under `base`, whose own path is kept as a prefix.

@@ -9,7 +9,7 @@ mod error;
 mod retry;
 mod status;
 
-pub(crate) use client::{ApiClient, Endpoint};
+pub(crate) use client::{misrouted, ApiClient, Endpoint};
 pub use error::ApiError;
 pub(crate) use error::ErrorClass;
 pub(crate) use retry::{with_retries, Backoff, RetryHooks, RetryPolicy};

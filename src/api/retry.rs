@@ -74,6 +74,9 @@ pub(crate) struct RetryPolicy {
     pub(crate) auth_backoff: Backoff,
     /// Attempts of a request failing with retryable errors.
     pub(crate) max_attempts: u32,
+    /// A 403 ends the request (it concerns what was asked for, not the
+    /// key); otherwise it counts as a refused key.
+    pub(crate) forbidden_ends: bool,
 }
 
 /// What the retry loop tells its caller.
@@ -115,6 +118,9 @@ where
             Err(e) => e,
         };
         if err.class() == ErrorClass::Auth {
+            if policy.forbidden_ends && matches!(err, ApiError::Forbidden(_)) {
+                return Err(err);
+            }
             attempt = 0;
             refusals += 1;
             let wait = policy.auth_backoff.delay(refusals, rand::random());
@@ -219,6 +225,7 @@ mod tests {
             max: Duration::from_secs(60),
         },
         max_attempts: 3,
+        forbidden_ends: false,
     };
 
     /// Runs the loop over scripted answers; returns its result and the hook log.
@@ -251,6 +258,21 @@ mod tests {
         let (out, log) = run(vec![Err(server()), Err(server()), Err(server())]).await;
         assert!(matches!(out, Err(ApiError::Server { .. })));
         assert_eq!(log, ["retry 1 server", "retry 2 server"], "given up after 3 attempts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_403_ends_the_request_when_the_policy_says_so() {
+        let policy = RetryPolicy {
+            forbidden_ends: true,
+            ..POLICY
+        };
+        let log = Log::default();
+        let out: Result<u32, _> = with_retries(&policy, &log, Endpoint::Status, || async {
+            Err(ApiError::Forbidden("another account's job".into()))
+        })
+        .await;
+        assert!(matches!(out, Err(ApiError::Forbidden(_))));
+        assert!(log.0.into_inner().unwrap().is_empty(), "not a refused key");
     }
 
     #[tokio::test(start_paused = true)]

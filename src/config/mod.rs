@@ -257,6 +257,9 @@ pub struct ApiConfig {
     /// subdomains. Empty (default): the host of `base_url` and
     /// `*.amazonaws.com`.
     pub download_allowed_hosts: Vec<String>,
+    /// Allow a plain `http` base URL to a host that is not the loopback
+    /// (the API key would cross the network in clear). Default false.
+    pub allow_insecure_http: bool,
 }
 
 impl Default for ApiConfig {
@@ -275,6 +278,7 @@ impl Default for ApiConfig {
             max_job_attempts: 3,
             max_result_bytes: 256 << 20,
             download_allowed_hosts: Vec::new(),
+            allow_insecure_http: false,
         }
     }
 }

@@ -137,6 +137,13 @@ impl ApiConfig {
             format!("api.base_url: {:?} must be an http(s) URL", self.base_url),
         );
         p.need(
+            self.allow_insecure_http || !cleartext_beyond_loopback(&self.base_url),
+            format!(
+                "api.base_url: {:?} is plain http to a host that is not the loopback: the API key would cross the network in clear; use https, or set api.allow_insecure_http = true",
+                self.base_url
+            ),
+        );
+        p.need(
             !self.key.is_empty(),
             "api.key is missing: set CRUSTDATA_API_KEY (or IDENTIFY_API__KEY)",
         );
@@ -214,6 +221,20 @@ fn http_url(s: &str) -> bool {
     url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
+/// An `http` URL to a host other than the loopback.
+fn cleartext_beyond_loopback(s: &str) -> bool {
+    let Ok(u) = url::Url::parse(s) else {
+        return false;
+    };
+    let loopback = match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    u.scheme() == "http" && !loopback
+}
+
 /// Kafka's topic-name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 fn valid_topic(t: &str) -> bool {
     !t.is_empty()
@@ -227,6 +248,32 @@ fn valid_topic(t: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_only_to_the_loopback() {
+        for ok in [
+            "https://api.crustdata.com",
+            "http://127.0.0.1:8787",
+            "http://localhost:1",
+            "http://[::1]:9",
+        ] {
+            assert!(!cleartext_beyond_loopback(ok), "{ok}");
+        }
+        for bad in ["http://api.crustdata.com", "http://10.0.0.7:8080/crustdata"] {
+            assert!(cleartext_beyond_loopback(bad), "{bad}");
+        }
+        let mut c = Config::default();
+        c.api.base_url = "http://api.example.com".into();
+        let Err(ConfigError::Invalid(all)) = c.validate() else {
+            panic!()
+        };
+        assert!(all.iter().any(|m| m.contains("allow_insecure_http")));
+        c.api.allow_insecure_http = true;
+        let Err(ConfigError::Invalid(all)) = c.validate() else {
+            panic!()
+        };
+        assert!(!all.iter().any(|m| m.contains("allow_insecure_http")));
+    }
 
     #[test]
     fn topic_names() {

@@ -14,6 +14,7 @@
 //! [`Publish`]er and a [`ResultStore`], so its decisions are unit-tested
 //! without either ([`tests`]).
 
+mod halt;
 mod outcome;
 mod pending;
 mod slots;
@@ -34,11 +35,12 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::jobs::{JobEvent, Runner};
 use crate::metrics::Metrics;
-use crate::model::{has_matches, IdentifierType, InputRecord};
+use crate::model::{has_matches, IdentifierType, InputRecord, JobSpec};
 use crate::offsets::OffsetTracker;
 use crate::sink::{Fatal, Publish, Resolution, SinkError};
 use crate::source::{SourceEvent, Work};
 use crate::store::{Cached, Journaled, ResultStore};
+use halt::Refusals;
 use pending::Pending;
 use table::JobTable;
 
@@ -87,6 +89,10 @@ pub(crate) struct Dispatcher<P, R, S> {
     batcher: Batcher,
     pending: Pending,
     jobs: JobTable,
+    refusals: Refusals,
+    /// An identifier known to resolve to nobody (free to submit): what a
+    /// probe of a halted API submits when nothing better is queued.
+    free_probe: Option<(IdentifierType, String)>,
     max_job_attempts: u32,
     parts: Parts<P, R, S>,
 }
@@ -98,6 +104,8 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             batcher: Batcher::new(cfg.batch.max_size, cfg.batch.linger),
             pending: Pending::default(),
             jobs: JobTable::new(cfg.api.max_active_jobs),
+            refusals: Refusals::default(),
+            free_probe: None,
             max_job_attempts: cfg.api.max_job_attempts,
             parts,
         }
@@ -121,12 +129,19 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         }
         let stopped = loop {
             self.dispatch();
-            let deadline = self.batcher.next_deadline();
-            let can_start = self.jobs.can_start();
+            // Wake for a linger deadline only when a job could start then,
+            // and for a probe only while halted: no loop ever spins.
+            let deadline = self.batcher.next_deadline().filter(|_| self.may_submit());
+            let probe = self.refusals.halted().map(|h| h.next_probe);
             tokio::select! {
                 biased;
                 _ = &mut stop => break Stopped::Shutdown,
-                _ = fatal.notify.notified() => return Err(self.fatal_error()),
+                _ = fatal.notify.notified() => {
+                    if fatal.get().is_some() {
+                        return Err(self.fatal_error());
+                    }
+                    self.refused().await?;
+                }
                 Some(ev) = events.recv() => self.event(ev),
                 finished = self.jobs.join_next() => self.finished(finished).await?,
                 input = rx.recv() => match input {
@@ -136,9 +151,11 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                         }
                     }
                     Some(SourceEvent::Recover(ids)) => self.recover(ids),
+                    Some(SourceEvent::Revoked) => self.drop_revoked(),
                     None => break Stopped::SourceClosed,
                 },
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() && can_start => {}
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+                _ = tokio::time::sleep_until(probe.unwrap_or_else(Instant::now)), if probe.is_some() => {}
             }
         };
         self.drain(&mut events, grace).await?;
@@ -171,27 +188,70 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         DispatchError::Fatal(self.parts.fatal.get().expect("a fatal error was set"))
     }
 
-    /// Starts jobs while a slot is free and a batch is ready.
+    /// Whether a new job may start now: a slot is free, nothing of unknown
+    /// coverage is being adopted, submitting is not halted, and the key is
+    /// not refused (while it is, only the job already retrying probes it).
+    fn may_submit(&self) -> bool {
+        self.jobs.can_start()
+            && self.refusals.halted().is_none()
+            && (!self.parts.health.api_refused() || self.jobs.is_empty())
+    }
+
+    /// Starts jobs while a slot is free and a batch is ready; while halted,
+    /// one probe when it is due.
     fn dispatch(&mut self) {
-        while self.jobs.can_start() {
-            // While the key is refused, only the job already retrying probes it.
-            if self.parts.health.api_refused() && !self.jobs.is_empty() {
-                break;
+        let now = Instant::now();
+        if self.refusals.halted().is_some() {
+            if self.jobs.can_start() && self.refusals.probe_due(now) {
+                if let Some(spec) = self.probe_batch(now) {
+                    info!(size = spec.ids.len(), "probing whether the API accepts submits again");
+                    self.start_job(spec);
+                }
             }
-            let Some(spec) = self.batcher.next_job(Instant::now()) else {
+            return;
+        }
+        while self.may_submit() {
+            let Some(spec) = self.next_batch(now) else {
                 break;
             };
-            let spec = {
-                let t = self.parts.tracker.lock().expect("tracker");
-                self.pending.prune_stale(spec, &t)
-            };
-            let Some(spec) = spec else { continue };
-            self.parts.metrics.batch_submitted(spec.kind.as_str(), spec.ids.len());
-            let seq = self.jobs.next_seq();
-            let task = self.parts.runner.run(seq, spec.clone());
-            self.jobs.start(seq, spec, task);
-            self.parts.metrics.set_active_jobs(self.jobs.len());
+            self.start_job(spec);
         }
+    }
+
+    /// The next batch to submit, without identifiers of revoked partitions.
+    fn next_batch(&mut self, now: Instant) -> Option<JobSpec> {
+        loop {
+            let spec = self.batcher.next_job(now)?;
+            let t = self.parts.tracker.lock().expect("tracker");
+            if let Some(spec) = self.pending.prune_stale(spec, &t) {
+                return Some(spec);
+            }
+        }
+    }
+
+    /// What a probe of a halted API submits: the next batch, unless it is a
+    /// single identifier already refused (that would tell nothing about the
+    /// API); then an identifier known to resolve to nobody, if one is.
+    fn probe_batch(&mut self, now: Instant) -> Option<JobSpec> {
+        let spec = self.next_batch(now);
+        match (spec, &self.free_probe) {
+            (Some(s), Some((kind, id))) if s.ids.len() == 1 && self.refusals.suspect(&s.ids[0]) => {
+                self.batcher.push_ready_front(s);
+                Some(JobSpec {
+                    kind: *kind,
+                    ids: vec![id.clone()],
+                })
+            }
+            (spec, _) => spec,
+        }
+    }
+
+    fn start_job(&mut self, spec: JobSpec) {
+        self.parts.metrics.batch_submitted(spec.kind.as_str(), spec.ids.len());
+        let seq = self.jobs.next_seq();
+        let task = self.parts.runner.run(seq, spec.clone());
+        self.jobs.start(seq, spec, task);
+        self.parts.metrics.set_active_jobs(self.jobs.len());
     }
 
     /// Adopts jobs named in commit metadata (submitted by a previous owner
@@ -215,7 +275,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     }
 
     /// Starts adopting `batch_id` unless it runs here; returns its job number.
-    fn adopt(&mut self, batch_id: Arc<str>, spec: Option<crate::model::JobSpec>, source: &'static str) -> u64 {
+    fn adopt(&mut self, batch_id: Arc<str>, spec: Option<JobSpec>, source: &'static str) -> u64 {
         if let Some(seq) = self.jobs.seq_of(&batch_id) {
             return seq;
         }
@@ -231,6 +291,11 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     fn event(&mut self, ev: JobEvent) {
         match ev {
             JobEvent::Submitted { seq, batch_id } => {
+                if self.refusals.accepted(Instant::now()) {
+                    info!("the API accepts submits again; resuming");
+                    self.parts.health.set_halted(None);
+                    self.parts.metrics.set_halted(false);
+                }
                 let Some(spec) = self.jobs.submitted(seq, batch_id.clone()) else {
                     return;
                 };
@@ -273,6 +338,20 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         self.batcher.push(kind, key.clone(), Instant::now());
         self.pending.insert(kind, key, rec, None);
         Ok(())
+    }
+
+    /// Partitions were revoked: their records leave the pending identifiers
+    /// and the batches.
+    fn drop_revoked(&mut self) {
+        let dropped = {
+            let t = self.parts.tracker.lock().expect("tracker");
+            self.pending.drop_revoked(&t)
+        };
+        if dropped > 0 {
+            let pending = &self.pending;
+            self.batcher.retain(|_, id| pending.contains(id));
+            info!(identifiers = dropped, "identifiers of revoked partitions dropped");
+        }
     }
 
     /// Notes in the tracker that job `job` (once accepted) covers `rec`.

@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
+use super::halt::Verdict;
 use super::table::Finished;
 use super::{DispatchError, Dispatcher};
 use crate::decode::{detect, match_key, normalize};
 use crate::jobs::{JobOutcome, ResultRow, Runner};
-use crate::model::{IdentifierType, JobSpec, Matches};
-use crate::sink::Publish;
+use crate::model::{has_matches, IdentifierType, JobSpec, Matches};
+use crate::sink::{refused_reason, Failure, Publish};
 use crate::store::{Cached, ResultStore};
 
 /// Resolved identifiers on their way into the store.
@@ -46,10 +47,12 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 }
                 self.publish(spec, batch_id, results, missing, adopted).await
             }
-            Ok(JobOutcome::Rejected { spec, message }) => self.rejected(spec, &message).await,
+            Ok(JobOutcome::Rejected { spec, status, message }) => self.rejected(spec, status, &message).await,
             Ok(JobOutcome::Failed { spec, error }) => {
                 warn!(size = spec.ids.len(), %error, "job failed after every attempt; dead-lettering its records");
-                self.dead_letter(spec, "job_failed", &error.to_string()).await
+                let batch_id = error.batch_id().map(str::to_owned);
+                self.dead_letter(spec, "job_failed", &error.to_string(), batch_id.as_deref())
+                    .await
             }
             Ok(JobOutcome::Recovered { batch_id, rows }) => self.use_recovered(batch_id, rows).await,
             Ok(JobOutcome::RecoveryFailed { batch_id, error }) => {
@@ -88,6 +91,10 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         resolved: &mut Resolved,
     ) -> Result<usize, DispatchError> {
         self.pending.resolved(&key);
+        self.refusals.forget(&key);
+        if !has_matches(&cached.matches) {
+            self.free_probe = Some((kind, key.clone()));
+        }
         let recs = self.pending.take(&key);
         for rec in &recs {
             self.publish_one(rec, kind, &key, &cached).await?;
@@ -141,7 +148,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 kind: spec.kind,
                 ids: give_up,
             };
-            self.dead_letter(spec, "missing_result", &msg).await?;
+            self.dead_letter(spec, "missing_result", &msg, Some(&batch_id)).await?;
         }
         Ok(())
     }
@@ -185,13 +192,38 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         Ok(())
     }
 
-    /// A 400: the offending identifiers are isolated by halving; a single
-    /// identifier refused is dead-lettered as `api_rejected`.
-    async fn rejected(&mut self, spec: JobSpec, message: &str) -> Result<(), DispatchError> {
-        if spec.ids.len() == 1 {
-            warn!(identifier_type = spec.kind.as_str(), %message, "API rejected an identifier; dead-lettering it");
-            return self.dead_letter(spec, "api_rejected", message).await;
+    /// A refused submit (see [`super::halt`]): the offending identifiers are
+    /// isolated by halving, a single one refused while the API accepts
+    /// other submits is dead-lettered as `api_rejected`, and a refusal of
+    /// every request halts submitting (the batch waits).
+    async fn rejected(&mut self, spec: JobSpec, status: u16, message: &str) -> Result<(), DispatchError> {
+        let was_halted = self.refusals.halted().is_some();
+        match self
+            .refusals
+            .refused(&spec.ids, status, message, tokio::time::Instant::now())
+        {
+            Verdict::DeadLetter => {
+                warn!(identifier_type = spec.kind.as_str(), %message, "API rejected an identifier; dead-lettering it");
+                self.dead_letter(spec, "api_rejected", message, None).await
+            }
+            Verdict::Halt => {
+                if !was_halted {
+                    error!(status, %message, "the API refuses every submit; submitting halts (nothing is dead-lettered) and is probed slowly until it accepts again");
+                    self.parts.metrics.set_halted(true);
+                }
+                self.parts.health.set_halted(Some(format!("{status}: {message}")));
+                self.batcher.push_ready_front(spec);
+                Ok(())
+            }
+            Verdict::Split => {
+                self.split(spec);
+                Ok(())
+            }
         }
+    }
+
+    /// Halves a batch; both halves go ahead of every other batch.
+    fn split(&mut self, spec: JobSpec) {
         let mut left = spec.ids;
         let right = left.split_off(left.len() / 2);
         self.batcher.push_ready_front(JobSpec {
@@ -202,18 +234,53 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             kind: spec.kind,
             ids: left,
         });
-        Ok(())
     }
 
     /// Dead-letters every live record waiting for the identifiers of `spec`.
-    async fn dead_letter(&mut self, spec: JobSpec, reason: &'static str, message: &str) -> Result<(), DispatchError> {
+    async fn dead_letter(
+        &mut self,
+        spec: JobSpec,
+        reason: &'static str,
+        message: &str,
+        batch_id: Option<&str>,
+    ) -> Result<(), DispatchError> {
         for key in spec.ids {
             self.pending.resolved(&key);
+            self.refusals.forget(&key);
             for rec in self.pending.take(&key) {
                 if self.is_live(&rec) {
-                    self.parts.sink.dead_letter(&rec, reason, message).await?;
+                    let f = Failure {
+                        reason,
+                        message,
+                        identifier: Some(&key),
+                        batch_id,
+                    };
+                    self.parts.sink.dead_letter(&rec, f).await?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Dead-letters the outputs the broker refused for themselves.
+    pub(super) async fn refused(&mut self) -> Result<(), DispatchError> {
+        for r in self.parts.fatal.take_refused() {
+            if !self.is_live(&r.rec) {
+                continue;
+            }
+            let message = format!("the broker refused the output: {}", r.error);
+            let f = Failure {
+                reason: refused_reason(&r.error),
+                message: &message,
+                identifier: Some(&r.identifier),
+                batch_id: Some(&r.batch_id),
+            };
+            warn!(
+                identifier_type = "output",
+                reason = f.reason,
+                "output refused by the broker; dead-lettered"
+            );
+            self.parts.sink.dead_letter(&r.rec, f).await?;
         }
         Ok(())
     }

@@ -108,6 +108,18 @@ impl Pending {
         (!spec.ids.is_empty()).then_some(spec)
     }
 
+    /// Drops every record of a revoked partition (not live in `tracker`),
+    /// and the identifiers left without records; returns how many
+    /// identifiers were dropped.
+    pub(super) fn drop_revoked(&mut self, tracker: &OffsetTracker) -> usize {
+        let before = self.waiters.len();
+        self.waiters.retain(|_, w| {
+            w.recs.retain(|r| tracker.is_live(&r.pos));
+            !w.recs.is_empty()
+        });
+        before - self.waiters.len()
+    }
+
     /// Counts one more absence of `key` from a result file; true while it
     /// has been missing fewer than `max_attempts` times (try again), false
     /// when it is given up (and the count forgotten).

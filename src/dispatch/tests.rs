@@ -15,7 +15,7 @@ use crate::jobs::{JobError, JobEvent, JobOutcome, ResultRow, Runner};
 use crate::metrics::Metrics;
 use crate::model::{no_matches, Identifier, IdentifierType, InputRecord, JobSpec, Matches};
 use crate::offsets::OffsetTracker;
-use crate::sink::{Fatal, Publish, Resolution, SinkError};
+use crate::sink::{Failure, Fatal, Publish, Resolution, SinkError};
 use crate::source::{SourceEvent, Work};
 use crate::store::{Cached, Found, Journaled, OpenJob, ResultStore};
 
@@ -32,16 +32,25 @@ struct Call {
     seq: u64,
     asked: Asked,
     reply: oneshot::Sender<JobOutcome>,
+    /// What the job tells the dispatcher while it runs (`Submitted`).
+    events: mpsc::UnboundedSender<JobEvent>,
 }
 
 struct FakeRunner {
     calls: mpsc::UnboundedSender<Call>,
+    events: mpsc::UnboundedSender<JobEvent>,
 }
 
 impl FakeRunner {
     fn call(&self, seq: u64, asked: Asked) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        let _ = self.calls.send(Call { seq, asked, reply });
+        let events = self.events.clone();
+        let _ = self.calls.send(Call {
+            seq,
+            asked,
+            reply,
+            events,
+        });
         // A dropped reply is a job that never ends.
         async move {
             match rx.await {
@@ -157,10 +166,10 @@ impl Publish for FakeSink {
         Ok(())
     }
 
-    async fn dead_letter(&self, rec: &InputRecord, reason: &'static str, _: &str) -> Result<(), SinkError> {
+    async fn dead_letter(&self, rec: &InputRecord, f: Failure<'_>) -> Result<(), SinkError> {
         self.sent.lock().unwrap().push(Sent::DeadLetter {
             offset: rec.pos.offset,
-            reason,
+            reason: f.reason,
         });
         self.tracker.lock().unwrap().complete(&rec.pos);
         Ok(())
@@ -204,10 +213,14 @@ impl Harness {
         });
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
+        let (events, events_rx) = mpsc::unbounded_channel();
         let dispatcher = Dispatcher::new(
             &cfg,
             Parts {
-                runner: FakeRunner { calls: calls_tx },
+                runner: FakeRunner {
+                    calls: calls_tx,
+                    events: events.clone(),
+                },
                 sink: sink.clone(),
                 store: store.clone(),
                 reconcile,
@@ -218,7 +231,6 @@ impl Harness {
             },
         );
         let (records, rx) = mpsc::unbounded_channel();
-        let (events, events_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = oneshot::channel::<()>();
         let grace = cfg.shutdown.timeout;
         let task = tokio::spawn(dispatcher.run(
@@ -337,6 +349,10 @@ fn ids_of(call: &Call) -> Vec<String> {
 /// Finishes `call` with results for every identifier but `missing`,
 /// matched when listed in `matched`.
 fn done(call: Call, batch_id: &str, matched: &[&str], missing: &[&str]) {
+    let _ = call.events.send(JobEvent::Submitted {
+        seq: call.seq,
+        batch_id: Arc::from(batch_id),
+    });
     let ids = ids_of(&call);
     let results = ids
         .iter()
@@ -626,6 +642,7 @@ async fn a_refused_batch_is_halved_until_the_bad_identifier_is_dead_lettered() {
         call.reply
             .send(JobOutcome::Rejected {
                 spec: spec(&ids),
+                status: 400,
                 message: "invalid identifier".into(),
             })
             .unwrap();
@@ -742,6 +759,21 @@ async fn recovered_jobs_answer_their_identifiers_before_any_new_submit() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn records_of_revoked_partitions_leave_memory_at_once() {
+    let mut h = Harness::start(|_| {});
+    h.send(&["a@x.co", "b@x.co"]);
+    h.settle().await;
+    h.tracker.lock().unwrap().assign((Arc::from(TP.0), TP.1));
+    h.records.send(SourceEvent::Revoked).unwrap();
+    h.settle().await;
+    h.send(&["a@x.co"]);
+    h.settle().await;
+    assert_eq!(h.saved("dedupe"), 0.0, "the revoked record no longer waits for a@x.co");
+    let call = h.next_call().await;
+    assert_eq!(ids_of(&call), ["a@x.co"], "b@x.co left the open batch");
+}
+
+#[tokio::test(start_paused = true)]
 async fn identifiers_of_revoked_partitions_are_not_submitted() {
     let mut h = Harness::start(|_| {});
     h.send(&["a@x.co"]);
@@ -789,4 +821,98 @@ async fn shutdown_abandons_jobs_still_running_after_the_grace() {
         "{waited:?}"
     );
     assert!(call.reply.is_closed(), "the job was aborted");
+}
+
+fn refuse(call: Call, status: u16, message: &str) {
+    let ids = ids_of(&call);
+    call.reply
+        .send(JobOutcome::Rejected {
+            spec: spec(&ids),
+            status,
+            message: message.into(),
+        })
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_of_every_request_halts_without_dead_letters_and_a_probe_resumes() {
+    let mut h = Harness::start(|c| c.batch.max_size = 4);
+    h.send(&["a@x.co", "b@x.co", "c@x.co", "d@x.co"]);
+    refuse(h.next_call().await, 400, "contract expired");
+    let half = h.next_call().await;
+    assert_eq!(ids_of(&half), ["a@x.co", "b@x.co"]);
+    let other_half = h.next_call().await;
+    refuse(half, 400, "contract expired");
+    refuse(other_half, 400, "contract expired");
+    h.settle().await;
+    assert!(
+        h.health.unready().unwrap().contains("contract expired"),
+        "{:?}",
+        h.health.unready()
+    );
+    assert!(h.metrics.render().contains("identify_submits_halted 1\n"));
+    tokio::time::sleep(super::halt::FIRST_BACKOFF - Duration::from_secs(1)).await;
+    h.assert_no_call().await;
+    let probe = h.next_call().await;
+    assert_eq!(
+        probe.asked,
+        Asked::Run(vec!["c@x.co".into(), "d@x.co".into()]),
+        "the probe is the first refused batch"
+    );
+    done(probe, "j-probe", &[], &[]);
+    let rest = h.next_call().await;
+    assert_eq!(ids_of(&rest), ["a@x.co", "b@x.co"]);
+    done(rest, "j-rest", &[], &[]);
+    h.settle().await;
+    assert!(h.health.halted().is_none());
+    assert!(
+        h.sent().iter().all(|s| matches!(s, Sent::Output { .. })),
+        "no dead letter"
+    );
+    assert_eq!(h.sent().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_404_on_submit_halts_at_once_and_probes_back_off() {
+    let mut h = Harness::start(|c| c.batch.max_size = 2);
+    h.send(&["a@x.co", "b@x.co"]);
+    refuse(h.next_call().await, 404, "no such endpoint");
+    h.settle().await;
+    assert!(h.health.unready().unwrap().contains("404"));
+    let t0 = tokio::time::Instant::now();
+    refuse(h.next_call().await, 404, "no such endpoint");
+    let first = t0.elapsed();
+    refuse(h.next_call().await, 404, "no such endpoint");
+    let second = t0.elapsed() - first;
+    assert!(
+        second >= first * 2 - Duration::from_millis(50),
+        "{first:?} then {second:?}"
+    );
+    assert!(h.sent().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_refused_identifier_is_told_apart_by_probing_with_a_free_one() {
+    let mut h = Harness::start(|c| c.batch.max_size = 1);
+    h.send(&["nobody@x.co"]);
+    done(h.next_call().await, "j0", &[], &[]);
+    h.settle().await;
+    h.send(&["weird@x.co"]);
+    refuse(h.next_call().await, 400, "identifier refused");
+    let probe = h.next_call().await;
+    assert_eq!(
+        probe.asked,
+        Asked::Run(vec!["nobody@x.co".into()]),
+        "an identifier known to match nobody, free to submit"
+    );
+    done(probe, "j-probe", &[], &[]);
+    refuse(h.next_call().await, 400, "identifier refused");
+    h.settle().await;
+    assert_eq!(
+        h.sent().last(),
+        Some(&Sent::DeadLetter {
+            offset: 1,
+            reason: "api_rejected"
+        })
+    );
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::results::{self, ResultRow};
+use super::results::{self, ResultError, ResultRow};
 use super::{JobContext, RETRY_PAUSE};
 use crate::api::{ApiError, Endpoint, JobStatus};
 use crate::decode::match_key;
@@ -180,19 +180,28 @@ impl JobContext {
                 rows: Vec::new(),
                 damaged: false,
             };
+            // api.max_result_bytes bounds all the parts together.
+            let mut budget = self.api.max_result_bytes();
             for url in &urls {
                 match self
                     .persist(Endpoint::Download, seq, deadline, || self.api.download(url))
                     .await
                 {
                     Ok(data) => {
-                        let (rows, err) = results::parse_partial(&data, self.api.max_result_bytes());
-                        if let Some(e) = err {
-                            self.metrics.result_file_rejected();
-                            warn!(error = %e, %batch_id, kept_lines = rows.len(), "damaged result file");
-                            fetched.damaged = true;
+                        let parsed = results::parse_partial(&data, budget);
+                        budget = budget.saturating_sub(parsed.bytes);
+                        match parsed.error {
+                            Some(ResultError::TooLarge(_)) => {
+                                return Err(ApiError::TooLarge(self.api.max_result_bytes()))
+                            }
+                            Some(e) => {
+                                self.metrics.result_file_rejected();
+                                warn!(error = %e, %batch_id, kept_lines = parsed.rows.len(), "damaged result file");
+                                fetched.damaged = true;
+                            }
+                            None => {}
                         }
-                        fetched.rows.extend(rows);
+                        fetched.rows.extend(parsed.rows);
                     }
                     Err(ApiError::NotFound(_)) if not_found < NOT_FOUND_REFRESHES => {
                         not_found += 1;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::{with_retries, ApiClient, ApiError, Backoff, Endpoint, ErrorClass, RetryHooks, RetryPolicy};
 use crate::config::ApiConfig;
@@ -77,6 +77,19 @@ pub(crate) enum JobError {
     },
 }
 
+impl JobError {
+    /// The job concerned, once the API accepted it.
+    pub(crate) fn batch_id(&self) -> Option<&str> {
+        match self {
+            Self::Submit(_) => None,
+            Self::Status { batch_id, .. }
+            | Self::Failed { batch_id, .. }
+            | Self::TimedOut { batch_id }
+            | Self::Results { batch_id, .. } => Some(batch_id),
+        }
+    }
+}
+
 /// How a job ended.
 #[derive(Debug)]
 pub(crate) enum JobOutcome {
@@ -95,10 +108,13 @@ pub(crate) enum JobOutcome {
         /// The job was adopted (another pod's, or one a crash forgot).
         adopted: bool,
     },
-    /// The API refused the submit with 400.
+    /// The API refused the submit: 400 (the request, or an identifier in
+    /// it), or 404/405/415 (the endpoint: a wrong base URL).
     Rejected {
         /// The batch.
         spec: JobSpec,
+        /// The HTTP status.
+        status: u16,
         /// The API's message.
         message: String,
     },
@@ -224,7 +240,7 @@ impl Drop for Claim<'_> {
 /// What one submission ended in.
 enum Attempt {
     Done(Arc<str>, HashMap<String, Matches>, Vec<String>),
-    Rejected(String),
+    Rejected(u16, String),
     Retry(JobError),
     GiveUp(JobError),
 }
@@ -236,16 +252,18 @@ struct Hooks<'a> {
 }
 
 impl RetryHooks for Hooks<'_> {
-    fn accepted(&self, endpoint: Endpoint, after_refusal: bool) {
-        if after_refusal {
-            info!(request = endpoint.as_str(), "API accepts the key again");
+    fn accepted(&self, endpoint: Endpoint, _after_refusal: bool) {
+        if self.ctx.health.set_api_refused(false) {
+            info!(request = endpoint.as_str(), "the API accepts the key again; resuming");
         }
-        self.ctx.health.set_api_refused(false);
     }
 
     fn refused(&self, endpoint: Endpoint, err: &ApiError, wait: Duration) {
-        self.ctx.health.set_api_refused(true);
-        warn!(request = endpoint.as_str(), error = %err, retry_in = ?wait, "API refuses the key; no new jobs until it accepts it");
+        if self.ctx.health.set_api_refused(true) {
+            error!(request = endpoint.as_str(), error = %err, "the API refuses the key: no new jobs, /readyz 503, retried slowly until it accepts it");
+        } else {
+            debug!(request = endpoint.as_str(), error = %err, retry_in = ?wait, "the key is still refused");
+        }
         self.ctx.metrics.api_retry(endpoint.as_str(), err.label());
     }
 
@@ -262,8 +280,12 @@ impl RetryHooks for Hooks<'_> {
 }
 
 impl JobContext {
-    fn policy(&self) -> RetryPolicy {
+    /// The retry policy of `endpoint`: a refused key is retried slowly on a
+    /// submit; a 403 on anything else concerns that one job (a job of
+    /// another account, a rotated key) and ends the request.
+    fn policy(&self, endpoint: Endpoint) -> RetryPolicy {
         RetryPolicy {
+            forbidden_ends: endpoint != Endpoint::Submit,
             backoff: Backoff {
                 base: Duration::from_millis(250),
                 max: self.cfg.max_backoff,
@@ -282,7 +304,7 @@ impl JobContext {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        with_retries(&self.policy(), &Hooks { ctx: self, seq }, endpoint, op).await
+        with_retries(&self.policy(endpoint), &Hooks { ctx: self, seq }, endpoint, op).await
     }
 
     /// One request of job `seq` that must not be given up for a reason that
@@ -337,7 +359,7 @@ impl JobContext {
                         adopted: false,
                     }
                 }
-                Attempt::Rejected(message) => return JobOutcome::Rejected { spec, message },
+                Attempt::Rejected(status, message) => return JobOutcome::Rejected { spec, status, message },
                 Attempt::GiveUp(error) => return JobOutcome::Failed { spec, error },
                 Attempt::Retry(why) => last = Some(why),
             }
@@ -399,7 +421,7 @@ impl JobContext {
     /// (a timeout, a 5xx, a broken connection), the API's list is checked
     /// for the job before the submit is tried again.
     async fn submit(&self, seq: u64, spec: &JobSpec, hook_url: Option<&str>) -> Result<Arc<str>, ApiError> {
-        let policy = self.policy();
+        let policy = self.policy(Endpoint::Submit);
         let hooks = Hooks { ctx: self, seq };
         with_retries(&policy, &hooks, Endpoint::Submit, || async {
             let sent_at = chrono::Utc::now();
@@ -422,7 +444,12 @@ impl JobContext {
         let submitted = Instant::now();
         let batch_id = match self.submit(seq, spec, hook_url).await {
             Ok(id) => id,
-            Err(ApiError::BadRequest(m)) => return Attempt::Rejected(m),
+            Err(ApiError::BadRequest(m)) => return Attempt::Rejected(400, m),
+            Err(ApiError::NotFound(m)) => return Attempt::Rejected(404, m),
+            Err(ApiError::Unexpected {
+                status: s @ (405 | 415),
+                message,
+            }) => return Attempt::Rejected(s, message),
             Err(e) => return Attempt::Retry(JobError::Submit(e)),
         };
         let _claim = self.claim(&batch_id);

@@ -5,6 +5,8 @@
 mod probe;
 mod shutdown;
 
+pub use probe::check_api;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,21 +1,29 @@
 //! HTTP server: `/metrics` (Prometheus text), `/healthz` (liveness),
-//! `/readyz` (readiness: consumer in its group and API key accepted) and
-//! `POST /webhooks/crustdata/{token}` (job-completion callbacks).
+//! `/readyz` (readiness, with the reason when not ready) and
+//! `POST /webhooks/crustdata/{token}` (job-completion callbacks). The
+//! connections themselves (timeouts, graceful shutdown) are [`conn`]'s.
+
+mod conn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
 
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::wake::WakeRegistry;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
 
 /// Largest webhook body accepted; the body is not used.
 pub(crate) const WEBHOOK_BODY_LIMIT: usize = 64 * 1024;
+/// How long a webhook request (its body included) may take.
+pub(crate) const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers need.
 #[derive(Clone)]
@@ -36,9 +44,25 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/readyz", get(readyz))
         .route(
             "/webhooks/crustdata/{token}",
-            post(webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+            post(webhook)
+                .layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT))
+                .layer(axum::middleware::from_fn(within_timeout)),
         )
         .with_state(state)
+}
+
+/// A request trickling its body for longer than [`WEBHOOK_TIMEOUT`] is
+/// answered 408 and its connection closed.
+async fn within_timeout(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(WEBHOOK_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            [(header::CONNECTION, "close")],
+            "request timeout",
+        )
+            .into_response(),
+    }
 }
 
 /// Binds `listen` and serves until `shutdown` resolves; returns the bound
@@ -50,12 +74,12 @@ pub(crate) async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let app = router(state);
-    let handle = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let handle = tokio::spawn(conn::serve(
+        listener,
+        router(state),
+        shutdown,
+        conn::HEADER_READ_TIMEOUT,
+    ));
     Ok((addr, handle))
 }
 

@@ -75,6 +75,9 @@ pub(crate) enum SourceEvent {
     /// Jobs named in the commit metadata of newly assigned partitions
     /// (submitted by a previous owner): reuse their results.
     Recover(Vec<String>),
+    /// Partitions were revoked: records of theirs still pending are dropped
+    /// (their new owner reads them again), so memory stays bounded.
+    Revoked,
 }
 
 /// Flags the pipeline uses to steer the consumer thread.

@@ -93,6 +93,7 @@ impl SourceContext {
         };
         self.drain(&revoked, bound);
         let points = self.forget(&revoked);
+        let _ = self.tx.send(SourceEvent::Revoked);
         if !points.is_empty() && !lost {
             match commit::commit_now(consumer, &points) {
                 Ok(()) => info!(

@@ -59,27 +59,47 @@ pub(crate) fn is_gzip(data: &[u8]) -> bool {
 #[cfg(test)]
 pub(crate) fn parse(data: &[u8], max_bytes: u64) -> Result<Vec<ResultRow>, ResultError> {
     match parse_partial(data, max_bytes) {
-        (rows, None) => Ok(rows),
-        (_, Some(e)) => Err(e),
+        Parsed { rows, error: None, .. } => Ok(rows),
+        Parsed { error: Some(e), .. } => Err(e),
     }
 }
 
-/// Like [`parse`], but keeps every complete line read before the file
-/// turned out damaged: the rows, and what was wrong (if anything).
-pub(crate) fn parse_partial(data: &[u8], max_bytes: u64) -> (Vec<ResultRow>, Option<ResultError>) {
-    let mut rows = Vec::new();
-    let result = if is_gzip(data) {
-        parse_lines(flate2::read::MultiGzDecoder::new(data), max_bytes, &mut rows)
-    } else {
-        parse_lines(data, max_bytes, &mut rows)
-    };
-    (rows, result.err())
+/// What [`parse_partial`] read.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    /// Every complete line read.
+    pub(crate) rows: Vec<ResultRow>,
+    /// What was wrong with the file, if anything.
+    pub(crate) error: Option<ResultError>,
+    /// Decompressed bytes read.
+    pub(crate) bytes: u64,
 }
 
-fn parse_lines(input: impl Read, max_bytes: u64, out: &mut Vec<ResultRow>) -> Result<(), ResultError> {
+/// Like [`parse`], but keeps every complete line read before the file
+/// turned out damaged.
+pub(crate) fn parse_partial(data: &[u8], max_bytes: u64) -> Parsed {
+    let mut rows = Vec::new();
+    let mut bytes = 0;
+    let result = if is_gzip(data) {
+        parse_lines(
+            flate2::read::MultiGzDecoder::new(data),
+            max_bytes,
+            &mut rows,
+            &mut bytes,
+        )
+    } else {
+        parse_lines(data, max_bytes, &mut rows, &mut bytes)
+    };
+    Parsed {
+        rows,
+        error: result.err(),
+        bytes,
+    }
+}
+
+fn parse_lines(input: impl Read, max_bytes: u64, out: &mut Vec<ResultRow>, total: &mut u64) -> Result<(), ResultError> {
     let mut reader = BufReader::new(input.take(max_bytes + 1));
     let mut line = Vec::with_capacity(1024);
-    let mut total: u64 = 0;
     let mut number = 0usize;
     loop {
         line.clear();
@@ -89,8 +109,8 @@ fn parse_lines(input: impl Read, max_bytes: u64, out: &mut Vec<ResultRow>) -> Re
         if n == 0 {
             break;
         }
-        total += n as u64;
-        if total > max_bytes {
+        *total += n as u64;
+        if *total > max_bytes {
             return Err(ResultError::TooLarge(max_bytes));
         }
         number += 1;
@@ -212,16 +232,17 @@ mod tests {
     #[test]
     fn a_damaged_file_still_yields_its_complete_lines() {
         let data = gz(LINES);
-        let (rows, err) = parse_partial(&data[..data.len() - 6], 1 << 20);
-        assert!(matches!(err, Some(ResultError::Corrupt(_))));
-        assert_eq!(rows.len(), 2, "both lines were complete before the cut");
+        let p = parse_partial(&data[..data.len() - 6], 1 << 20);
+        assert!(matches!(p.error, Some(ResultError::Corrupt(_))));
+        assert_eq!(p.rows.len(), 2, "both lines were complete before the cut");
         let garbage = format!("{}{{not json\n", LINES);
-        let (rows, err) = parse_partial(garbage.as_bytes(), 1 << 20);
-        assert!(err.is_some());
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].kind, Some(IdentifierType::BusinessEmail));
-        let (rows, err) = parse_partial(LINES.as_bytes(), 1 << 20);
-        assert!(err.is_none());
-        assert_eq!(rows.len(), 2);
+        let p = parse_partial(garbage.as_bytes(), 1 << 20);
+        assert!(p.error.is_some());
+        assert_eq!(p.rows.len(), 2);
+        assert_eq!(p.rows[0].kind, Some(IdentifierType::BusinessEmail));
+        let p = parse_partial(LINES.as_bytes(), 1 << 20);
+        assert!(p.error.is_none());
+        assert_eq!(p.rows.len(), 2);
+        assert_eq!(p.bytes, LINES.len() as u64);
     }
 }
