@@ -134,6 +134,12 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
+# The consumer group protocol (KIP-848): sessions as short as the classic
+# ones the tests use, so that a killed member is noticed as quickly.
+group.consumer.min.session.timeout.ms=3000
+group.consumer.session.timeout.ms=6000
+group.consumer.min.heartbeat.interval.ms=500
+group.consumer.heartbeat.interval.ms=500
 log.segment.bytes=67108864
 log.retention.hours=24
 EOF

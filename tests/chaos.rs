@@ -16,10 +16,26 @@ use rand::Rng;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The test configuration with a 3 s session timeout, so that the group
-/// notices a SIGKILLed member quickly.
-fn chaos_toml(topics: &Topics, base_url: &str) -> String {
-    common::toml_for(topics, base_url).replace(r#""session.timeout.ms" = "6000""#, r#""session.timeout.ms" = "3000""#)
+/// The group protocol a scenario runs with.
+#[derive(Clone, Copy, PartialEq)]
+enum Protocol {
+    /// The classic protocol, with a 3 s session so that the group notices a
+    /// SIGKILLed member quickly.
+    Classic,
+    /// Kafka 4's consumer protocol (KIP-848): the broker owns sessions and
+    /// heartbeats (the local broker's are as short), the client sets none.
+    Consumer,
+}
+
+/// The test configuration for `protocol`.
+fn chaos_toml(topics: &Topics, base_url: &str, protocol: Protocol) -> String {
+    let toml = common::toml_for(topics, base_url);
+    match protocol {
+        Protocol::Classic => toml.replace(r#""session.timeout.ms" = "6000""#, r#""session.timeout.ms" = "3000""#),
+        Protocol::Consumer => toml
+            .replace(r#""session.timeout.ms" = "6000""#, r#""group.protocol" = "consumer""#)
+            .replace(r#""heartbeat.interval.ms" = "500""#, ""),
+    }
 }
 
 fn committed_sum(topics: &Topics) -> i64 {
@@ -51,13 +67,22 @@ fn write_config(dir: &Path, toml: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_sigkill_three_times_at_random_moments_loses_nothing() {
+    crash(Protocol::Classic, "crash_sigkill_x3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_sigkill_three_times_with_the_consumer_group_protocol_loses_nothing() {
+    crash(Protocol::Consumer, "crash_sigkill_x3_consumer_protocol").await;
+}
+
+async fn crash(protocol: Protocol, scenario: &str) {
     let _serial = SERIAL.lock().await;
     const N: usize = 20_000;
     let sim = common::start_sim(|_| {}).await;
     let topics = Topics::create("crash", 3).await;
     kafka::produce(&topics.input, 3, &common::emails(N, "crash")).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &chaos_toml(&topics, &sim.base_url()));
+    let cfg = write_config(dir.path(), &chaos_toml(&topics, &sim.base_url(), protocol));
     let log = dir.path().join("connector.log");
 
     let mut rng = rand::rng();
@@ -92,13 +117,22 @@ async fn crash_sigkill_three_times_at_random_moments_loses_nothing() {
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
 
     let audit = common::audit(&topics);
-    println!("{}", audit.result_line("crash_sigkill_x3", recover));
+    println!("{}", audit.result_line(scenario, recover));
     audit.assert_nothing_lost("crash");
     audit.assert_all_valid_resolved(N);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_churn_chaos_monkey_kills_and_restarts_members_loses_nothing() {
+    churn(Protocol::Classic, "group_churn_3_members").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_churn_with_the_consumer_group_protocol_loses_nothing() {
+    churn(Protocol::Consumer, "group_churn_3_members_consumer_protocol").await;
+}
+
+async fn churn(protocol: Protocol, scenario: &str) {
     let _serial = SERIAL.lock().await;
     const N: usize = 20_000;
     const MEMBERS: usize = 3;
@@ -106,7 +140,7 @@ async fn group_churn_chaos_monkey_kills_and_restarts_members_loses_nothing() {
     let topics = Topics::create("churn", 6).await;
     kafka::produce(&topics.input, 6, &common::emails(N, "churn")).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &chaos_toml(&topics, &sim.base_url()));
+    let cfg = write_config(dir.path(), &chaos_toml(&topics, &sim.base_url(), protocol));
     let logs: Vec<_> = (0..MEMBERS)
         .map(|i| dir.path().join(format!("member-{i}.log")))
         .collect();
@@ -152,7 +186,7 @@ async fn group_churn_chaos_monkey_kills_and_restarts_members_loses_nothing() {
     }
 
     let audit = common::audit(&topics);
-    println!("{}", audit.result_line("group_churn_3_members", recover));
+    println!("{}", audit.result_line(scenario, recover));
     audit.assert_nothing_lost("group churn");
     audit.assert_all_valid_resolved(N);
 }
