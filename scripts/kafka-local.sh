@@ -105,7 +105,7 @@ running_pid() {
   local pid
   pid=$(cat "$PID_FILE")
   # Only a process we started: its command line names our config file.
-  if [ -n "$pid" ] && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$CONFIG"; then
+  if [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -q -- "$CONFIG"; then
     echo "$pid"
     return 0
   fi
