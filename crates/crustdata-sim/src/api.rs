@@ -44,7 +44,21 @@ fn admit(shared: &Shared, cfg: &SimConfig, headers: &HeaderMap, ep: Endpoint) ->
 pub(crate) async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let cfg = shared.config();
     match submit_inner(&shared, &cfg, &headers, &body) {
-        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+        Ok((v, key)) => {
+            // The rate-limit headers on an accepted submit too: how many of
+            // the key's active-job slots are left, and when the next frees.
+            let (limit, remaining, reset) = shared
+                .store
+                .lock()
+                .expect("store lock")
+                .limits(&key, &cfg, Instant::now());
+            let mut resp = (StatusCode::OK, Json(v)).into_response();
+            let h = resp.headers_mut();
+            h.insert("x-ratelimit-limit", limit.into());
+            h.insert("x-ratelimit-remaining", remaining.into());
+            h.insert("x-ratelimit-reset", reset.into());
+            resp
+        }
         Err(ApiError::GatewayTimeout) => ApiError::GatewayTimeout.into_response(),
         Err(e) => {
             let status = e.status().as_u16();
@@ -67,7 +81,12 @@ pub(crate) async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap
     }
 }
 
-fn submit_inner(shared: &Arc<Shared>, cfg: &SimConfig, headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+fn submit_inner(
+    shared: &Arc<Shared>,
+    cfg: &SimConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Value, Arc<str>), ApiError> {
     let key = admit(shared, cfg, headers, Endpoint::Submit)?;
     let version = headers.get("x-api-version").and_then(|v| v.to_str().ok());
     if version.map(str::trim) != Some(cfg.api_version.as_str()) {
@@ -120,7 +139,7 @@ fn submit_inner(shared: &Arc<Shared>, cfg: &SimConfig, headers: &HeaderMap, body
         }
     }
     tracing::debug!(batch_id = %job.id, identifiers = job.identifiers.len(), "job accepted");
-    Ok(submit_json(&job, cfg))
+    Ok((submit_json(&job, cfg), key))
 }
 
 /// Draws an injected 500 with probability `rate`.

@@ -116,7 +116,13 @@ pub(crate) struct Store {
     pub stats: SimStats,
     rng: StdRng,
     next_seq: u64,
+    /// (submit instant, active duration) of the last [`INTERVALS`]
+    /// finished jobs.
+    intervals: VecDeque<(Instant, Duration)>,
 }
+
+/// How many finished jobs' intervals are kept (for plots).
+const INTERVALS: usize = 100_000;
 
 fn ceil_secs(d: Duration) -> u64 {
     let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
@@ -132,6 +138,7 @@ impl Store {
             retention: VecDeque::new(),
             history: IdentHistory::default(),
             stats: SimStats::default(),
+            intervals: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
             next_seq: 0,
         }
@@ -210,6 +217,11 @@ impl Store {
             }
         }
         job.matched_hashes = Arc::new(Vec::new());
+        self.stats.busy_slot_seconds += job.duration.as_secs_f64();
+        if self.intervals.len() == INTERVALS {
+            self.intervals.pop_front();
+        }
+        self.intervals.push_back((job.finish_at - job.duration, job.duration));
         let job = job.clone();
         if let Some(ks) = self.keys.get_mut(&job.key) {
             ks.active.retain(|a| *a != id);
@@ -258,6 +270,28 @@ impl Store {
     fn settle_key(&mut self, key: &Arc<str>, now: Instant, cfg: &SimConfig) -> Vec<Finished> {
         let ids: Vec<Uuid> = self.keys.get(key).map(|k| k.active.clone()).unwrap_or_default();
         ids.into_iter().filter_map(|id| self.finish(id, now, cfg)).collect()
+    }
+
+    /// What the rate-limit headers of a submit say for `key` at `now`:
+    /// (limit, remaining, seconds until the earliest active job finishes).
+    pub fn limits(&self, key: &str, cfg: &SimConfig, now: Instant) -> (u64, u64, u64) {
+        let active: Vec<&Job> = self
+            .keys
+            .get(key)
+            .map(|k| k.active.iter().filter_map(|id| self.jobs.get(id)).collect())
+            .unwrap_or_default();
+        let remaining = (cfg.max_active_jobs as u64).saturating_sub(active.len() as u64);
+        let reset = active
+            .iter()
+            .map(|j| j.finish_at.saturating_duration_since(now))
+            .min()
+            .map_or(0, ceil_secs);
+        (cfg.max_active_jobs as u64, remaining, reset)
+    }
+
+    /// Every finished job's (submit instant, active duration), oldest first.
+    pub fn intervals(&self) -> Vec<(Instant, Duration)> {
+        self.intervals.iter().copied().collect()
     }
 
     /// Creates a job after the fault, credit and active-job checks.
@@ -412,5 +446,6 @@ impl Store {
             ..SimStats::default()
         };
         self.history.clear();
+        self.intervals.clear();
     }
 }

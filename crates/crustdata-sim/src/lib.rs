@@ -93,6 +93,17 @@ impl SimHandle {
         self.shared.store.lock().expect("store lock").stats.clone()
     }
 
+    /// When each finished job was active: (seconds since `since` it was
+    /// submitted, seconds it was active), for plots of the API's busy slots.
+    pub fn job_intervals(&self, since: std::time::Instant) -> Vec<(f64, f64)> {
+        let store = self.shared.store.lock().expect("store lock");
+        store
+            .intervals()
+            .into_iter()
+            .map(|(at, d)| (at.saturating_duration_since(since).as_secs_f64(), d.as_secs_f64()))
+            .collect()
+    }
+
     /// Changes keys, limits, latency or faults at runtime. Latency knobs apply
     /// to jobs submitted afterwards; a changed `credit_balance` resets what
     /// every key has spent.

@@ -61,6 +61,9 @@ pub struct SimStats {
     pub max_concurrent_active_jobs: u64,
     /// Maximum number of active jobs any single key had at once.
     pub max_active_jobs_per_key: u64,
+    /// Seconds jobs were active (submit to completed or failed), summed over
+    /// finished jobs: the busy slot-seconds of the 5-jobs-per-key limit.
+    pub busy_slot_seconds: f64,
     /// Identifiers in accepted submits (duplicates counted).
     pub identifiers_submitted: u64,
     /// Distinct identifiers (lowercased, trimmed) ever accepted.
