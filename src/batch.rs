@@ -103,6 +103,11 @@ impl Batcher {
         }
     }
 
+    /// Whether a batch waits (full, or open).
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.is_empty() || self.open.iter().any(|o| !o.ids.is_empty())
+    }
+
     /// When the oldest open batch's linger expires (for the dispatcher's timer).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.open

@@ -15,6 +15,7 @@
 //! | `offsets` | the offset tracker: in-flight offsets, contiguous commit watermarks, epochs, jobs in commit metadata |
 //! | `batch` | micro-batches: one identifier type per job, size and linger flushes |
 //! | `dispatch` | the single owner of pending identifiers: dedupe, the store, job slots (AIMD), fan-out, adoption of jobs |
+//! | `share` | the split of the key's active-job slots among the pods that use it (member records in the store topic) |
 //! | `store` | the result store: a compacted topic tailed by every pod into a local store on disk, a hot set in memory, the job journal |
 //! | `jobs` | one job's life: submit (write-ahead to the journal), wait (poll or webhook), download and parse results; reconciliation with the API's job list |
 //! | `api` | the HTTP client, the status parser, the download allowlist, errors and the retry policy |
@@ -41,6 +42,7 @@ mod model;
 mod offsets;
 mod pipeline;
 mod server;
+mod share;
 mod sink;
 mod source;
 mod store;

@@ -86,6 +86,23 @@ impl Endpoint {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An accepted submit.
+#[derive(Debug, Clone)]
+pub(crate) struct Submitted {
+    /// The new job.
+    pub(crate) batch_id: String,
+    /// `x-ratelimit-remaining`: the key's active-job slots left.
+    pub(crate) remaining: Option<u32>,
+    /// `x-ratelimit-reset`: until the key's next slot frees.
+    pub(crate) reset: Option<Duration>,
+}
+
 /// Client for the batch identify API.
 pub(crate) struct ApiClient {
     http: reqwest::Client,
@@ -181,13 +198,10 @@ impl ApiClient {
                     let status = resp.status().as_u16();
                     let h = resp.headers();
                     let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
                     let wait = error::parse_retry_after(
                         header("x-ratelimit-reset").as_deref(),
                         header("retry-after").as_deref(),
-                        now,
+                        unix_now(),
                     );
                     let body = error_text(resp).await;
                     Err(ApiError::from_status(status, wait, &body))
@@ -200,13 +214,14 @@ impl ApiClient {
         }
     }
 
-    /// `POST /batch/person/identify`; returns the new job's `batch_id`.
+    /// `POST /batch/person/identify`; returns the new job's `batch_id` and
+    /// what the rate-limit headers said.
     pub(crate) async fn submit(
         &self,
         kind: IdentifierType,
         ids: &[String],
         webhook_url: Option<&str>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<Submitted, ApiError> {
         let mut body = serde_json::Map::new();
         body.insert(kind.request_field().into(), serde_json::json!(ids));
         if let Some(url) = webhook_url {
@@ -218,19 +233,30 @@ impl ApiClient {
             .header(CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(&body).expect("JSON of strings"));
         let resp = self.send(Endpoint::Submit, req).await?;
+        let h = resp.headers();
+        let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+        let remaining = header("x-ratelimit-remaining")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(|r| r as u32);
+        let reset = error::parse_retry_after(header("x-ratelimit-reset"), None, unix_now());
         let bytes = read_body(resp).await?;
         #[derive(Deserialize)]
-        struct Submitted {
+        struct Body {
             #[serde(alias = "id")]
             batch_id: Option<serde_json::Value>,
         }
-        let s: Submitted =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed(format!("submit body: {e}")))?;
-        match s.batch_id {
-            Some(serde_json::Value::String(id)) if !id.trim().is_empty() => Ok(id),
-            Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
-            _ => Err(ApiError::Malformed("submit response has no batch_id".into())),
-        }
+        let s: Body = serde_json::from_slice(&bytes).map_err(|e| ApiError::Malformed(format!("submit body: {e}")))?;
+        let batch_id = match s.batch_id {
+            Some(serde_json::Value::String(id)) if !id.trim().is_empty() => id,
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => return Err(ApiError::Malformed("submit response has no batch_id".into())),
+        };
+        Ok(Submitted {
+            batch_id,
+            remaining,
+            reset,
+        })
     }
 
     /// `GET /batch/{batch_id}`.

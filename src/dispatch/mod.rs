@@ -37,6 +37,7 @@ use crate::jobs::{JobEvent, Runner};
 use crate::metrics::Metrics;
 use crate::model::{has_matches, IdentifierType, InputRecord, JobSpec};
 use crate::offsets::OffsetTracker;
+use crate::share::Team;
 use crate::sink::{Fatal, Publish, Resolution, SinkError};
 use crate::source::{SourceEvent, Work};
 use crate::store::{Cached, Journaled, ResultStore};
@@ -82,6 +83,8 @@ pub(crate) struct Parts<P, R, S> {
     pub(crate) health: Arc<Health>,
     /// Set by the producer on a delivery failure.
     pub(crate) fatal: Arc<Fatal>,
+    /// The pods sharing the key (this pod's share of its slots).
+    pub(crate) team: Arc<Team>,
 }
 
 /// Dispatcher state.
@@ -90,10 +93,16 @@ pub(crate) struct Dispatcher<P, R, S> {
     pending: Pending,
     jobs: JobTable,
     refusals: Refusals,
+    /// The API said the key has no slot left, until then (or until one of
+    /// this pod's jobs ends).
+    key_full_until: Option<Instant>,
     /// An identifier known to resolve to nobody (free to submit): what a
     /// probe of a halted API submits when nothing better is queued.
     free_probe: Option<(IdentifierType, String)>,
     max_job_attempts: u32,
+    /// The key's active-job slots (`api.max_active_jobs`), shared with the
+    /// other pods of the team.
+    key_slots: usize,
     parts: Parts<P, R, S>,
 }
 
@@ -105,8 +114,10 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             pending: Pending::default(),
             jobs: JobTable::new(cfg.api.max_active_jobs),
             refusals: Refusals::default(),
+            key_full_until: None,
             free_probe: None,
             max_job_attempts: cfg.api.max_job_attempts,
+            key_slots: cfg.api.max_active_jobs,
             parts,
         }
     }
@@ -127,12 +138,22 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             let task = self.parts.runner.reconcile(seq);
             self.jobs.hold(seq, task);
         }
+        let team = self.parts.team.clone();
         let stopped = loop {
+            self.tell_team();
             self.dispatch();
+            let work = self.tell_team();
             // Wake for a linger deadline only when a job could start then,
-            // and for a probe only while halted: no loop ever spins.
+            // for a probe only while halted, for the team while only its
+            // share holds a batch back: no loop ever spins.
             let deadline = self.batcher.next_deadline().filter(|_| self.may_submit());
             let probe = self.refusals.halted().map(|h| h.next_probe);
+            let key_full = self.key_full_until.filter(|_| work);
+            let share_bound = work && self.jobs.can_start() && !self.has_room();
+            let expiry = team
+                .next_change(std::time::Instant::now())
+                .filter(|_| share_bound)
+                .map(Instant::from_std);
             tokio::select! {
                 biased;
                 _ = &mut stop => break Stopped::Shutdown,
@@ -156,6 +177,11 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
                 _ = tokio::time::sleep_until(probe.unwrap_or_else(Instant::now)), if probe.is_some() => {}
+                _ = tokio::time::sleep_until(key_full.unwrap_or_else(Instant::now)), if key_full.is_some() => {
+                    self.key_full_until = None;
+                }
+                _ = team.peers_changed.notified(), if share_bound => {}
+                _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {}
             }
         };
         self.drain(&mut events, grace).await?;
@@ -193,8 +219,27 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     /// not refused (while it is, only the job already retrying probes it).
     fn may_submit(&self) -> bool {
         self.jobs.can_start()
+            && self.has_room()
+            && self.key_full_until.is_none()
             && self.refusals.halted().is_none()
             && (!self.parts.health.api_refused() || self.jobs.is_empty())
+    }
+
+    /// Tells the team what this pod has: work waiting, slots held,
+    /// partitions. Returns whether work waits.
+    fn tell_team(&self) -> bool {
+        let team = &self.parts.team;
+        let work = self.batcher.has_ready();
+        team.set_demand(work);
+        team.set_active(self.jobs.active());
+        team.set_partitions(self.parts.tracker.lock().expect("tracker").assigned() as u32);
+        work
+    }
+
+    /// Whether this pod's share of the key's slots has room for a job.
+    fn has_room(&self) -> bool {
+        self.parts.team.set_active(self.jobs.active());
+        self.parts.team.room(self.key_slots, std::time::Instant::now()).free > 0
     }
 
     /// Starts jobs while a slot is free and a batch is ready; while halted,
@@ -251,7 +296,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         let seq = self.jobs.next_seq();
         let task = self.parts.runner.run(seq, spec.clone());
         self.jobs.start(seq, spec, task);
-        self.parts.metrics.set_active_jobs(self.jobs.len());
+        self.parts.metrics.set_active_jobs(self.jobs.active());
     }
 
     /// Adopts jobs named in commit metadata (submitted by a previous owner
@@ -284,13 +329,18 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         let task = self.parts.runner.recover(seq, batch_id.clone(), spec.clone());
         self.jobs.adopt(seq, batch_id, spec, task);
         self.parts.metrics.job_adopted(source);
-        self.parts.metrics.set_active_jobs(self.jobs.len());
+        self.parts.metrics.set_active_jobs(self.jobs.active());
         seq
     }
 
     fn event(&mut self, ev: JobEvent) {
         match ev {
-            JobEvent::Submitted { seq, batch_id } => {
+            JobEvent::Submitted {
+                seq,
+                batch_id,
+                key_full_for,
+            } => {
+                self.key_full_until = key_full_for.map(|d| Instant::now() + d);
                 if self.refusals.accepted(Instant::now()) {
                     info!("the API accepts submits again; resuming");
                     self.parts.health.set_halted(None);
@@ -301,6 +351,16 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 };
                 let mut t = self.parts.tracker.lock().expect("tracker");
                 self.pending.assign(spec, seq, |r| t.add_job(&r.pos, &batch_id));
+            }
+            JobEvent::Ended { seq } => {
+                if self.jobs.ended(seq) {
+                    self.key_full_until = None;
+                    self.parts.metrics.set_active_jobs(self.jobs.active());
+                }
+            }
+            JobEvent::Resubmitting { seq } => {
+                self.jobs.resubmitting(seq);
+                self.parts.metrics.set_active_jobs(self.jobs.active());
             }
             JobEvent::RateLimited { seq } => {
                 let (before, after) = self.jobs.rate_limited(seq);

@@ -69,7 +69,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 Ok(())
             }
         };
-        self.parts.metrics.set_active_jobs(self.jobs.len());
+        self.parts.metrics.set_active_jobs(self.jobs.active());
         result
     }
 
@@ -124,6 +124,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             answered += self.resolve(spec.kind, key, cached, &mut resolved).await?;
         }
         self.parts.store.put(Some(batch_id.clone()), resolved);
+        tracing::debug!(%batch_id, answered, "job results handed to the producer");
         if adopted {
             self.parts.metrics.credits_saved("recovery", answered as u64);
         }

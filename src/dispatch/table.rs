@@ -40,6 +40,9 @@ pub(super) struct JobTable {
     set: JoinSet<JobOutcome>,
     tasks: HashMap<Id, u64>,
     jobs: HashMap<u64, RunningJob>,
+    /// Jobs holding one of the key's active-job slots: from their submit
+    /// until the API reports them completed or failed.
+    holding: HashSet<u64>,
     known_batches: HashSet<Arc<str>>,
     recovering: usize,
     next_seq: u64,
@@ -53,6 +56,7 @@ impl JobTable {
             set: JoinSet::new(),
             tasks: HashMap::new(),
             jobs: HashMap::new(),
+            holding: HashSet::new(),
             known_batches: HashSet::new(),
             recovering: 0,
             next_seq: 0,
@@ -73,7 +77,25 @@ impl JobTable {
     /// A new job may start: a slot is free and no recovery is running
     /// (its identifiers are unknown until its results are in).
     pub(super) fn can_start(&self) -> bool {
-        self.jobs.len() < self.limit.get() && self.recovering == 0
+        self.holding.len() < self.limit.get() && self.recovering == 0
+    }
+
+    /// Jobs holding a slot (the API's active jobs of this pod).
+    pub(super) fn active(&self) -> usize {
+        self.holding.len()
+    }
+
+    /// The API reports job `seq` ended: its slot is free, whatever remains
+    /// to be done with its results. Returns whether it held one.
+    pub(super) fn ended(&mut self, seq: u64) -> bool {
+        self.holding.remove(&seq)
+    }
+
+    /// Job `seq` submits again: it holds a slot again.
+    pub(super) fn resubmitting(&mut self, seq: u64) {
+        if self.jobs.contains_key(&seq) {
+            self.holding.insert(seq);
+        }
     }
 
     /// The next job number.
@@ -85,6 +107,7 @@ impl JobTable {
     /// Starts job `seq` covering `spec`.
     pub(super) fn start(&mut self, seq: u64, spec: JobSpec, task: impl Future<Output = JobOutcome> + Send + 'static) {
         self.spawn(seq, Some(spec), None, false, task);
+        self.holding.insert(seq);
     }
 
     /// Starts adopting `batch_id` as `seq` (covering `spec` when known;
@@ -103,6 +126,7 @@ impl JobTable {
         self.known_batches.insert(batch_id.clone());
         let blocking = spec.is_none();
         self.spawn(seq, spec, Some(batch_id), blocking, task);
+        self.holding.insert(seq);
         true
     }
 
@@ -161,7 +185,7 @@ impl JobTable {
     /// what runs. Returns the limit before and after.
     pub(super) fn rate_limited(&mut self, seq: u64) -> (usize, usize) {
         let before = self.limit.get();
-        self.limit.on_rate_limited(self.jobs.len());
+        self.limit.on_rate_limited(self.holding.len());
         if let Some(job) = self.jobs.get_mut(&seq) {
             job.rate_limited = true;
         }
@@ -185,6 +209,7 @@ impl JobTable {
         };
         let seq = self.tasks.remove(&task).unwrap_or_default();
         let job = self.jobs.remove(&seq);
+        self.holding.remove(&seq);
         if let Some(j) = &job {
             if let Some(bid) = &j.batch_id {
                 self.known_batches.remove(bid);

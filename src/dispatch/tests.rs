@@ -15,6 +15,7 @@ use crate::jobs::{JobError, JobEvent, JobOutcome, ResultRow, Runner};
 use crate::metrics::Metrics;
 use crate::model::{no_matches, Identifier, IdentifierType, InputRecord, JobSpec, Matches};
 use crate::offsets::OffsetTracker;
+use crate::share::Team;
 use crate::sink::{Failure, Fatal, Publish, Resolution, SinkError};
 use crate::source::{SourceEvent, Work};
 use crate::store::{Cached, Found, Journaled, OpenJob, ResultStore};
@@ -186,6 +187,7 @@ struct Harness {
     tracker: Arc<Mutex<OffsetTracker>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    team: Arc<Team>,
     next_offset: i64,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<Stopped, DispatchError>>,
@@ -214,6 +216,7 @@ impl Harness {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
         let (events, events_rx) = mpsc::unbounded_channel();
+        let team = Arc::new(Team::new("me".into(), 0));
         let dispatcher = Dispatcher::new(
             &cfg,
             Parts {
@@ -228,6 +231,7 @@ impl Harness {
                 metrics: metrics.clone(),
                 health: health.clone(),
                 fatal: Arc::new(Fatal::default()),
+                team: team.clone(),
             },
         );
         let (records, rx) = mpsc::unbounded_channel();
@@ -250,6 +254,7 @@ impl Harness {
             tracker,
             metrics,
             health,
+            team,
             next_offset: 0,
             stop: Some(stop),
             task,
@@ -352,6 +357,7 @@ fn done(call: Call, batch_id: &str, matched: &[&str], missing: &[&str]) {
     let _ = call.events.send(JobEvent::Submitted {
         seq: call.seq,
         batch_id: Arc::from(batch_id),
+        key_full_for: None,
     });
     let ids = ids_of(&call);
     let results = ids
@@ -410,6 +416,7 @@ async fn repeats_wait_for_the_pending_identifier_and_its_job_is_named_in_commit_
         .send(JobEvent::Submitted {
             seq: call.seq,
             batch_id: Arc::from("job-1"),
+            key_full_for: None,
         })
         .unwrap();
     h.send(&["a@x.co"]);
@@ -617,6 +624,92 @@ async fn slots_bound_running_jobs_and_a_429_halves_them() {
     // A job done without a 429 grows the limit by one (to 3), 2 run: one more.
     done(calls.next().unwrap(), "j2", &[], &[]);
     assert_eq!(ids_of(&h.next_call().await), ["e@x.co"]);
+    h.assert_no_call().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_frees_its_slot_when_the_api_reports_it_ended_not_when_it_is_published() {
+    let mut h = Harness::start(|c| {
+        c.batch.max_size = 1;
+        c.api.max_active_jobs = 2;
+    });
+    h.send(&["a@x.co", "b@x.co", "c@x.co", "d@x.co"]);
+    let (first, second) = (h.next_call().await, h.next_call().await);
+    h.assert_no_call().await;
+    // The API reports the first job completed; its results are still to be
+    // downloaded and published, but the key's slot is free: the next batch
+    // goes in the same turn.
+    h.events.send(JobEvent::Ended { seq: first.seq }).unwrap();
+    let third = h.next_call().await;
+    assert_eq!(ids_of(&third), ["c@x.co"]);
+    h.assert_no_call().await;
+    // A job that must submit again holds a slot again.
+    h.events.send(JobEvent::Resubmitting { seq: first.seq }).unwrap();
+    h.events.send(JobEvent::Ended { seq: second.seq }).unwrap();
+    h.assert_no_call().await;
+    done(first, "j1", &[], &[]);
+    assert_eq!(ids_of(&h.next_call().await), ["d@x.co"]);
+    done(second, "j2", &[], &[]);
+    done(third, "j3", &[], &[]);
+    h.settle().await;
+    assert_eq!(h.sent().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_submit_that_leaves_the_key_full_holds_the_next_back_until_the_reset_or_an_end() {
+    let mut h = Harness::start(|c| c.batch.max_size = 1);
+    h.send(&["a@x.co"]);
+    let first = h.next_call().await;
+    // x-ratelimit-remaining: 0 and reset in 3 s: other pods hold the rest.
+    h.events
+        .send(JobEvent::Submitted {
+            seq: first.seq,
+            batch_id: Arc::from("j1"),
+            key_full_for: Some(Duration::from_secs(3)),
+        })
+        .unwrap();
+    h.settle().await;
+    let sent = tokio::time::Instant::now();
+    h.send(&["b@x.co"]);
+    let second = h.next_call().await;
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_millis(3100),
+        "{waited:?}"
+    );
+    h.events
+        .send(JobEvent::Submitted {
+            seq: second.seq,
+            batch_id: Arc::from("j2"),
+            key_full_for: Some(Duration::from_secs(60)),
+        })
+        .unwrap();
+    h.send(&["c@x.co"]);
+    h.assert_no_call().await;
+    // One of this pod's jobs ending frees a slot of the key at once.
+    h.events.send(JobEvent::Ended { seq: first.seq }).unwrap();
+    assert_eq!(ids_of(&h.next_call().await), ["c@x.co"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_with_work_takes_its_share_of_the_key_and_leaving_gives_it_back() {
+    let mut h = Harness::start(|c| c.batch.max_size = 1);
+    let peer = crate::share::Status {
+        partitions: 1,
+        demand: true,
+        active: 0,
+    };
+    h.team.heard("a", Some(peer), std::time::Instant::now());
+    h.send(&["a@x.co", "b@x.co", "c@x.co", "d@x.co", "e@x.co"]);
+    // One partition each: 3 slots for "a" (the remainder goes to the
+    // smaller id), 2 here.
+    let _running = (h.next_call().await, h.next_call().await);
+    h.assert_no_call().await;
+    assert!(h.team.own().demand && h.team.own().active == 2);
+    h.team.heard("a", None, std::time::Instant::now());
+    for _ in 0..3 {
+        h.next_call().await;
+    }
     h.assert_no_call().await;
 }
 

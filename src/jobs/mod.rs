@@ -10,6 +10,7 @@
 //! tests can script outcomes without HTTP.
 
 mod collect;
+mod outcome;
 mod poll;
 mod reconcile;
 mod results;
@@ -31,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::model::{JobSpec, Matches};
 use crate::store::KafkaStore;
 use crate::wake::WakeRegistry;
+pub(crate) use outcome::{JobError, JobEvent, JobOutcome};
 pub(crate) use poll::DurationEstimator;
 pub(crate) use reconcile::Adoption;
 pub(crate) use results::ResultRow;
@@ -38,127 +40,6 @@ pub(crate) use results::ResultRow;
 /// The pause between two rounds of retries of a request that must not be
 /// given up (a status or download of an accepted job).
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(2);
-
-/// Why a job attempt (or a recovery) did not produce results.
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum JobError {
-    /// The submit failed after its retries.
-    #[error("submit: {0}")]
-    Submit(ApiError),
-    /// A status request failed after its retries.
-    #[error("status of {batch_id}: {source}")]
-    Status {
-        /// The job.
-        batch_id: Arc<str>,
-        /// The last error.
-        source: ApiError,
-    },
-    /// The API reports the job failed.
-    #[error("job {batch_id} failed: {message}")]
-    Failed {
-        /// The job.
-        batch_id: Arc<str>,
-        /// The API's `error_message`.
-        message: String,
-    },
-    /// Not finished within `api.job_timeout`.
-    #[error("job {batch_id} not finished within api.job_timeout")]
-    TimedOut {
-        /// The job.
-        batch_id: Arc<str>,
-    },
-    /// The results could not be downloaded or read.
-    #[error("results of {batch_id}: {source}")]
-    Results {
-        /// The job.
-        batch_id: Arc<str>,
-        /// Why.
-        source: ApiError,
-    },
-}
-
-impl JobError {
-    /// The job concerned, once the API accepted it.
-    pub(crate) fn batch_id(&self) -> Option<&str> {
-        match self {
-            Self::Submit(_) => None,
-            Self::Status { batch_id, .. }
-            | Self::Failed { batch_id, .. }
-            | Self::TimedOut { batch_id }
-            | Self::Results { batch_id, .. } => Some(batch_id),
-        }
-    }
-}
-
-/// How a job ended.
-#[derive(Debug)]
-pub(crate) enum JobOutcome {
-    /// Results are in: `results` maps each submitted identifier found in the
-    /// file (or all of them, unmatched, when `result_count` was 0); `missing`
-    /// lists identifiers the file did not mention.
-    Done {
-        /// The batch.
-        spec: JobSpec,
-        /// The API's id of the job that produced the results.
-        batch_id: Arc<str>,
-        /// Identifier -> matches.
-        results: HashMap<String, Matches>,
-        /// Submitted identifiers absent from the results.
-        missing: Vec<String>,
-        /// The job was adopted (another pod's, or one a crash forgot).
-        adopted: bool,
-    },
-    /// The API refused the submit: 400 (the request, or an identifier in
-    /// it), or 404/405/415 (the endpoint: a wrong base URL).
-    Rejected {
-        /// The batch.
-        spec: JobSpec,
-        /// The HTTP status.
-        status: u16,
-        /// The API's message.
-        message: String,
-    },
-    /// Every attempt failed.
-    Failed {
-        /// The batch.
-        spec: JobSpec,
-        /// The last failure.
-        error: JobError,
-    },
-    /// An adopted job whose identifiers were unknown finished: its rows.
-    Recovered {
-        /// The job.
-        batch_id: Arc<str>,
-        /// Every row of its result file (empty when it had no matches file).
-        rows: Vec<ResultRow>,
-    },
-    /// An adopted job could not be used (failed, forgotten, unreadable).
-    RecoveryFailed {
-        /// The job.
-        batch_id: Arc<str>,
-        /// Why.
-        error: JobError,
-    },
-    /// Start-up reconciliation: the jobs to adopt.
-    Reconciled(Vec<Adoption>),
-}
-
-/// What running jobs tell the dispatcher while they run.
-#[derive(Debug)]
-pub(crate) enum JobEvent {
-    /// The API accepted job `seq` as `batch_id`.
-    Submitted {
-        /// The dispatcher's job number.
-        seq: u64,
-        /// The API's id.
-        batch_id: Arc<str>,
-    },
-    /// A submit of job `seq` got 429.
-    RateLimited {
-        /// The dispatcher's job number.
-        seq: u64,
-    },
-}
 
 /// How the dispatcher runs jobs: the seam between its decisions and the API.
 pub(crate) trait Runner: Send + Sync + 'static {
@@ -184,6 +65,9 @@ pub(crate) struct JobContext {
     pub(crate) cfg: ApiConfig,
     /// Learnt job durations.
     pub(crate) estimator: Mutex<DurationEstimator>,
+    /// Fires when the first job duration is learnt (jobs waiting on the
+    /// unlearnt schedule plan again).
+    pub(crate) learnt: Notify,
     /// Readiness flags.
     pub(crate) health: Arc<Health>,
     /// Metrics.
@@ -346,6 +230,7 @@ impl JobContext {
         let mut last = None;
         for attempt in 1..=self.cfg.max_job_attempts {
             if let Some(why) = &last {
+                let _ = self.events.send(JobEvent::Resubmitting { seq });
                 self.metrics.job_resubmitted();
                 info!(attempt, kind = spec.kind.as_str(), size = spec.ids.len(), reason = %why, "resubmitting job");
             }
@@ -420,17 +305,27 @@ impl JobContext {
     /// Submits `spec`; after an error that may have hidden an acceptance
     /// (a timeout, a 5xx, a broken connection), the API's list is checked
     /// for the job before the submit is tried again.
-    async fn submit(&self, seq: u64, spec: &JobSpec, hook_url: Option<&str>) -> Result<Arc<str>, ApiError> {
+    /// Returns the job's id and, when the API said so, how long the key
+    /// has no slot left.
+    async fn submit(
+        &self,
+        seq: u64,
+        spec: &JobSpec,
+        hook_url: Option<&str>,
+    ) -> Result<(Arc<str>, Option<Duration>), ApiError> {
         let policy = self.policy(Endpoint::Submit);
         let hooks = Hooks { ctx: self, seq };
         with_retries(&policy, &hooks, Endpoint::Submit, || async {
             let sent_at = chrono::Utc::now();
             match self.api.submit(spec.kind, &spec.ids, hook_url).await {
-                Ok(id) => Ok(Arc::from(id)),
+                Ok(s) => {
+                    let full = (s.remaining == Some(0)).then(|| s.reset.unwrap_or(RETRY_PAUSE));
+                    Ok((Arc::from(s.batch_id), full))
+                }
                 Err(e) if maybe_accepted(&e) => match self.find_lost_submit(seq, spec, sent_at).await {
                     Some(id) => {
                         self.metrics.job_adopted("lost_submit");
-                        Ok(id)
+                        Ok((id, None))
                     }
                     None => Err(e),
                 },
@@ -442,8 +337,8 @@ impl JobContext {
 
     async fn submit_and_collect(&self, seq: u64, spec: &JobSpec, hook_url: Option<&str>, wake: &Notify) -> Attempt {
         let submitted = Instant::now();
-        let batch_id = match self.submit(seq, spec, hook_url).await {
-            Ok(id) => id,
+        let (batch_id, key_full_for) = match self.submit(seq, spec, hook_url).await {
+            Ok(submitted) => submitted,
             Err(ApiError::BadRequest(m)) => return Attempt::Rejected(400, m),
             Err(ApiError::NotFound(m)) => return Attempt::Rejected(404, m),
             Err(ApiError::Unexpected {
@@ -461,6 +356,7 @@ impl JobContext {
         let _ = self.events.send(JobEvent::Submitted {
             seq,
             batch_id: batch_id.clone(),
+            key_full_for,
         });
         debug!(%batch_id, size = spec.ids.len(), "job submitted");
         let status = match self.wait(seq, &batch_id, submitted, wake, true).await {

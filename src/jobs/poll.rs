@@ -1,80 +1,114 @@
-//! Adaptive polling: the schedule learns how long jobs take (a running mean
-//! and mean deviation of observed durations), polls first near the expected
-//! completion, then backs off exponentially up to `api.poll_max`.
+//! Adaptive polling: the schedule learns the distribution of job durations
+//! (the last [`DurationEstimator::WINDOW`] jobs), polls first when the
+//! fastest of them would be done, then in small steps across the range the
+//! durations spread over, and backs off beyond the longest one seen, up to
+//! `api.poll_max`. Jobs of a steady length are polled once, just after they
+//! finish; jobs that vary are seen soon after they finish at the cost of a
+//! few cheap "still running" answers.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-/// Running estimate of job durations.
+/// The durations of recent jobs.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DurationEstimator {
-    mean: Option<f64>,
-    dev: f64,
+    recent: VecDeque<f64>,
+}
+
+/// What the estimator says about the jobs to come (seconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Spread {
+    /// The 5th percentile.
+    low: f64,
+    /// The median.
+    median: f64,
+    /// The longest seen.
+    high: f64,
 }
 
 impl DurationEstimator {
-    /// Weight of a new observation.
-    const ALPHA: f64 = 0.2;
+    /// How many recent jobs the schedule follows: enough for a stable 5th
+    /// percentile, few enough to follow a change within a minute of jobs.
+    pub(crate) const WINDOW: usize = 40;
 
-    /// Feeds the observed submit-to-completion time of a job.
+    /// Feeds the duration of a job (the API's own, when it reports one).
     pub(crate) fn observe(&mut self, d: Duration) {
-        let x = d.as_secs_f64();
-        match self.mean {
-            None => {
-                self.mean = Some(x);
-                // A small initial spread: real spread shows up in later observations.
-                self.dev = x / 50.0;
-            }
-            Some(m) => {
-                let err = x - m;
-                self.mean = Some(m + Self::ALPHA * err);
-                self.dev += Self::ALPHA * (err.abs() - self.dev);
-            }
+        if self.recent.len() == Self::WINDOW {
+            self.recent.pop_front();
         }
+        self.recent.push_back(d.as_secs_f64());
     }
 
-    /// When most jobs are done: mean plus one mean deviation (at least 1%
-    /// of the mean, so that a job of a steady length is not polled a moment
-    /// too early).
-    pub(crate) fn expected(&self) -> Option<Duration> {
-        self.mean
-            .map(|m| Duration::from_secs_f64((m + self.dev.max(m * 0.01)).max(0.0)))
+    /// Whether nothing has been learnt yet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.recent.is_empty()
     }
 
-    /// The typical spread of job durations.
-    pub(crate) fn spread(&self) -> Option<Duration> {
-        self.mean.map(|_| Duration::from_secs_f64(self.dev.max(0.0)))
+    fn spread(&self) -> Option<Spread> {
+        if self.recent.is_empty() {
+            return None;
+        }
+        let mut v: Vec<f64> = self.recent.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Some(Spread {
+            low: at(0.05),
+            median: at(0.5),
+            high: at(1.0),
+        })
     }
 }
 
 /// The wait before poll number `index` (0-based) of a job submitted
-/// `elapsed` ago.
+/// `elapsed` ago. `min_step` is the smallest step between two polls of a
+/// job (what the request budget allows).
 ///
-/// - first poll: at the expected completion time (or `initial` while nothing
-///   has been learnt);
-/// - later polls: a step of a quarter of the spread (at least 50 ms) that
-///   doubles each time; while nothing has been learnt, an eighth of
-///   `initial` growing by half each time, so the first jobs are not seen
-///   long after they finish; never above `max`.
+/// - Nothing learnt yet: the first poll after `initial`, then from an
+///   eighth of it, growing by half each time, so the first jobs are not
+///   seen long after they finish.
+/// - First poll: at the 5th percentile of recent durations plus 0.1% of
+///   the median, at least 2 ms (a job of a steady length is not polled a
+///   moment too early; the API's own timestamps make the estimate exact).
+/// - Up to the longest duration seen: steps of a 40th of the range
+///   (at least `min_step`), so a job that varies is seen within a small
+///   fraction of its length.
+/// - Beyond it: the time since the longest duration (at least a step), so
+///   the wait doubles while a job runs unusually long.
+/// - Never above `max`.
 pub(crate) fn next_delay(
     index: u32,
     elapsed: Duration,
     est: &DurationEstimator,
     initial: Duration,
+    min_step: Duration,
     max: Duration,
 ) -> Duration {
-    // Small enough for near-instant jobs; the learnt estimate dominates otherwise.
+    // Small enough for near-instant jobs; the learnt spread dominates otherwise.
     let floor = Duration::from_millis(10);
-    let d = if index == 0 {
-        est.expected().map_or(initial, |e| e.saturating_sub(elapsed))
-    } else {
-        match est.spread() {
-            Some(s) => (s / 4)
-                .max(Duration::from_millis(50))
-                .saturating_mul(1 << (index - 1).min(16)),
-            None => (initial / 8).mul_f64(1.5f64.powi((index - 1).min(40) as i32)),
+    let secs = Duration::from_secs_f64;
+    let d = match est.spread() {
+        None if index == 0 => initial,
+        None => (initial / 8).mul_f64(1.5f64.powi((index - 1).min(40) as i32)),
+        Some(s) => {
+            let first = secs(s.low + (s.median * 0.001).max(0.002));
+            if index == 0 && elapsed < first {
+                first - elapsed
+            } else {
+                let step = secs((s.high - s.low) / 40.0).max(min_step);
+                let beyond = elapsed.saturating_sub(secs(s.high));
+                step.max(beyond)
+            }
         }
     };
     d.clamp(floor, max.max(floor))
+}
+
+/// The smallest step between two polls of one job: status polls of
+/// `slots` jobs at once take at most half of `requests_per_minute`, the
+/// rest is left for submits and downloads; never below 25 ms.
+pub(crate) fn min_step(slots: usize, requests_per_minute: u32) -> Duration {
+    let per_second = f64::from(requests_per_minute.max(1)) / 60.0 / 2.0;
+    Duration::from_secs_f64(slots.max(1) as f64 / per_second).max(Duration::from_millis(25))
 }
 
 #[cfg(test)]
@@ -82,51 +116,94 @@ mod tests {
     use super::*;
 
     const S: fn(f64) -> Duration = Duration::from_secs_f64;
+    const STEP: Duration = Duration::from_millis(25);
+
+    fn learnt(durations: impl IntoIterator<Item = f64>) -> DurationEstimator {
+        let mut e = DurationEstimator::default();
+        for d in durations {
+            e.observe(S(d));
+        }
+        e
+    }
+
+    /// The polls of a job that takes `job` seconds: (how many, how late the
+    /// last one saw it done).
+    fn polls(e: &DurationEstimator, job: f64) -> (u32, f64) {
+        let mut t = Duration::ZERO;
+        for index in 0.. {
+            t += next_delay(index, t, e, S(1.0), STEP, S(30.0));
+            if t.as_secs_f64() >= job {
+                return (index + 1, t.as_secs_f64() - job);
+            }
+        }
+        unreachable!()
+    }
 
     #[test]
     fn unlearnt_schedule_starts_at_initial_then_grows_from_an_eighth() {
         let e = DurationEstimator::default();
         let (i, m) = (S(1.0), S(30.0));
-        assert_eq!(next_delay(0, S(0.0), &e, i, m), S(1.0));
-        assert_eq!(next_delay(1, S(1.0), &e, i, m), S(0.125));
-        assert_eq!(next_delay(2, S(1.125), &e, i, m), S(0.1875));
-        assert_eq!(next_delay(3, S(1.3), &e, i, m), S(0.28125));
-        assert_eq!(next_delay(30, S(100.0), &e, i, m), S(30.0));
+        assert_eq!(next_delay(0, S(0.0), &e, i, STEP, m), S(1.0));
+        assert_eq!(next_delay(1, S(1.0), &e, i, STEP, m), S(0.125));
+        assert_eq!(next_delay(2, S(1.125), &e, i, STEP, m), S(0.1875));
+        assert_eq!(next_delay(3, S(1.3), &e, i, STEP, m), S(0.28125));
+        assert_eq!(next_delay(30, S(100.0), &e, i, STEP, m), S(30.0));
     }
 
     #[test]
-    fn learnt_schedule_polls_near_expected_completion() {
-        let mut e = DurationEstimator::default();
-        for _ in 0..50 {
-            e.observe(S(2.0));
-            e.observe(S(2.4));
-        }
-        let first = next_delay(0, S(0.0), &e, S(1.0), S(30.0));
-        assert!(first > S(2.1) && first < S(2.6), "{first:?}");
-        let second = next_delay(1, first, &e, S(1.0), S(30.0));
-        assert!(second >= S(0.05) && second < S(0.5), "{second:?}");
-        // A job polled late still gets a small positive delay.
-        assert_eq!(next_delay(0, S(100.0), &e, S(1.0), S(30.0)), S(0.01));
+    fn steady_jobs_are_polled_once_just_after_they_finish() {
+        let e = learnt([2.0; 60]);
+        let (n, late) = polls(&e, 2.0);
+        assert_eq!(n, 1);
+        assert!((0.001..0.005).contains(&late), "{late}");
     }
 
     #[test]
-    fn steady_jobs_are_polled_just_after_they_finish() {
-        let mut e = DurationEstimator::default();
-        for _ in 0..60 {
-            e.observe(S(2.0));
+    fn varying_jobs_are_seen_within_a_40th_of_their_spread() {
+        // 30% jitter around 2 s: uniform in [1.4, 2.6].
+        let e = learnt((0..40).map(|i| 1.4 + 1.2 * f64::from(i) / 39.0));
+        let (mut total_polls, mut total_late, mut worst) = (0, 0.0, 0.0f64);
+        for i in 0..=24 {
+            let job = 1.4 + 0.05 * f64::from(i);
+            let (n, late) = polls(&e, job);
+            total_polls += n;
+            total_late += late;
+            worst = worst.max(late);
         }
-        let first = next_delay(0, S(0.0), &e, S(1.0), S(30.0)).as_secs_f64();
-        assert!((2.01..2.05).contains(&first), "{first}");
+        let mean_late = total_late / 25.0;
+        assert!(mean_late <= 0.02, "jobs were seen {mean_late} s late on average");
+        assert!(worst <= 0.1, "a job was seen {worst} s late");
+        let mean = f64::from(total_polls) / 25.0;
+        assert!(mean < 24.0, "{mean} polls per job");
     }
 
     #[test]
-    fn estimator_follows_change() {
-        let mut e = DurationEstimator::default();
-        e.observe(S(10.0));
-        for _ in 0..40 {
+    fn a_job_longer_than_any_seen_is_polled_less_and_less() {
+        let e = learnt([2.0; 40]);
+        let at_4 = next_delay(5, S(4.0), &e, S(1.0), STEP, S(30.0));
+        let at_10 = next_delay(6, S(10.0), &e, S(1.0), STEP, S(30.0));
+        assert_eq!(at_4, S(2.0));
+        assert_eq!(at_10, S(8.0));
+        assert_eq!(next_delay(9, S(100.0), &e, S(1.0), STEP, S(30.0)), S(30.0));
+    }
+
+    #[test]
+    fn the_step_respects_the_request_budget() {
+        assert_eq!(min_step(5, 600), S(1.0));
+        assert_eq!(min_step(5, 60_000), STEP);
+        let e = learnt((0..40).map(|i| 1.0 + f64::from(i)));
+        // Durations of 1..40 s: steps of (40 - 3) / 40 s (3 s is the 5th
+        // percentile), or the budget's when larger.
+        assert_eq!(next_delay(1, S(5.0), &e, S(1.0), STEP, S(30.0)), S(37.0 / 40.0));
+        assert_eq!(next_delay(1, S(5.0), &e, S(1.0), S(3.0), S(30.0)), S(3.0));
+    }
+
+    #[test]
+    fn the_schedule_follows_a_change_within_a_window() {
+        let mut e = learnt([10.0; 40]);
+        for _ in 0..DurationEstimator::WINDOW {
             e.observe(S(2.0));
         }
-        let x = e.expected().unwrap().as_secs_f64();
-        assert!((2.0..2.5).contains(&x), "{x}");
+        assert_eq!(polls(&e, 2.0).0, 1);
     }
 }

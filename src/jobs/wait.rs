@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use super::{poll, JobContext, JobError};
+use super::{poll, JobContext, JobError, JobEvent};
 use crate::api::{Endpoint, JobState, JobStatus};
 
 impl JobContext {
@@ -27,9 +27,11 @@ impl JobContext {
         let deadline = submitted + self.cfg.job_timeout;
         let mut index = 0u32;
         let mut last_running = None;
+        let mut last_asked = None;
         loop {
             let elapsed = submitted.elapsed();
             if elapsed >= self.cfg.job_timeout {
+                let _ = self.events.send(JobEvent::Ended { seq });
                 self.metrics.job_finished("timed_out", elapsed);
                 return Err(JobError::TimedOut {
                     batch_id: batch_id.into(),
@@ -39,17 +41,26 @@ impl JobContext {
                 // With callbacks, poll rarely: the callback wakes us.
                 Some((_, fallback)) if learn => *fallback,
                 _ => {
-                    let est = self.estimator.lock().expect("estimator").clone();
-                    poll::next_delay(index, elapsed, &est, self.cfg.poll_initial, self.cfg.poll_max)
+                    // Polls keep to their schedule from when the last one
+                    // was sent: its answer's latency does not add to the step.
+                    let from = last_asked.unwrap_or(elapsed);
+                    let step = poll::min_step(self.cfg.max_active_jobs, self.cfg.requests_per_minute);
+                    let est = self.estimator.lock().expect("estimator");
+                    let d = poll::next_delay(index, from, &est, self.cfg.poll_initial, step, self.cfg.poll_max);
+                    (from + d).saturating_sub(elapsed)
                 }
             };
             let delay = delay.min(self.cfg.job_timeout - elapsed);
+            let unlearnt = self.estimator.lock().expect("estimator").is_empty();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = wake.notified() => { self.metrics.webhook_wakeup(); }
+                // The first job's duration is in: plan the next poll with it.
+                _ = self.learnt.notified(), if unlearnt => continue,
             }
             index += 1;
             let asked = submitted.elapsed();
+            last_asked = Some(asked);
             let status = match self
                 .persist(Endpoint::Status, seq, deadline, || self.api.status(batch_id))
                 .await
@@ -67,6 +78,15 @@ impl JobContext {
             if status.unknown_word {
                 self.metrics.unknown_status();
             }
+            if status.state != JobState::Running {
+                let _ = self.events.send(JobEvent::Ended { seq });
+                tracing::debug!(
+                    batch_id,
+                    polls = index,
+                    seen_after_ms = asked.as_millis() as u64,
+                    "job ended at the API"
+                );
+            }
             match status.state {
                 JobState::Running => last_running = Some(asked),
                 JobState::Completed => {
@@ -78,7 +98,12 @@ impl JobContext {
                             Some(r) => (r + asked) / 2,
                             None => asked,
                         });
-                        self.estimator.lock().expect("estimator").observe(observed);
+                        let mut est = self.estimator.lock().expect("estimator");
+                        let first = est.is_empty();
+                        est.observe(observed);
+                        if first {
+                            self.learnt.notify_waiters();
+                        }
                     }
                     return Ok(status);
                 }

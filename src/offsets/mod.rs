@@ -108,6 +108,11 @@ impl OffsetTracker {
         }
     }
 
+    /// How many partitions are assigned.
+    pub(crate) fn assigned(&self) -> usize {
+        self.parts.len()
+    }
+
     /// True if `pos` belongs to the current assignment of its partition.
     pub(crate) fn is_live(&self, pos: &SourcePos) -> bool {
         self.parts

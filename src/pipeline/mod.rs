@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::info;
 
 use crate::api::{ApiClient, ApiError};
@@ -134,6 +134,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         api: api.clone(),
         cfg: cfg.api.clone(),
         estimator: Mutex::default(),
+        learnt: Notify::new(),
         health: health.clone(),
         metrics: metrics.clone(),
         webhook,
@@ -163,7 +164,12 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     })?;
 
     let probe = tokio::spawn(probe::probe_key(api, health.clone()));
-    let gauges = tokio::spawn(store_gauges(store.clone(), metrics.clone()));
+    let gauges = tokio::spawn(gauges(
+        store.clone(),
+        tracker.clone(),
+        metrics.clone(),
+        cfg.api.max_active_jobs,
+    ));
     let dispatcher = Dispatcher::new(
         &cfg,
         dispatch::Parts {
@@ -175,6 +181,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             metrics: metrics.clone(),
             health: health.clone(),
             fatal: fatal.clone(),
+            team: store.team(),
         },
     );
     let (done_tx, done) = oneshot::channel();
@@ -206,10 +213,19 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
 }
 
 /// Updates the store's memory gauge now and then.
-async fn store_gauges(store: Arc<KafkaStore>, metrics: Arc<Metrics>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+/// Gauges nothing else keeps current, every second: the hot set's bytes,
+/// the partitions assigned here (also for the team's member records, when
+/// no record arrives to wake the dispatcher) and this pod's slot share.
+async fn gauges(store: Arc<KafkaStore>, tracker: Arc<Mutex<OffsetTracker>>, metrics: Arc<Metrics>, slots: usize) {
+    let team = store.team();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
         metrics.set_store_hot_bytes(store.hot_bytes());
+        let assigned = tracker.lock().expect("tracker").assigned();
+        team.set_partitions(assigned as u32);
+        metrics.set_assigned_partitions(assigned);
+        let room = team.room(slots, std::time::Instant::now());
+        metrics.set_slot_share(room.share, room.members);
     }
 }

@@ -13,6 +13,7 @@
 mod disk;
 mod hot;
 mod journal;
+mod members;
 mod record;
 mod tail;
 mod topic;
@@ -32,6 +33,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{IdentifierType, JobSpec, Matches};
+use crate::share::Team;
 use crate::sink::PolledProducer;
 use disk::Disk;
 use hot::HotSet;
@@ -132,6 +134,13 @@ impl Writer {
         self.producer.send(rec).map(|()| rx).map_err(|(e, _)| e)
     }
 
+    /// Hands a tombstone of `key` to librdkafka.
+    fn send_tombstone(&self, key: &str) -> KafkaResult<Ack> {
+        let (tx, rx) = oneshot::channel();
+        let rec = BaseRecord::<[u8], [u8], _>::with_opaque_to(&self.topic, Box::new(tx)).key(key.as_bytes());
+        self.producer.send(rec).map(|()| rx).map_err(|(e, _)| e)
+    }
+
     /// Sends one record and waits (at most 30 s) for Kafka to have it.
     async fn send_acked(&self, key: &str, value: &[u8]) -> KafkaResult<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -163,10 +172,27 @@ pub(crate) struct KafkaStore {
     ttl: Duration,
     metrics: Arc<Metrics>,
     tail: Tail,
+    team: Arc<Team>,
+    heartbeat: tokio::task::JoinHandle<()>,
 }
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// This pod's member id: its `kafka.instance_id` (unique in the group),
+/// else host, process and start time.
+fn member_id(instance_id: &str) -> String {
+    if !instance_id.is_empty() {
+        return instance_id.to_string();
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pod".into());
+    format!("{host}-{}-{:x}", std::process::id(), now_ms())
 }
 
 impl KafkaStore {
@@ -187,6 +213,10 @@ impl KafkaStore {
             }
         }
         let ttl = cfg.cache.ttl;
+        let team = Arc::new(Team::new(
+            member_id(&cfg.kafka.instance_id),
+            topic::input_partitions(&cfg.kafka).await?,
+        ));
         let (restored_tx, mut restored) = watch::channel(false);
         let tail = Tail::start(
             &cfg.kafka,
@@ -197,6 +227,7 @@ impl KafkaStore {
                 journal: journal.clone(),
                 metrics: metrics.clone(),
                 ttl,
+                team: team.clone(),
             },
             restored_tx,
         )?;
@@ -204,18 +235,21 @@ impl KafkaStore {
             tail.stop();
             return Err(StoreError::Disk("the store tail stopped while restoring".into()));
         }
-        info!(path = %disk.path().display(), %topic, "result store ready");
+        info!(path = %disk.path().display(), %topic, member = team.me(), "result store ready");
+        let writer = Arc::new(Writer {
+            producer: producer(cfg)?,
+            topic,
+        });
         Ok(Arc::new(Self {
             hot: HotSet::new(cfg.cache.max_memory_bytes, ttl),
             disk,
             journal,
-            writer: Arc::new(Writer {
-                producer: producer(cfg)?,
-                topic,
-            }),
+            heartbeat: members::spawn(writer.clone(), team.clone()),
+            writer,
             ttl,
             metrics,
             tail,
+            team,
         }))
     }
 
@@ -264,8 +298,14 @@ impl KafkaStore {
         self.hot.bytes()
     }
 
-    /// Delivers what is still queued and stops the tail.
+    /// The pods sharing the key, as this one sees them.
+    pub(crate) fn team(&self) -> Arc<Team> {
+        self.team.clone()
+    }
+
+    /// Leaves the team, delivers what is still queued and stops the tail.
     pub(crate) fn close(&self) {
+        members::leave(&self.writer, &self.team, &self.heartbeat);
         let _ = self.writer.producer.flush(Duration::from_secs(10));
         self.tail.stop();
     }

@@ -4,7 +4,10 @@
 //!   (`matched`, `matches` verbatim, `batch_id`, `resolved_at`);
 //! - `j/<batch_id>` -> a job of this key: `open` (written right after the
 //!   API accepted it, with the identifiers it covers) or `done` (its
-//!   results are in the store).
+//!   results are in the store);
+//! - `m/<member>` -> a pod sharing the key (see [`crate::share`]): its
+//!   partitions, whether it has work, the slots it holds, when it said so;
+//!   a tombstone when it stopped.
 //!
 //! Values are JSON with a version field `v`; a record this version cannot
 //! read is skipped, never fatal.
@@ -17,6 +20,7 @@ use serde_json::value::RawValue;
 
 use super::Cached;
 use crate::model::{has_matches, IdentifierType};
+use crate::share::Status;
 
 /// The format version written.
 const VERSION: u8 = 1;
@@ -28,6 +32,8 @@ pub(crate) enum Key<'a> {
     Result(IdentifierType, &'a str),
     /// A job.
     Job(&'a str),
+    /// A member of the team sharing the key.
+    Member(&'a str),
 }
 
 fn kind_tag(kind: IdentifierType) -> &'static str {
@@ -51,8 +57,48 @@ pub(crate) fn parse_key(key: &str) -> Option<Key<'_>> {
         let kind = IdentifierType::ALL.into_iter().find(|k| kind_tag(*k) == tag)?;
         return (!value.is_empty()).then_some(Key::Result(kind, value));
     }
+    if let Some(member) = key.strip_prefix("m/") {
+        return (!member.is_empty()).then_some(Key::Member(member));
+    }
     let id = key.strip_prefix("j/")?;
     (!id.is_empty()).then_some(Key::Job(id))
+}
+
+/// The key of a member.
+pub(crate) fn member_key(member: &str) -> String {
+    format!("m/{member}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct MemberValue {
+    v: u8,
+    partitions: u32,
+    demand: bool,
+    active: u32,
+    at_ms: i64,
+}
+
+/// The value of a member record: `status` at `at_ms`.
+pub(crate) fn encode_member(status: Status, at_ms: i64) -> Vec<u8> {
+    serde_json::to_vec(&MemberValue {
+        v: VERSION,
+        partitions: status.partitions,
+        demand: status.demand,
+        active: status.active,
+        at_ms,
+    })
+    .expect("member serializes")
+}
+
+/// Reads a member record: (status, when it was written).
+pub(crate) fn decode_member(value: &[u8]) -> Option<(Status, i64)> {
+    let m: MemberValue = serde_json::from_slice(value).ok()?;
+    let status = Status {
+        partitions: m.partitions,
+        demand: m.demand,
+        active: m.active,
+    };
+    (m.v == VERSION).then_some((status, m.at_ms))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -184,9 +230,24 @@ mod tests {
             Some(Key::Result(IdentifierType::ProfileUrl, "https://x.com/in/a/b"))
         );
         assert_eq!(parse_key(&job_key("b-1")), Some(Key::Job("b-1")));
-        for foreign in ["", "x", "r/", "r/phone/123", "r/business_email/", "j/"] {
+        assert_eq!(parse_key(&member_key("pod-0")), Some(Key::Member("pod-0")));
+        for foreign in ["", "x", "r/", "r/phone/123", "r/business_email/", "j/", "m/"] {
             assert_eq!(parse_key(foreign), None, "{foreign:?}");
         }
+    }
+
+    #[test]
+    fn member_values_round_trip() {
+        let s = Status {
+            partitions: 3,
+            demand: true,
+            active: 2,
+        };
+        assert_eq!(decode_member(&encode_member(s, 42)), Some((s, 42)));
+        assert_eq!(
+            decode_member(br#"{"v":9,"partitions":1,"demand":true,"active":0,"at_ms":1}"#),
+            None
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! all within about a second. The store counts as restored once every
 //! partition has been read to the end it had at start-up.
 //!
-//! It also sweeps expired entries from the disk now and then.
+//! It also hands the other pods' member records to the [`Team`], and sweeps
+//! expired entries from the disk now and then.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,10 +15,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -27,6 +29,7 @@ use super::record::{self, Key};
 use super::StoreError;
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
+use crate::share::{Team, EXPIRY};
 
 /// Records applied per transaction at most.
 const BATCH: usize = 20_000;
@@ -47,6 +50,8 @@ pub(super) struct TailParts {
     pub(super) metrics: Arc<Metrics>,
     /// Entries older than this are swept.
     pub(super) ttl: Duration,
+    /// The pods sharing the key, from their member records.
+    pub(super) team: Arc<Team>,
 }
 
 /// The running tail.
@@ -77,7 +82,7 @@ impl Tail {
         }
         cc.set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true");
-        let consumer: BaseConsumer = cc.create().map_err(StoreError::Kafka)?;
+        let consumer: BaseConsumer<TailContext> = cc.create_with_context(TailContext).map_err(StoreError::Kafka)?;
         let checkpoint = parts.disk.checkpoint()?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..parts.partitions {
@@ -118,6 +123,23 @@ impl Tail {
     }
 }
 
+/// The tail's client context: the end of a partition is how the restore
+/// knows it is done, not an error worth a log line (rust-rdkafka logs
+/// every error event at ERROR by default).
+struct TailContext;
+
+impl ClientContext for TailContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_))
+            && error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        {
+            warn!(error = %error, reason, "store tail: Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for TailContext {}
+
 /// Per-partition progress of the restore.
 struct Restore {
     started: Instant,
@@ -126,7 +148,7 @@ struct Restore {
 }
 
 fn run(
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<TailContext>,
     p: TailParts,
     mut next: HashMap<i32, i64>,
     restored: watch::Sender<bool>,
@@ -202,11 +224,24 @@ fn run(
     }
 }
 
+/// A member record: recent ones update the team (older ones, read while
+/// restoring, are of members long gone).
+fn heard(team: &Team, member: &str, value: Option<&[u8]>) {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    match value.map(record::decode_member) {
+        None => team.heard(member, None, Instant::now()),
+        Some(Some((status, at_ms))) if now_ms - at_ms < EXPIRY.as_millis() as i64 => {
+            team.heard(member, Some(status), Instant::now())
+        }
+        Some(_) => {}
+    }
+}
+
 /// Reads what is there (waiting up to 100 ms for the first record, then
 /// gathering for up to `GATHER`): the changes, and the partitions that
 /// reached their end.
 fn gather(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<TailContext>,
     p: &TailParts,
     next: &mut HashMap<i32, i64>,
 ) -> Result<(Vec<Change>, Vec<i32>), StoreError> {
@@ -240,6 +275,7 @@ fn gather(
                 p.journal.lock().expect("journal").apply(batch_id, entry);
                 changes.push(Change::Job(key.to_string(), value));
             }
+            Some(Key::Member(member)) => heard(&p.team, member, value.as_deref()),
             None => {}
         }
     }

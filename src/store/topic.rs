@@ -78,6 +78,22 @@ pub(crate) async fn ensure(kafka: &KafkaConfig, cache: &CacheConfig, topic: &str
     Ok(partition_count(&admin, topic)?.unwrap_or(cache.partitions))
 }
 
+/// How many partitions the input topics have in all (a missing topic
+/// counts 0): what the group splits among its members.
+pub(crate) async fn input_partitions(kafka: &KafkaConfig) -> Result<u32, StoreError> {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &kafka.brokers);
+    for (k, v) in &kafka.client_properties(true) {
+        cc.set(k, v);
+    }
+    let admin: AdminClient<DefaultClientContext> = cc.create().map_err(StoreError::Kafka)?;
+    let mut total = 0;
+    for topic in &kafka.input_topics {
+        total += partition_count(&admin, topic)?.unwrap_or(0) as u32;
+    }
+    Ok(total)
+}
+
 /// The topic's partition count, `None` when it does not exist.
 fn partition_count(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<Option<i32>, StoreError> {
     let md = admin

@@ -1,0 +1,228 @@
+//! Metrics: every Prometheus metric the connector exports, defined here and
+//! nowhere else. Call sites use the named methods; labels are bounded.
+
+mod families;
+
+use std::time::Duration;
+
+use prometheus::{Encoder, Registry, TextEncoder};
+
+use families::{ApiMetrics, JobMetrics, KafkaMetrics, RecordMetrics, StoreMetrics, WebhookMetrics};
+
+/// All metrics, registered in one registry, grouped by stage.
+pub(crate) struct Metrics {
+    registry: Registry,
+    records: RecordMetrics,
+    jobs: JobMetrics,
+    api: ApiMetrics,
+    kafka: KafkaMetrics,
+    webhooks: WebhookMetrics,
+    store: StoreMetrics,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub(crate) fn new() -> Self {
+        let r = Registry::new_custom(Some("identify".into()), None).expect("valid prefix");
+        Self {
+            records: RecordMetrics::register(&r),
+            jobs: JobMetrics::register(&r),
+            api: ApiMetrics::register(&r),
+            kafka: KafkaMetrics::register(&r),
+            webhooks: WebhookMetrics::register(&r),
+            store: StoreMetrics::register(&r),
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub(crate) fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encode metrics");
+        String::from_utf8(buf).expect("UTF-8 metrics")
+    }
+
+    /// An input record was consumed.
+    pub(crate) fn record_consumed(&self) {
+        self.records.consumed.inc();
+    }
+    /// A result record was acknowledged.
+    pub(crate) fn record_produced(&self, matched: bool) {
+        if matched {
+            self.records.produced_matched.inc()
+        } else {
+            self.records.produced_unmatched.inc()
+        }
+    }
+    /// A dead-letter record was acknowledged.
+    pub(crate) fn dead_lettered(&self, reason: &str) {
+        self.records.dead_letters.with_label_values(&[reason]).inc();
+    }
+    /// Kafka failed to acknowledge a record.
+    pub(crate) fn produce_failed(&self) {
+        self.records.produce_errors.inc();
+    }
+    /// Input timestamp to acknowledgement.
+    pub(crate) fn end_to_end(&self, d: Duration) {
+        self.records.e2e_latency.observe(d.as_secs_f64());
+    }
+    /// A batch was handed to a job.
+    pub(crate) fn batch_submitted(&self, kind: &str, size: usize) {
+        self.jobs.batches.with_label_values(&[kind]).inc();
+        self.jobs.batch_size.observe(size as f64);
+    }
+    /// Jobs currently holding a slot.
+    pub(crate) fn set_active_jobs(&self, n: usize) {
+        self.jobs.active.set(n as i64);
+    }
+    /// Input partitions assigned here.
+    pub(crate) fn set_assigned_partitions(&self, n: usize) {
+        self.jobs.assigned_partitions.set(n as i64);
+    }
+    /// This pod's share of the key's slots, and the pods it shares them with.
+    pub(crate) fn set_slot_share(&self, share: usize, members: usize) {
+        self.jobs.slot_share.set(share as i64);
+        self.jobs.team_members.set(members as i64);
+    }
+    /// The API accepted a job.
+    pub(crate) fn job_submitted(&self) {
+        self.jobs.submitted.inc();
+    }
+    /// A job attempt reached a final state.
+    pub(crate) fn job_finished(&self, outcome: &str, d: Duration) {
+        self.jobs.finished.with_label_values(&[outcome]).inc();
+        self.jobs
+            .duration
+            .with_label_values(&[outcome])
+            .observe(d.as_secs_f64());
+    }
+    /// A job is being submitted again.
+    pub(crate) fn job_resubmitted(&self) {
+        self.jobs.resubmitted.inc();
+    }
+    /// One API request finished; `status` 0 means no response.
+    pub(crate) fn api_request(&self, endpoint: &str, status: u16, d: Duration) {
+        let class = match status {
+            0 => "error",
+            200..=299 => "2xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "other",
+        };
+        if status == 429 {
+            self.api.rate_limited.inc();
+        }
+        self.api.requests.with_label_values(&[endpoint, class]).inc();
+        self.api
+            .duration
+            .with_label_values(&[endpoint])
+            .observe(d.as_secs_f64());
+    }
+    /// A request is retried.
+    pub(crate) fn api_retry(&self, endpoint: &str, error: &str) {
+        self.api.retries.with_label_values(&[endpoint, error]).inc();
+    }
+    /// Credits spent by a job.
+    pub(crate) fn credits_spent(&self, n: u64) {
+        self.jobs.credits_spent.inc_by(n);
+    }
+    /// Lookups saved: `source` is `dedupe` (identifier already pending),
+    /// `cache` (the hot set), `store` (the local store: resolved by this pod
+    /// before a restart, or by another pod), `recovery` (an adopted job's
+    /// results).
+    pub(crate) fn credits_saved(&self, source: &str, n: u64) {
+        self.jobs.credits_saved.with_label_values(&[source]).inc_by(n);
+    }
+    /// A result file could not be used.
+    pub(crate) fn result_file_rejected(&self) {
+        self.jobs.result_files_rejected.inc();
+    }
+    /// Lag of one partition.
+    pub(crate) fn set_consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.kafka
+            .consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag);
+    }
+    /// Drops the lag series of a partition no longer assigned.
+    pub(crate) fn forget_partition(&self, topic: &str, partition: i32) {
+        let _ = self
+            .kafka
+            .consumer_lag
+            .remove_label_values(&[topic, &partition.to_string()]);
+    }
+    /// Records in flight.
+    pub(crate) fn set_in_flight(&self, n: usize) {
+        self.records.in_flight.set(n as i64);
+    }
+    /// Partitions paused.
+    pub(crate) fn set_paused_partitions(&self, n: usize) {
+        self.kafka.paused_partitions.set(n as i64);
+    }
+    /// An offset commit finished.
+    pub(crate) fn commit(&self, ok: bool) {
+        if ok {
+            self.kafka.commits.inc()
+        } else {
+            self.kafka.commit_errors.inc()
+        }
+    }
+    /// A rebalance `assign` or `revoke` callback ran.
+    pub(crate) fn rebalance(&self, kind: &str) {
+        self.kafka.rebalances.with_label_values(&[kind]).inc();
+    }
+    /// A webhook callback was `accepted` or `rejected`.
+    pub(crate) fn webhook_callback(&self, accepted: bool) {
+        self.webhooks
+            .callbacks
+            .with_label_values(&[if accepted { "accepted" } else { "rejected" }])
+            .inc();
+    }
+    /// A status check was woken by a callback.
+    pub(crate) fn webhook_wakeup(&self) {
+        self.webhooks.wakeups.inc();
+    }
+    /// A job was adopted; `source` is `journal`, `reconciliation` or `lost_submit`.
+    pub(crate) fn job_adopted(&self, source: &str) {
+        self.jobs.adopted.with_label_values(&[source]).inc();
+    }
+    /// Submitting halted (or resumed).
+    pub(crate) fn set_halted(&self, halted: bool) {
+        if halted {
+            self.jobs.halts.inc();
+        }
+        self.jobs.halted.set(i64::from(halted));
+    }
+    /// A status word the API does not document.
+    pub(crate) fn unknown_status(&self) {
+        self.jobs.unknown_status.inc();
+    }
+    /// Store records applied to the local store.
+    pub(crate) fn store_applied(&self, n: usize) {
+        self.store.applied.inc_by(n as u64);
+    }
+    /// The store was restored in `secs`.
+    pub(crate) fn store_restored(&self, secs: f64) {
+        self.store.restore_seconds.set(secs);
+    }
+    /// Results in the local store.
+    pub(crate) fn set_store_results(&self, n: u64) {
+        self.store.results.set(n as i64);
+    }
+    /// Store writes not acknowledged.
+    pub(crate) fn store_write_failed_by(&self, n: usize) {
+        self.store.write_errors.inc_by(n as u64);
+    }
+    /// Bytes in the hot set.
+    pub(crate) fn set_store_hot_bytes(&self, n: u64) {
+        self.store.hot_bytes.set(n as i64);
+    }
+}

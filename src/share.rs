@@ -1,0 +1,385 @@
+//! Sharing the key's active-job slots among the pods that use it.
+//!
+//! Every pod publishes a member record in the store topic (`m/<member>`:
+//! how many input partitions it owns and whether it has identifiers
+//! waiting for a job), about once a second and at once when that changes;
+//! every pod tails the topic, so every pod sees the same team. Each pod's
+//! share of the key's slots is then the same pure function of the team
+//! ([`slot_share`], largest remainder), computed alike everywhere: pods
+//! split the slots by their partitions, a pod whose work has waited a
+//! moment borrows the slots of pods without work, and nobody needs a
+//! coordinator. A member not heard of for
+//! [`EXPIRY`] is gone (a crash; a clean stop says so at once). The API's
+//! 429 and its `x-ratelimit-*` headers stay the safety net for what a
+//! share cannot see (another group or user on the same key, a share in
+//! transition).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// A member not heard of for this long has left.
+pub(crate) const EXPIRY: Duration = Duration::from_secs(5);
+/// How often a member says it is still there.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a pod's work waits before it borrows the slots of pods without
+/// work: long enough for work that started on them at the same moment to
+/// be heard of (a member record is written within 50 ms of a change and
+/// read by every pod within a few hundred).
+pub(crate) const BORROW_AFTER: Duration = Duration::from_millis(500);
+
+/// `me`'s share of the key's `slots` among `team` (member id, status).
+///
+/// Slots held by members without work stay theirs until their jobs end;
+/// the rest is split among the members with work by their partitions:
+/// each gets the whole part of its quota, and the slots left go to the
+/// largest remainders (ties to the smaller id), so the shares add up
+/// exactly and every pod computes the same split. With no work anywhere,
+/// `me` may take every slot. Returns (whole part, with the remainder).
+pub(crate) fn slot_share(slots: usize, me: &str, team: &[(&str, Status)]) -> (usize, usize) {
+    let reserved: u64 = team
+        .iter()
+        .filter(|(_, s)| !s.demand)
+        .map(|(_, s)| u64::from(s.active))
+        .sum();
+    let total: u64 = team.iter().map(|(_, s)| u64::from(s.weight())).sum();
+    if total == 0 {
+        return (slots, slots);
+    }
+    let free = (slots as u64).saturating_sub(reserved);
+    let mut parts: Vec<(&str, u64, u64, u64)> = team
+        .iter()
+        .map(|(id, s)| {
+            let q = free * u64::from(s.weight());
+            (*id, q / total, q / total, q % total)
+        })
+        .collect();
+    let left = free - parts.iter().map(|p| p.1).sum::<u64>();
+    let mut order: Vec<usize> = (0..parts.len()).filter(|i| team[*i].1.demand).collect();
+    order.sort_by(|a, b| parts[*b].3.cmp(&parts[*a].3).then(parts[*a].0.cmp(parts[*b].0)));
+    for i in order.into_iter().take(left as usize) {
+        parts[i].2 += 1;
+    }
+    parts
+        .iter()
+        .find(|p| p.0 == me)
+        .map_or((0, 0), |p| (p.1 as usize, p.2 as usize))
+}
+
+/// What a member says of itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Status {
+    /// Input partitions it owns.
+    pub(crate) partitions: u32,
+    /// Whether identifiers wait for a job.
+    pub(crate) demand: bool,
+    /// The key's slots its jobs hold.
+    pub(crate) active: u32,
+}
+
+impl Status {
+    /// Its weight in the split.
+    pub(crate) fn weight(self) -> u32 {
+        if self.demand {
+            self.partitions.max(1)
+        } else {
+            0
+        }
+    }
+}
+
+/// The id of the partitions no member has claimed yet (peers not heard of):
+/// counted as a member with work, last in every tie.
+const UNSEEN: &str = "\u{10FFFF}";
+
+/// What [`Team::room`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Room {
+    /// How many more jobs this pod may start now.
+    pub(crate) free: usize,
+    /// This pod's share of the key's slots.
+    pub(crate) share: usize,
+    /// The members heard of, this pod included.
+    pub(crate) members: usize,
+}
+
+/// The team as this pod sees it.
+pub(crate) struct Team {
+    me: String,
+    /// The input topics' partitions in all.
+    total_partitions: u32,
+    partitions: AtomicU32,
+    demand: AtomicBool,
+    /// Since when work has been waiting.
+    demand_since: Mutex<Option<Instant>>,
+    active: AtomicU32,
+    peers: Mutex<HashMap<String, (Status, Instant)>>,
+    /// Fires when this pod's own status changes (for its heartbeat).
+    pub(crate) own_changed: Notify,
+    /// Fires when a peer appears, changes or leaves (for the dispatcher).
+    pub(crate) peers_changed: Notify,
+}
+
+impl Team {
+    /// The team of member `me`, alone so far, on input topics of
+    /// `total_partitions` partitions.
+    pub(crate) fn new(me: String, total_partitions: u32) -> Self {
+        Self {
+            me,
+            total_partitions,
+            partitions: AtomicU32::new(0),
+            demand: AtomicBool::new(false),
+            demand_since: Mutex::new(None),
+            active: AtomicU32::new(0),
+            peers: Mutex::default(),
+            own_changed: Notify::new(),
+            peers_changed: Notify::new(),
+        }
+    }
+
+    /// This pod's member id.
+    pub(crate) fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// What this pod says of itself now.
+    pub(crate) fn own(&self) -> Status {
+        Status {
+            partitions: self.partitions.load(Ordering::Relaxed),
+            demand: self.demand.load(Ordering::Relaxed),
+            active: self.active.load(Ordering::Relaxed),
+        }
+    }
+
+    fn set(&self, cell: &AtomicU32, n: u32) {
+        if cell.swap(n, Ordering::Relaxed) != n {
+            self.own_changed.notify_one();
+        }
+    }
+
+    /// The source's assignment changed.
+    pub(crate) fn set_partitions(&self, n: u32) {
+        self.set(&self.partitions, n);
+    }
+
+    /// The slots this pod's jobs hold.
+    pub(crate) fn set_active(&self, n: usize) {
+        self.set(&self.active, n as u32);
+    }
+
+    /// Whether identifiers wait for a job (the dispatcher, each turn).
+    pub(crate) fn set_demand(&self, demand: bool) {
+        if self.demand.swap(demand, Ordering::Relaxed) != demand {
+            *self.demand_since.lock().expect("team") = demand.then(Instant::now);
+            self.own_changed.notify_one();
+        }
+    }
+
+    /// A member record was read: `status` of `member`, or `None` when it
+    /// left. This pod's own records are ignored.
+    pub(crate) fn heard(&self, member: &str, status: Option<Status>, now: Instant) {
+        if member == self.me {
+            return;
+        }
+        let mut peers = self.peers.lock().expect("team");
+        let changed = match status {
+            Some(s) => peers
+                .insert(member.to_string(), (s, now))
+                .is_none_or(|(old, _)| old != s),
+            None => peers.remove(member).is_some(),
+        };
+        if changed {
+            self.peers_changed.notify_one();
+        }
+    }
+
+    /// How many more jobs this pod may start at `now`, of the key's
+    /// `slots`: what its share leaves, and what the whole team leaves of
+    /// the key (a share in transition: another pod may still hold more
+    /// than its new share).
+    ///
+    /// The share is the split by partitions among every member that has
+    /// any (what no two pods can both exceed, whenever their work starts);
+    /// a pod whose work has waited [`BORROW_AFTER`] (long enough for its
+    /// peers' work to be heard of) may also borrow the slots of members
+    /// without work. While the group has partitions no heard-of member
+    /// owns (peers starting at the same moment), the share is the whole
+    /// part of the quota, at least one.
+    pub(crate) fn room(&self, slots: usize, now: Instant) -> Room {
+        let mut peers = self.peers.lock().expect("team");
+        peers.retain(|_, (_, seen)| now.saturating_duration_since(*seen) < EXPIRY);
+        let own = self.own();
+        let mut team: Vec<(&str, Status)> = peers.iter().map(|(id, (s, _))| (id.as_str(), *s)).collect();
+        // A pod counts its own status in before its peers have heard it.
+        team.push((&self.me, own));
+        let claimed: u32 = team.iter().map(|(_, s)| s.partitions).sum();
+        let unseen = self.total_partitions.saturating_sub(claimed);
+        let phantom = unseen > 0 && (own.partitions > 0 || !peers.is_empty());
+        if phantom {
+            let unclaimed = Status {
+                partitions: unseen,
+                demand: true,
+                active: 0,
+            };
+            team.push((UNSEEN, unclaimed));
+        }
+        let everyone: Vec<(&str, Status)> = team
+            .iter()
+            .map(|(id, s)| {
+                let busy = Status {
+                    partitions: s.partitions,
+                    demand: s.partitions > 0,
+                    active: 0,
+                };
+                (*id, busy)
+            })
+            .collect();
+        let (whole, with_rest) = slot_share(slots, &self.me, &everyone);
+        let mut share = if phantom { whole.max(1) } else { with_rest };
+        let waited = self
+            .demand_since
+            .lock()
+            .expect("team")
+            .is_some_and(|t| now.saturating_duration_since(t) >= BORROW_AFTER);
+        if waited && !phantom {
+            share = share.max(slot_share(slots, &self.me, &team).1);
+        }
+        let held: usize = team.iter().map(|(_, s)| s.active as usize).sum();
+        Room {
+            free: share
+                .saturating_sub(own.active as usize)
+                .min(slots.saturating_sub(held)),
+            share,
+            members: peers.len() + 1,
+        }
+    }
+
+    /// When the room may change without a peer's record: a peer expires,
+    /// or this pod's work has waited long enough to borrow.
+    pub(crate) fn next_change(&self, now: Instant) -> Option<Instant> {
+        let peers = self.peers.lock().expect("team");
+        let expiry = peers.values().map(|(_, seen)| *seen + EXPIRY).min();
+        let borrow = self
+            .demand_since
+            .lock()
+            .expect("team")
+            .map(|t| t + BORROW_AFTER)
+            .filter(|t| *t > now);
+        expiry.into_iter().chain(borrow).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn busy(partitions: u32, active: u32) -> Status {
+        Status {
+            partitions,
+            demand: true,
+            active,
+        }
+    }
+
+    fn idle(active: u32) -> Status {
+        Status {
+            partitions: 2,
+            demand: false,
+            active,
+        }
+    }
+
+    #[test]
+    fn shares_follow_partitions_and_add_up_to_the_slots() {
+        let team = [("a", busy(2, 0)), ("b", busy(2, 0)), ("c", busy(2, 0))];
+        let shares: Vec<usize> = ["a", "b", "c"].iter().map(|m| slot_share(5, m, &team).1).collect();
+        assert_eq!(shares, [2, 2, 1], "the remainder goes to the smaller ids");
+        assert_eq!(slot_share(5, "a", &team).0, 1, "the whole part");
+        let team = [("a", busy(1, 0)), ("b", busy(3, 0))];
+        assert_eq!(slot_share(5, "a", &team).1, 1);
+        assert_eq!(slot_share(5, "b", &team).1, 4);
+        for n in 1..12u32 {
+            let ids: Vec<String> = (0..n).map(|i| format!("p{i:02}")).collect();
+            let team: Vec<(&str, Status)> = ids
+                .iter()
+                .zip(0..)
+                .map(|(id, i)| (id.as_str(), busy(1 + i % 3, 0)))
+                .collect();
+            let sum: usize = team.iter().map(|(id, _)| slot_share(5, id, &team).1).sum();
+            assert_eq!(sum, 5, "{n} members");
+        }
+    }
+
+    #[test]
+    fn members_without_work_lend_what_they_do_not_hold() {
+        let team = [("a", idle(0)), ("b", busy(3, 0)), ("c", idle(2))];
+        assert_eq!(slot_share(5, "b", &team).1, 3, "c still holds two");
+        assert_eq!(slot_share(5, "a", &team).1, 0);
+        assert_eq!(slot_share(5, "a", &[("a", idle(0)), ("b", idle(1))]).1, 5);
+    }
+
+    #[test]
+    fn a_team_counts_live_peers_and_itself() {
+        let t = Team::new("b".into(), 6);
+        let now = Instant::now();
+        assert_eq!(t.room(5, now).free, 5, "alone, nothing assigned yet");
+        t.set_partitions(2);
+        t.set_demand(true);
+        assert_eq!(
+            t.room(5, now).free,
+            1,
+            "four partitions unseen: the whole part of the quota"
+        );
+        t.heard("a", Some(busy(2, 0)), now);
+        t.heard("c", Some(busy(2, 0)), now);
+        t.heard("b", Some(busy(2, 5)), now);
+        assert_eq!(t.room(5, now).free, 2);
+        t.set_active(1);
+        assert_eq!(t.room(5, now).free, 1);
+        t.heard("a", None, now);
+        assert_eq!(
+            t.room(5, now + EXPIRY / 2).free,
+            0,
+            "a left: its partitions are unseen, b keeps to the whole part"
+        );
+        t.heard("c", Some(busy(4, 0)), now);
+        assert_eq!(t.room(5, now).free, 1, "b: 2 of 5 by partitions, one held");
+        t.set_active(0);
+        assert_eq!(t.room(5, now + EXPIRY).free, 1, "c expired: its partitions are unseen");
+        t.set_active(1);
+        t.heard("c", Some(idle(4)), now + EXPIRY);
+        assert_eq!(t.room(5, now + EXPIRY).free, 0, "c holds four, b one: the key is full");
+    }
+
+    #[test]
+    fn work_that_waited_borrows_the_slots_of_pods_without_work() {
+        let t = Team::new("b".into(), 6);
+        let now = Instant::now();
+        t.set_partitions(2);
+        let c_idle = Status {
+            partitions: 4,
+            demand: false,
+            active: 0,
+        };
+        t.heard("c", Some(c_idle), now);
+        t.set_demand(true);
+        // Work on c may have started at the same moment: b keeps to its
+        // share by partitions until c has had time to say so.
+        assert_eq!(t.room(5, now).share, 2);
+        let later = Instant::now() + BORROW_AFTER;
+        assert!(
+            t.next_change(now).is_some_and(|c| c > now && c <= later),
+            "the dispatcher looks again then"
+        );
+        assert_eq!(
+            t.room(5, later).share,
+            5,
+            "c still has nothing to do: b borrows its slots"
+        );
+        t.heard("c", Some(busy(4, 0)), later);
+        assert_eq!(t.room(5, later).share, 2, "c has work: back to the split by partitions");
+    }
+}
