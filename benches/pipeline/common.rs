@@ -16,6 +16,7 @@ pub struct Run {
     pub dlq: String,
     pub group: String,
     pub partitions: i32,
+    pub marks: kafka::Watermarks,
 }
 
 impl Run {
@@ -26,6 +27,7 @@ impl Run {
             dlq: kafka::unique(&format!("bench-{name}-dlq")),
             group: kafka::unique(&format!("bench-{name}")),
             partitions,
+            marks: kafka::Watermarks::new(),
         };
         kafka::create_topics(&[(&r.input, partitions), (&r.output, partitions), (&r.dlq, 1)]).await;
         r
@@ -76,15 +78,16 @@ dir = "{store}"
         // An empty partition has nothing to commit (-1).
         committed
             .iter()
-            .zip(kafka::end_offsets(&self.input, self.partitions))
+            .zip(self.marks.end_offsets(&self.input, self.partitions))
             .all(|(c, e)| (*c).max(0) == e)
     }
 
     /// Every input has its output (or dead letter) acknowledged.
     pub fn published_all(&self) -> bool {
-        let inputs: i64 = kafka::end_offsets(&self.input, self.partitions).iter().sum();
+        let m = &self.marks;
+        let inputs: i64 = m.end_offsets(&self.input, self.partitions).iter().sum();
         let outputs: i64 =
-            kafka::end_offsets(&self.output, self.partitions).iter().sum::<i64>() + kafka::end_offsets(&self.dlq, 1)[0];
+            m.end_offsets(&self.output, self.partitions).iter().sum::<i64>() + m.end_offsets(&self.dlq, 1)[0];
         outputs >= inputs
     }
 }
@@ -102,6 +105,7 @@ fn connector_bin() -> PathBuf {
 pub struct Connector {
     pub proc: ConnectorProc,
     pub port: u16,
+    http: reqwest::Client,
 }
 
 impl Connector {
@@ -111,7 +115,11 @@ impl Connector {
         let log = config.with_extension("log");
         let rust_log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
         let proc = ConnectorProc::start(&bin, config, &log, &rust_log, &[("CRUSTDATA_API_KEY", KEY)]);
-        Connector { proc, port }
+        Connector {
+            proc,
+            port,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// (CPU seconds, peak RSS in MiB) so far.
@@ -120,7 +128,7 @@ impl Connector {
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
-        testkit::metrics::scrape(&format!("127.0.0.1:{}", self.port), name).await
+        testkit::metrics::scrape_with(&self.http, &format!("127.0.0.1:{}", self.port), name).await
     }
 
     /// SIGTERM; the connector must exit cleanly.

@@ -1,25 +1,50 @@
 //! End-to-end benchmarks of the connector against the local Apache Kafka
-//! broker and the simulator: backlog drain vs the API floor, job-slot
-//! utilization, API requests per job (polling and webhooks), throughput and
-//! CPU with an instant API, peak RSS with a 1,000,000-record backlog,
-//! end-to-end latency under light load, and credits re-spent after a
-//! SIGKILL. The connector runs as a child process (the release binary), so
-//! its CPU time and peak RSS are its own.
+//! broker and the simulator: backlog drains against a simulator that
+//! answers like a remote API (slot utilization, drain vs the API floor,
+//! requests and 429s per job; one pod or three on one key; fixed or
+//! jittered job times; polling or webhooks), the cache-hit path next to a
+//! bare `kcat` pipe, throughput and CPU with an instant API, peak RSS with
+//! a 1,000,000-record backlog, end-to-end latency under light load, and
+//! credits re-spent after a SIGKILL. The connector runs as a child process
+//! (the release binary), so its CPU time and peak RSS are its own. Drains
+//! and the cache-hit run write plots to docs/bench/.
 //!
 //! Run with `scripts/bench.sh` (or `cargo bench --bench pipeline -- NAME...`
 //! with Kafka running and `target/release/identify-connector` built).
-//! Scenarios: drain webhooks throughput rss latency recovery (default: all).
+//! Scenarios: drain jitter webhooks shared cachehit throughput rss latency
+//! recovery (default: all).
 
+mod cachehit;
 mod common;
 mod drain;
 mod instant;
 mod latency;
+mod plot;
 mod recovery;
+
+use drain::Drain;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let all = ["drain", "webhooks", "throughput", "rss", "latency", "recovery"];
+    let all = [
+        "drain",
+        "jitter",
+        "webhooks",
+        "shared",
+        "cachehit",
+        "throughput",
+        "rss",
+        "latency",
+        "recovery",
+    ];
+    let drain = |name, pods, webhooks, jitter| Drain {
+        name,
+        records: 30_000,
+        pods,
+        webhooks,
+        jitter,
+    };
     let chosen: Vec<&str> = if args.is_empty() {
         all.to_vec()
     } else {
@@ -28,8 +53,11 @@ async fn main() {
     for name in chosen {
         eprintln!("== {name}");
         match name {
-            "drain" => drain::run(false).await,
-            "webhooks" => drain::run(true).await,
+            "drain" => drain::run(drain("drain", 1, false, false)).await,
+            "jitter" => drain::run(drain("jitter", 1, false, true)).await,
+            "webhooks" => drain::run(drain("webhooks", 1, true, false)).await,
+            "shared" => drain::run(drain("shared", 3, false, false)).await,
+            "cachehit" => cachehit::run(200_000).await,
             "throughput" => instant::run("throughput", 200_000).await,
             "rss" => instant::run("rss", 1_000_000).await,
             "latency" => latency::run().await,

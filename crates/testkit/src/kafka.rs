@@ -81,6 +81,8 @@ pub struct Rec {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: HashMap<String, String>,
+    /// The record's timestamp (ms since the epoch), if it has one.
+    pub timestamp_ms: Option<i64>,
 }
 
 impl Rec {
@@ -97,17 +99,40 @@ impl Rec {
 
 /// High watermarks per partition.
 pub fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap())
-        .create()
-        .expect("consumer");
-    (0..partitions)
-        .map(|p| {
-            c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks")
-                .1
-        })
-        .collect()
+    Watermarks::new().end_offsets(topic, partitions)
+}
+
+/// A client kept for reading end offsets often (a benchmark's samples).
+pub struct Watermarks(BaseConsumer);
+
+impl Watermarks {
+    /// A client of the local broker.
+    pub fn new() -> Self {
+        Self(
+            ClientConfig::new()
+                .set("bootstrap.servers", bootstrap())
+                .create()
+                .expect("consumer"),
+        )
+    }
+
+    /// The end offset of each partition of `topic`.
+    pub fn end_offsets(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        (0..partitions)
+            .map(|p| {
+                self.0
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
+    }
+}
+
+impl Default for Watermarks {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Reads every record currently in `topic` (up to the high watermarks at call time).
@@ -153,6 +178,7 @@ pub fn read_all(topic: &str, partitions: i32) -> Vec<Rec> {
                     key: m.key().map(<[u8]>::to_vec),
                     value: m.payload().map(<[u8]>::to_vec),
                     headers,
+                    timestamp_ms: m.timestamp().to_millis(),
                 });
             }
             Some(Err(e)) => panic!("consume {topic}: {e}"),

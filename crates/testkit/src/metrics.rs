@@ -21,7 +21,12 @@ pub fn metric_with(text: &str, name: &str, labels: &str) -> Option<f64> {
 /// Scrapes `http://addr/metrics` and sums every series of `name`; 0 when
 /// the scrape fails (the process is starting or gone).
 pub async fn scrape(addr: &str, name: &str) -> f64 {
-    let Ok(resp) = reqwest::get(format!("http://{addr}/metrics")).await else {
+    scrape_with(&reqwest::Client::new(), addr, name).await
+}
+
+/// [`scrape`] with a client kept between scrapes (frequent samples).
+pub async fn scrape_with(client: &reqwest::Client, addr: &str, name: &str) -> f64 {
+    let Ok(resp) = client.get(format!("http://{addr}/metrics")).send().await else {
         return 0.0;
     };
     metric(&resp.text().await.unwrap_or_default(), name)
