@@ -1,7 +1,16 @@
 //! Back-pressure decisions (pure, unit-tested): when every partition is
 //! paused, when it is resumed, and how many records one poll batch may
-//! take. Pause at the in-flight budget (records or bytes), resume below
-//! 80 % of both.
+//! take. At the in-flight budget (records or bytes) the loop first holds
+//! (stops taking records but keeps librdkafka's prefetched queue); only a
+//! hold that lasts [`PAUSE_AFTER`] pauses the partitions, because a pause
+//! drops the prefetched records and a resume costs a fetch round trip (up
+//! to a second of nothing on the cache-hit path, where the budget is
+//! reached and freed within milliseconds). Resume below 80 % of both.
+
+use std::time::{Duration, Instant};
+
+/// How long the loop holds before it pauses the partitions.
+pub(super) const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 /// The in-flight budget: `kafka.max_in_flight` and `kafka.max_in_flight_bytes`.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +27,9 @@ pub(super) enum Action {
     Pause,
     /// Resume every assigned partition.
     Resume,
+    /// Take no records for now (over budget since less than
+    /// [`PAUSE_AFTER`]); the partitions stay resumed.
+    Hold,
     /// Leave things as they are.
     Keep,
 }
@@ -26,6 +38,8 @@ pub(super) enum Action {
 #[derive(Debug, Default)]
 pub(super) struct Gate {
     paused: bool,
+    /// Since when the loop holds, if it does.
+    held_since: Option<Instant>,
     /// The assignment (a count of assign callbacks) last resumed.
     resumed_assignment: u64,
 }
@@ -33,7 +47,9 @@ pub(super) struct Gate {
 impl Gate {
     /// Decides for `in_flight` records of `bytes` bytes against `budget`;
     /// `assignments` counts the assignments received so far, `stopping`
-    /// holds everything paused for shutdown.
+    /// holds everything paused for shutdown. A hold lasts until under the
+    /// 80 % mark, and turns into a pause at `now` >= its start +
+    /// [`PAUSE_AFTER`].
     ///
     /// A new assignment is resumed once under budget even if the loop last
     /// resumed an empty one: librdkafka keeps the pause of a revoked
@@ -45,11 +61,17 @@ impl Gate {
         budget: Budget,
         stopping: bool,
         assignments: u64,
+        now: Instant,
     ) -> Action {
-        let over = stopping || in_flight >= budget.records || bytes >= budget.bytes;
+        let over = in_flight >= budget.records || bytes >= budget.bytes;
         let under = !stopping && in_flight * 5 < budget.records * 4 && bytes / 4 < budget.bytes / 5;
-        if over {
+        if stopping || (self.paused && over) {
             Action::Pause
+        } else if over || (self.held_since.is_some() && !under) {
+            match self.held_since {
+                Some(t) if now.saturating_duration_since(t) >= PAUSE_AFTER => Action::Pause,
+                _ => Action::Hold,
+            }
         } else if under && (self.paused || assignments != self.resumed_assignment) {
             Action::Resume
         } else {
@@ -60,11 +82,23 @@ impl Gate {
     /// The pause was applied.
     pub(super) fn paused(&mut self) {
         self.paused = true;
+        self.held_since = None;
+    }
+
+    /// The loop holds at `now` (the first call starts the hold).
+    pub(super) fn held(&mut self, now: Instant) {
+        self.held_since.get_or_insert(now);
+    }
+
+    /// The loop takes records again without having paused.
+    pub(super) fn released(&mut self) {
+        self.held_since = None;
     }
 
     /// Assignment number `assignments` was resumed.
     pub(super) fn resumed(&mut self, assignments: u64) {
         self.paused = false;
+        self.held_since = None;
         self.resumed_assignment = assignments;
     }
 
@@ -90,34 +124,74 @@ mod tests {
     };
 
     #[test]
-    fn pauses_at_the_budget_and_resumes_below_eighty_percent() {
+    fn holds_at_the_budget_pauses_after_a_second_and_resumes_below_eighty_percent() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
         let mut g = Gate::default();
         g.resumed(1);
-        assert_eq!(g.decide(99, 0, B, false, 1), Action::Keep);
-        assert_eq!(g.decide(100, 0, B, false, 1), Action::Pause);
-        assert_eq!(g.decide(0, 1000, B, false, 1), Action::Pause, "bytes count too");
+        assert_eq!(g.decide(99, 0, B, false, 1, at(0)), Action::Keep);
+        assert_eq!(g.decide(100, 0, B, false, 1, at(0)), Action::Hold);
+        assert_eq!(g.decide(0, 1000, B, false, 1, at(0)), Action::Hold, "bytes count too");
+        g.held(at(0));
+        g.held(at(500));
+        assert_eq!(
+            g.decide(85, 0, B, false, 1, at(999)),
+            Action::Hold,
+            "hysteresis while held"
+        );
+        assert_eq!(
+            g.decide(100, 0, B, false, 1, at(1000)),
+            Action::Pause,
+            "held for a second"
+        );
         g.paused();
-        assert_eq!(g.decide(85, 0, B, false, 1), Action::Keep, "hysteresis");
-        assert_eq!(g.decide(0, 850, B, false, 1), Action::Keep);
-        assert_eq!(g.decide(79, 799, B, false, 1), Action::Resume);
+        assert_eq!(
+            g.decide(100, 0, B, false, 1, at(1001)),
+            Action::Pause,
+            "re-applied while over"
+        );
+        assert_eq!(
+            g.decide(85, 0, B, false, 1, at(1002)),
+            Action::Keep,
+            "hysteresis while paused"
+        );
+        assert_eq!(g.decide(0, 850, B, false, 1, at(1002)), Action::Keep);
+        assert_eq!(g.decide(79, 799, B, false, 1, at(1003)), Action::Resume);
         g.resumed(1);
-        assert_eq!(g.decide(79, 0, B, false, 1), Action::Keep, "already resumed");
+        assert_eq!(g.decide(79, 0, B, false, 1, at(1004)), Action::Keep, "already resumed");
+    }
+
+    #[test]
+    fn a_short_hold_ends_without_a_pause() {
+        let t0 = Instant::now();
+        let mut g = Gate::default();
+        g.resumed(1);
+        g.held(t0);
+        assert_eq!(g.decide(79, 0, B, false, 1, t0), Action::Keep);
+        g.released();
+        assert_eq!(
+            g.decide(100, 0, B, false, 1, t0 + PAUSE_AFTER),
+            Action::Hold,
+            "a new hold"
+        );
+        assert!(!g.is_paused());
     }
 
     #[test]
     fn a_new_assignment_is_resumed_even_if_never_paused() {
+        let now = Instant::now();
         let mut g = Gate::default();
         g.resumed(1);
-        assert_eq!(g.decide(0, 0, B, false, 2), Action::Resume);
+        assert_eq!(g.decide(0, 0, B, false, 2, now), Action::Resume);
         g.resumed(2);
-        assert_eq!(g.decide(0, 0, B, false, 2), Action::Keep);
+        assert_eq!(g.decide(0, 0, B, false, 2, now), Action::Keep);
         assert!(!g.is_paused());
     }
 
     #[test]
     fn stopping_keeps_everything_paused() {
         let g = Gate::default();
-        assert_eq!(g.decide(0, 0, B, true, 5), Action::Pause);
+        assert_eq!(g.decide(0, 0, B, true, 5, Instant::now()), Action::Pause);
     }
 
     #[test]

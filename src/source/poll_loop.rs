@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tracing::{debug, error, warn};
 
 use super::backpressure::{batch_room, Action, Budget, Gate};
@@ -18,6 +18,13 @@ use super::rebalance::SourceContext;
 use super::{SourceError, SourceEvent, SourceParts, Work};
 use crate::model::InputRecord;
 use crate::sink::Failure;
+
+/// How long a poll waits for the first record.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// How long a poll waits while paused, before the budget is looked at again.
+const PAUSED_WAIT: Duration = Duration::from_millis(20);
+/// How long a hold waits before the budget is looked at again.
+const HOLD_WAIT: Duration = Duration::from_millis(2);
 
 /// Polls until the pipeline asks the consumer to close (`Ok`) or a fatal
 /// error; commits are handed to the committer thread.
@@ -40,13 +47,20 @@ pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Re
         };
         p.metrics.set_in_flight(in_flight);
         let assignments = consumer.context().assignments();
-        let action = gate.decide(in_flight, bytes, budget, stop, assignments);
+        let action = gate.decide(in_flight, bytes, budget, stop, assignments, Instant::now());
         apply(consumer, p, &mut gate, action, assignments);
         if last_commit.elapsed() >= p.cfg.commit_interval {
             offer_commits(consumer, p);
             last_commit = Instant::now();
         }
-        let batch = poll_batch(consumer, p, &mut topics, batch_room(in_flight, budget), stop)?;
+        if action == Action::Hold {
+            // Bounded: PAUSE_AFTER turns a long hold into a pause.
+            std::thread::sleep(HOLD_WAIT);
+            continue;
+        }
+        // While paused, only events arrive: look at the budget again soon.
+        let wait = if gate.is_paused() { PAUSED_WAIT } else { POLL_WAIT };
+        let batch = poll_batch(consumer, p, &mut topics, batch_room(in_flight, budget), stop, wait)?;
         if !batch.is_empty() && p.tx.send(SourceEvent::Records(batch)).is_err() {
             return Err(SourceError::DispatcherGone);
         }
@@ -56,6 +70,11 @@ pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Re
 /// Pauses or resumes the whole assignment.
 fn apply(consumer: &BaseConsumer<SourceContext>, p: &SourceParts, gate: &mut Gate, action: Action, assignments: u64) {
     if action == Action::Keep {
+        gate.released();
+        return;
+    }
+    if action == Action::Hold {
+        gate.held(Instant::now());
         return;
     }
     let Ok(assignment) = consumer.assignment() else {
@@ -78,7 +97,7 @@ fn apply(consumer: &BaseConsumer<SourceContext>, p: &SourceParts, gate: &mut Gat
                 p.metrics.set_paused_partitions(0);
             }
         }
-        Action::Keep => {}
+        Action::Keep | Action::Hold => {}
     }
 }
 
@@ -106,7 +125,7 @@ impl TopicNames {
     }
 }
 
-/// Takes what is ready, up to `room` records, waiting at most 100 ms for
+/// Takes what is ready, up to `room` records, waiting at most `wait` for
 /// the first; every record is converted on the way.
 fn poll_batch(
     consumer: &BaseConsumer<SourceContext>,
@@ -114,9 +133,9 @@ fn poll_batch(
     topics: &mut TopicNames,
     room: usize,
     stop: bool,
+    mut wait: Duration,
 ) -> Result<Vec<Work>, SourceError> {
     let mut batch = Vec::with_capacity(room.min(64));
-    let mut wait = Duration::from_millis(100);
     while batch.len() < room {
         let msg = match consumer.poll(wait) {
             None => break,
@@ -147,7 +166,11 @@ fn poll_batch(
 fn convert(p: &SourceParts, topics: &mut TopicNames, msg: &BorrowedMessage<'_>) -> Result<Option<Work>, SourceError> {
     let topic = topics.get(msg.topic());
     let value = msg.payload().map(Bytes::copy_from_slice);
-    let size = value.as_ref().map_or(0, |v| v.len()) + msg.key().map_or(0, |k| k.len());
+    let headers = msg.headers().filter(|_| p.keep_headers);
+    let header_bytes: usize = headers.map_or(0, |h| {
+        h.iter().map(|x| x.key.len() + x.value.map_or(0, <[u8]>::len)).sum()
+    });
+    let size = value.as_ref().map_or(0, |v| v.len()) + msg.key().map_or(0, |k| k.len()) + header_bytes;
     let tracked = p
         .tracker
         .lock()
@@ -161,6 +184,7 @@ fn convert(p: &SourceParts, topics: &mut TopicNames, msg: &BorrowedMessage<'_>) 
         pos,
         key: msg.key().map(Bytes::copy_from_slice),
         value,
+        headers: headers.map(|h| h.detach()),
         timestamp_ms: msg.timestamp().to_millis(),
     };
     match p.decoder.decode(rec.value.as_deref()) {
