@@ -12,6 +12,7 @@
 //! | [`config`] | one serde struct per stage, loading (file + `IDENTIFY_*` environment) and validation; depends on no stage |
 //! | `source` | the consumer thread, back-pressure, rebalances, the committer thread; hands [`SourceEvent`](source)s to the dispatcher |
 //! | `decode` | record value -> normalised identifier, or the dead-letter reason |
+//! | `enrich` | enrich mode's JSON surgery: the input object with the result at a pointer (a leaf) |
 //! | `offsets` | the offset tracker: in-flight offsets, contiguous commit watermarks, epochs, jobs in commit metadata |
 //! | `batch` | micro-batches: one identifier type per job, size and linger flushes |
 //! | `dispatch` | the single owner of pending identifiers: dedupe, the store, job slots (AIMD), fan-out, adoption of jobs |
@@ -34,6 +35,7 @@ mod batch;
 pub mod config;
 mod decode;
 mod dispatch;
+mod enrich;
 mod health;
 mod jobs;
 mod logging;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rdkafka::message::OwnedHeaders;
 use serde_json::value::RawValue;
 
 /// The API's limit of identifiers per submission.
@@ -107,6 +108,8 @@ pub(crate) struct InputRecord {
     pub(crate) key: Option<Bytes>,
     /// Original value.
     pub(crate) value: Option<Bytes>,
+    /// Original headers, kept only with `output.forward_headers`.
+    pub(crate) headers: Option<OwnedHeaders>,
     /// Record timestamp (ms since the epoch), for end-to-end latency.
     pub(crate) timestamp_ms: Option<i64>,
 }

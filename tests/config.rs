@@ -34,6 +34,7 @@ fn example_file_is_valid_and_states_the_defaults() {
     assert_eq!(format!("{:?}", example.server), format!("{:?}", defaults.server));
     assert_eq!(format!("{:?}", example.shutdown), format!("{:?}", defaults.shutdown));
     assert_eq!(format!("{:?}", example.input), format!("{:?}", defaults.input));
+    assert_eq!(format!("{:?}", example.output), format!("{:?}", defaults.output));
     assert_eq!(example.kafka.max_in_flight, defaults.kafka.max_in_flight);
     assert_eq!(example.kafka.commit_interval, defaults.kafka.commit_interval);
     assert_eq!(defaults.batch.max_size, 300);
@@ -68,6 +69,34 @@ fn every_mistake_is_named() {
     assert!(managed[0].contains("enable.auto.commit"), "{managed:?}");
     let same = errors(&MINIMAL.replace("output_topic = \"out\"", "output_topic = \"in\""));
     assert!(same[0].contains("output_topic"));
+}
+
+#[test]
+fn output_mistakes_are_named() {
+    for (bad, says) in [
+        (
+            "enrich_field = \"crustdata\"",
+            "output.enrich_field: \"crustdata\" must start with '/'",
+        ),
+        (
+            "enrich_field = \"/a//b\"",
+            "output.enrich_field: \"/a//b\" has an empty member name",
+        ),
+        ("enrich_field = \"/a~2\"", "'~'"),
+        (
+            "mode = \"enrich\"\n[input]\nformat = \"text\"",
+            "output.mode = \"enrich\" needs input.format = \"json\"",
+        ),
+    ] {
+        let e = errors(&format!("{MINIMAL}\n[output]\n{bad}\n")).join("\n");
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    assert!(errors(&format!("{MINIMAL}\n[output]\nkey = \"value\"\n"))[0].contains("value"));
+    assert!(errors(&format!("{MINIMAL}\n[output]\ndead_letter_headers = \"kafka\"\n"))[0].contains("kafka"));
+    let ok = Config::from_toml(&format!(
+        "{MINIMAL}\n[output]\nmode = \"enrich\"\nenrich_field = \"/meta/identify\"\nkey = \"input\"\nforward_headers = true\ndead_letter_headers = \"connect\"\n"
+    ));
+    assert!(ok.is_ok(), "{ok:?}");
 }
 
 #[test]

@@ -14,9 +14,11 @@ use serde::Deserialize;
 use crate::model::{IdentifierType, API_MAX_BATCH};
 
 mod load;
+mod output;
 mod types;
 mod validate;
 
+pub use output::{DeadLetterHeaders, OutputConfig, OutputKey, OutputMode};
 pub use types::{duration, Properties, Secret};
 
 /// Errors while loading or validating configuration.
@@ -38,6 +40,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// How an identifier is read from each input record.
     pub input: InputConfig,
+    /// What the output records look like.
+    pub output: OutputConfig,
     /// Micro-batching.
     pub batch: BatchConfig,
     /// The Crustdata API.

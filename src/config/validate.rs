@@ -12,11 +12,11 @@ use crate::model::API_MAX_BATCH;
 
 /// The mistakes found so far.
 #[derive(Default)]
-struct Problems(Vec<String>);
+pub(super) struct Problems(Vec<String>);
 
 impl Problems {
     /// Records `msg` unless `ok`.
-    fn need(&mut self, ok: bool, msg: impl Into<String>) {
+    pub(super) fn need(&mut self, ok: bool, msg: impl Into<String>) {
         if !ok {
             self.0.push(msg.into());
         }
@@ -34,6 +34,7 @@ impl Config {
         self.webhook.validate(&mut p);
         self.cache.validate(&self.kafka, &mut p);
         self.server.validate(&mut p);
+        self.output.validate(self.input.format == InputFormat::Json, &mut p);
         if p.0.is_empty() {
             Ok(())
         } else {

@@ -16,6 +16,7 @@
 //!   `https://` is a profile URL and anything else an email.
 
 use crate::config::{IdentifierTypeSetting, InputConfig, InputFormat};
+use crate::enrich::{self, EnrichError, Pointer};
 use crate::model::{Identifier, IdentifierType};
 
 mod pointer;
@@ -52,6 +53,9 @@ pub(crate) enum DecodeError {
         /// What is wrong.
         why: &'static str,
     },
+    /// Enrich mode cannot add the result to this value.
+    #[error("cannot enrich: {0}")]
+    NotEnrichable(EnrichError),
 }
 
 impl DecodeError {
@@ -64,6 +68,7 @@ impl DecodeError {
             Self::MissingField(_) => "missing_field",
             Self::NotAString(_) => "not_a_string",
             Self::InvalidIdentifier { .. } => "invalid_identifier",
+            Self::NotEnrichable(_) => "not_enrichable",
         }
     }
 }
@@ -75,16 +80,20 @@ pub(crate) struct Decoder {
     field: String,
     kind: IdentifierTypeSetting,
     max_bytes: usize,
+    enrich_at: Option<Pointer>,
 }
 
 impl Decoder {
-    /// A decoder for the given input settings.
-    pub(crate) fn new(cfg: &InputConfig) -> Self {
+    /// A decoder for the given input settings; in enrich mode (`enrich_at`)
+    /// a value the result cannot be added to is refused here, before it
+    /// costs a credit.
+    pub(crate) fn new(cfg: &InputConfig, enrich_at: Option<Pointer>) -> Self {
         Self {
             format: cfg.format,
             field: cfg.field.clone(),
             kind: cfg.identifier_type,
             max_bytes: cfg.max_value_bytes,
+            enrich_at,
         }
     }
 
@@ -102,12 +111,20 @@ impl Decoder {
                 let text = std::str::from_utf8(value).map_err(|e| DecodeError::NotParseable("UTF-8", e.to_string()))?;
                 self.identifier(text)
             }
-            InputFormat::Json => match pointer::lookup(value, &self.field) {
-                Err(e) => Err(DecodeError::NotParseable("JSON", e.to_string())),
-                Ok(pointer::Found::Missing) => Err(DecodeError::MissingField(self.field.clone())),
-                Ok(pointer::Found::NotAString) => Err(DecodeError::NotAString(self.field.clone())),
-                Ok(pointer::Found::Str(s)) => self.identifier(&s),
-            },
+            InputFormat::Json => {
+                if let Some(at) = &self.enrich_at {
+                    enrich::check(value, at).map_err(|e| match e {
+                        EnrichError::NotJson(m) => DecodeError::NotParseable("JSON", m),
+                        e => DecodeError::NotEnrichable(e),
+                    })?;
+                }
+                match pointer::lookup(value, &self.field) {
+                    Err(e) => Err(DecodeError::NotParseable("JSON", e.to_string())),
+                    Ok(pointer::Found::Missing) => Err(DecodeError::MissingField(self.field.clone())),
+                    Ok(pointer::Found::NotAString) => Err(DecodeError::NotAString(self.field.clone())),
+                    Ok(pointer::Found::Str(s)) => self.identifier(&s),
+                }
+            }
         }
     }
 

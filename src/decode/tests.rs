@@ -8,22 +8,26 @@ use proptest::prelude::*;
 use super::{DecodeError, Decoder};
 use crate::config::{IdentifierTypeSetting, InputConfig, InputFormat};
 
-const REASONS: [&str; 6] = [
+const REASONS: [&str; 7] = [
     "empty_value",
     "oversized",
     "not_parseable",
     "missing_field",
     "not_a_string",
     "invalid_identifier",
+    "not_enrichable",
 ];
 
 fn decoder(format: InputFormat, kind: IdentifierTypeSetting, max: usize) -> Decoder {
-    Decoder::new(&InputConfig {
-        format,
-        field: "/email".into(),
-        identifier_type: kind,
-        max_value_bytes: max,
-    })
+    Decoder::new(
+        &InputConfig {
+            format,
+            field: "/email".into(),
+            identifier_type: kind,
+            max_value_bytes: max,
+        },
+        None,
+    )
 }
 
 fn decoders() -> Vec<Decoder> {
@@ -209,4 +213,22 @@ fn result_lines_match_back_whatever_form_the_api_echoes() {
         assert_eq!(match_key(None, echo), submitted, "{echo}");
     }
     assert_ne!(match_key(None, "https://linkedin.com/in/jane"), submitted);
+}
+
+#[test]
+fn enrich_mode_refuses_what_it_cannot_enrich_before_reading_the_identifier() {
+    let cfg = InputConfig::default();
+    let d = Decoder::new(&cfg, Some(crate::enrich::Pointer::parse("/crustdata").unwrap()));
+    let reason = |v: &[u8]| d.decode(Some(v)).map(|_| "ok").unwrap_or_else(|e| e.reason());
+    assert_eq!(reason(br#"{"email":"jane@acme.com"}"#), "ok");
+    assert_eq!(reason(br#"{"email":"jane@acme.com","crustdata":7}"#), "ok", "replaced");
+    assert_eq!(reason(br#""jane@acme.com""#), "not_enrichable");
+    assert_eq!(reason(br#"[{"email":"jane@acme.com"}]"#), "not_enrichable");
+    assert_eq!(reason(b"{bad"), "not_parseable");
+    let nested = Decoder::new(&cfg, Some(crate::enrich::Pointer::parse("/meta/crustdata").unwrap()));
+    let e = nested
+        .decode(Some(br#"{"email":"jane@acme.com","meta":[]}"#))
+        .unwrap_err();
+    assert_eq!(e.reason(), "not_enrichable");
+    assert!(e.to_string().contains("/meta holds a JSON array"), "{e}");
 }

@@ -279,6 +279,7 @@ impl Harness {
                     pos,
                     key: None,
                     value: None,
+                    headers: None,
                     timestamp_ms: None,
                 },
                 id: Identifier {

@@ -145,6 +145,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     });
     let sink = Arc::new(KafkaSink::new(
         &cfg.kafka,
+        &cfg.output,
         tracker.clone(),
         metrics.clone(),
         fatal.clone(),
@@ -154,7 +155,8 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     let control = Arc::new(SourceControl::default());
     let source_thread = source::spawn(SourceParts {
         cfg: cfg.kafka.clone(),
-        decoder: Decoder::new(&cfg.input),
+        decoder: Decoder::new(&cfg.input, cfg.output.enrich_pointer()),
+        keep_headers: cfg.output.forward_headers,
         tracker: tracker.clone(),
         sink: sink.clone(),
         tx,

@@ -11,9 +11,9 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::ClientContext;
 
 use super::poller::PolledProducer;
-use super::record;
+use super::record::{self, Shape};
 use super::{per_record, refused_reason, DeliveryFailure, Failure, Fatal, Publish, Refused, Resolution, SinkError};
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, OutputConfig};
 use crate::metrics::Metrics;
 use crate::model::{InputRecord, SourcePos};
 use crate::offsets::OffsetTracker;
@@ -102,6 +102,8 @@ pub(crate) struct KafkaSink {
     dlq_topic: String,
     /// Largest dead-letter value that fits the producer's `message.max.bytes`.
     dlq_value_limit: usize,
+    /// What the records look like.
+    shape: Shape,
 }
 
 type Record<'a> = BaseRecord<'a, [u8], [u8], Box<Delivery>>;
@@ -110,6 +112,7 @@ impl KafkaSink {
     /// Creates the idempotent producer.
     pub(crate) fn new(
         cfg: &KafkaConfig,
+        output: &OutputConfig,
         tracker: Arc<Mutex<OffsetTracker>>,
         metrics: Arc<Metrics>,
         fatal: Arc<Fatal>,
@@ -138,6 +141,7 @@ impl KafkaSink {
             output_topic: cfg.output_topic.clone(),
             dlq_topic: cfg.dead_letter_topic.clone(),
             dlq_value_limit: record::dead_letter_value_limit(message_max),
+            shape: Shape::new(output, &cfg.group_id),
         })
     }
 
@@ -149,7 +153,7 @@ impl KafkaSink {
     }
 
     fn dead_letter_record<'a>(&'a self, rec: &'a InputRecord, f: Failure<'_>) -> Record<'a> {
-        let (headers, value) = record::dead_letter(rec, f, self.dlq_value_limit);
+        let (headers, value) = record::dead_letter(rec, f, self.dlq_value_limit, &self.shape);
         let delivery = Box::new(Delivery {
             pos: rec.pos.clone(),
             timestamp_ms: rec.timestamp_ms,
@@ -202,7 +206,20 @@ impl KafkaSink {
 
 impl Publish for KafkaSink {
     async fn output(&self, rec: &InputRecord, r: &Resolution<'_>) -> Result<(), SinkError> {
-        let value = record::output_value(rec, r);
+        let value = match self.shape.value(rec, r) {
+            Ok(v) => v,
+            Err(e) => {
+                // The decoder checked the input; this is a safety net only.
+                let message = e.to_string();
+                let f = Failure {
+                    reason: "not_enrichable",
+                    message: &message,
+                    identifier: Some(r.identifier),
+                    batch_id: Some(r.batch_id),
+                };
+                return self.dead_letter(rec, f).await;
+            }
+        };
         let delivery = Box::new(Delivery {
             pos: rec.pos.clone(),
             timestamp_ms: rec.timestamp_ms,
@@ -215,10 +232,12 @@ impl Publish for KafkaSink {
                 }),
             },
         });
-        let record = BaseRecord::with_opaque_to(&self.output_topic, delivery)
-            .key(r.identifier.as_bytes())
+        let mut record = BaseRecord::with_opaque_to(&self.output_topic, delivery)
             .payload(value.as_slice())
             .headers(record::output_headers(rec, r.batch_id));
+        if let Some(key) = self.shape.key(rec, r.identifier) {
+            record = record.key(key);
+        }
         match self.enqueue(record, false).await {
             Err(SinkError::Produce { source, .. }) if per_record(&source) => {
                 let message = format!("the output ({} bytes) cannot be produced: {source}", value.len());

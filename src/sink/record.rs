@@ -1,14 +1,18 @@
-//! The records the sink writes: the output value (the result plus its
-//! source), the `identify.*` headers, and the dead letter (the original key
-//! and value, the value's head when it would not fit the producer's
-//! `message.max.bytes`).
+//! The records the sink writes, in the [`Shape`] `[output]` asks for: the
+//! output value (the result plus its source, or the input enriched with
+//! the result), its key, the headers (the input's when forwarded, then the
+//! `identify.*` ones), and the dead letter (the original key and value, the
+//! value's head when it would not fit the producer's `message.max.bytes`,
+//! optionally Kafka Connect's error headers).
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{Failure, Resolution};
-use crate::model::{InputRecord, SourcePos};
+use crate::config::{DeadLetterHeaders, OutputConfig, OutputKey};
+use crate::enrich::{self, EnrichError, Pointer};
+use crate::model::InputRecord;
 
 /// Room kept in a dead-letter record for its key, headers and framing.
 const DLQ_OVERHEAD: usize = 64 * 1024;
@@ -19,6 +23,65 @@ pub(super) fn dead_letter_value_limit(message_max_bytes: usize) -> usize {
     message_max_bytes.saturating_sub(DLQ_OVERHEAD).max(1024)
 }
 
+/// What the records look like: `[output]`, resolved once.
+pub(crate) struct Shape {
+    /// Enrich mode's pointer; `None` in result mode.
+    pub(super) enrich_at: Option<Pointer>,
+    /// `output.key = "input"`.
+    pub(super) input_key: bool,
+    /// `output.dead_letter_headers = "connect"`: the connector's name there.
+    pub(super) connect: Option<String>,
+}
+
+impl Shape {
+    /// The shape `[output]` asks for; `connector` names the connector in
+    /// Kafka Connect's headers (the consumer group).
+    pub(crate) fn new(cfg: &OutputConfig, connector: &str) -> Self {
+        Self {
+            enrich_at: cfg.enrich_pointer(),
+            input_key: cfg.key == OutputKey::Input,
+            connect: (cfg.dead_letter_headers == DeadLetterHeaders::Connect).then(|| connector.to_string()),
+        }
+    }
+
+    /// The output key of `rec` resolved as `identifier`.
+    pub(super) fn key<'a>(&self, rec: &'a InputRecord, identifier: &'a str) -> Option<&'a [u8]> {
+        if self.input_key {
+            rec.key.as_deref()
+        } else {
+            Some(identifier.as_bytes())
+        }
+    }
+
+    /// The output value of `rec` resolved as `r`: the result record, or
+    /// the input enriched with the result.
+    pub(super) fn value(&self, rec: &InputRecord, r: &Resolution<'_>) -> Result<Vec<u8>, EnrichError> {
+        let result = ResultObject {
+            identifier: r.identifier,
+            identifier_type: r.identifier_type,
+            matched: r.matched,
+            matches: r.matches,
+            batch_id: r.batch_id,
+            resolved_at: r.resolved_at,
+        };
+        match &self.enrich_at {
+            None => Ok(serde_json::to_vec(&Output {
+                result,
+                source: SourceRef {
+                    topic: &rec.pos.topic,
+                    partition: rec.pos.partition,
+                    offset: rec.pos.offset,
+                },
+            })
+            .expect("output serializes")),
+            Some(at) => {
+                let result = serde_json::to_string(&result).expect("result serializes");
+                enrich::enrich(rec.value.as_deref().unwrap_or_default(), at, &result)
+            }
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct SourceRef<'a> {
     topic: &'a str,
@@ -26,38 +89,40 @@ struct SourceRef<'a> {
     offset: i64,
 }
 
+/// The result of one identifier: the same object in both modes.
 #[derive(Serialize)]
-struct Output<'a> {
+struct ResultObject<'a> {
     identifier: &'a str,
     identifier_type: &'a str,
     matched: bool,
     matches: &'a RawValue,
     batch_id: &'a str,
     resolved_at: &'a str,
+}
+
+/// Result mode's record: the result and its source.
+#[derive(Serialize)]
+struct Output<'a> {
+    #[serde(flatten)]
+    result: ResultObject<'a>,
     source: SourceRef<'a>,
 }
 
-/// The output value of `rec` resolved as `r`.
-pub(super) fn output_value(rec: &InputRecord, r: &Resolution<'_>) -> Vec<u8> {
-    serde_json::to_vec(&Output {
-        identifier: r.identifier,
-        identifier_type: r.identifier_type,
-        matched: r.matched,
-        matches: r.matches,
-        batch_id: r.batch_id,
-        resolved_at: r.resolved_at,
-        source: SourceRef {
-            topic: &rec.pos.topic,
-            partition: rec.pos.partition,
-            offset: rec.pos.offset,
-        },
-    })
-    .expect("output serializes")
-}
-
-/// `identify.source.{topic,partition,offset}`.
-pub(super) fn source_headers(pos: &SourcePos) -> OwnedHeaders {
-    OwnedHeaders::new_with_capacity(5)
+/// The input's forwarded headers (without any `identify.*` or
+/// `__connect.errors.*` of its own: ours are added, never duplicated),
+/// then `identify.source.{topic,partition,offset}`.
+pub(super) fn source_headers(rec: &InputRecord) -> OwnedHeaders {
+    let forwarded = rec.headers.as_ref().map_or(0, |h| h.count());
+    let mut headers = OwnedHeaders::new_with_capacity(forwarded + 8);
+    if let Some(input) = &rec.headers {
+        for h in input.iter() {
+            if !h.key.starts_with("identify.") && !h.key.starts_with("__connect.errors.") {
+                headers = headers.insert(h);
+            }
+        }
+    }
+    let pos = &rec.pos;
+    headers
         .insert(Header {
             key: "identify.source.topic",
             value: Some(pos.topic.as_bytes()),
@@ -74,20 +139,31 @@ pub(super) fn source_headers(pos: &SourcePos) -> OwnedHeaders {
 
 /// The headers of the output of `rec`: its source and the job.
 pub(super) fn output_headers(rec: &InputRecord, batch_id: &str) -> OwnedHeaders {
-    source_headers(&rec.pos).insert(Header {
+    source_headers(rec).insert(Header {
         key: "identify.batch_id",
         value: Some(batch_id.as_bytes()),
     })
 }
 
+/// The Kafka Connect stage a dead-letter reason belongs to.
+fn connect_stage(reason: &str) -> &'static str {
+    match reason {
+        "output_too_large" | "output_refused" => "KAFKA_PRODUCE",
+        "api_rejected" | "job_failed" | "missing_result" => "TASK_PUT",
+        _ => "VALUE_CONVERTER",
+    }
+}
+
 /// The headers and value of a dead letter: the source, the reason and a
 /// message of at most 1000 characters, the identifier and job when known,
 /// and the value, cut to `value_limit` bytes (the original size then in
-/// `identify.error.value_truncated_from`).
+/// `identify.error.value_truncated_from`); with `shape.connect`, Kafka
+/// Connect's `__connect.errors.*` headers as well.
 pub(super) fn dead_letter<'a>(
     rec: &'a InputRecord,
     f: Failure<'_>,
     value_limit: usize,
+    shape: &Shape,
 ) -> (OwnedHeaders, Option<&'a [u8]>) {
     let (reason, message) = (f.reason, f.message);
     let message: String = message.chars().take(1000).collect();
@@ -95,7 +171,7 @@ pub(super) fn dead_letter<'a>(
     // keep its head and say so, rather than stall the partition.
     let value = rec.value.as_deref();
     let truncated_from = value.filter(|v| v.len() > value_limit).map(|v| v.len().to_string());
-    let mut headers = source_headers(&rec.pos)
+    let mut headers = source_headers(rec)
         .insert(Header {
             key: "identify.error.reason",
             value: Some(reason.as_bytes()),
@@ -118,6 +194,24 @@ pub(super) fn dead_letter<'a>(
             });
         }
     }
+    if let Some(connector) = &shape.connect {
+        // Kafka Connect's DLQ convention: numbers as decimal strings.
+        let (partition, offset) = (rec.pos.partition.to_string(), rec.pos.offset.to_string());
+        let connect: [(&str, &[u8]); 9] = [
+            ("__connect.errors.topic", rec.pos.topic.as_bytes()),
+            ("__connect.errors.partition", partition.as_bytes()),
+            ("__connect.errors.offset", offset.as_bytes()),
+            ("__connect.errors.connector.name", connector.as_bytes()),
+            ("__connect.errors.task.id", b"0"),
+            ("__connect.errors.stage", connect_stage(reason).as_bytes()),
+            ("__connect.errors.class.name", b"identify-connector"),
+            ("__connect.errors.exception.class.name", reason.as_bytes()),
+            ("__connect.errors.exception.message", message.as_bytes()),
+        ];
+        for (key, v) in connect {
+            headers = headers.insert(Header { key, value: Some(v) });
+        }
+    }
     (headers, value.map(|v| &v[..v.len().min(value_limit)]))
 }
 
@@ -129,6 +223,25 @@ mod tests {
     use rdkafka::message::Headers;
 
     use super::*;
+    use crate::config::OutputMode;
+    use crate::model::SourcePos;
+
+    fn shape(f: impl FnOnce(&mut OutputConfig)) -> Shape {
+        let mut cfg = OutputConfig::default();
+        f(&mut cfg);
+        Shape::new(&cfg, "emails-group")
+    }
+
+    fn resolution(matches: &RawValue) -> Resolution<'_> {
+        Resolution {
+            identifier: "jane@acme.com",
+            identifier_type: "business_email",
+            matches,
+            matched: true,
+            batch_id: "b-1",
+            resolved_at: "2026-11-30T12:00:00.000Z",
+        }
+    }
 
     fn rec(value: &[u8]) -> InputRecord {
         InputRecord {
@@ -140,6 +253,7 @@ mod tests {
             },
             key: None,
             value: Some(Bytes::copy_from_slice(value)),
+            headers: None,
             timestamp_ms: None,
         }
     }
@@ -153,15 +267,8 @@ mod tests {
     #[test]
     fn output_carries_the_result_and_its_source() {
         let matches = RawValue::from_string(r#"[{"confidence_score":1.0}]"#.into()).unwrap();
-        let r = Resolution {
-            identifier: "jane@acme.com",
-            identifier_type: "business_email",
-            matches: &matches,
-            matched: true,
-            batch_id: "b-1",
-            resolved_at: "2026-11-30T12:00:00.000Z",
-        };
-        let v: serde_json::Value = serde_json::from_slice(&output_value(&rec(b"{}"), &r)).unwrap();
+        let r = resolution(&matches);
+        let v: serde_json::Value = serde_json::from_slice(&shape(|_| {}).value(&rec(b"{}"), &r).unwrap()).unwrap();
         assert_eq!(v["identifier"], "jane@acme.com");
         assert_eq!(v["matches"][0]["confidence_score"], 1.0);
         assert_eq!(v["source"]["partition"], 3);
@@ -181,13 +288,13 @@ mod tests {
             identifier: None,
             batch_id: None,
         };
-        let (h, v) = dead_letter(&small, f("not_parseable", &long), 1024);
+        let (h, v) = dead_letter(&small, f("not_parseable", &long), 1024, &shape(|_| {}));
         assert_eq!(v, Some(&b"hello"[..]));
         assert_eq!(header(&h, "identify.error.reason").as_deref(), Some("not_parseable"));
         assert_eq!(header(&h, "identify.error.message").unwrap().len(), 1000);
         assert!(header(&h, "identify.error.value_truncated_from").is_none());
         let big = rec(&vec![b'x'; 5000]);
-        let (h, v) = dead_letter(&big, f("oversized", ""), 1024);
+        let (h, v) = dead_letter(&big, f("oversized", ""), 1024, &shape(|_| {}));
         assert_eq!(v.unwrap().len(), 1024);
         assert_eq!(
             header(&h, "identify.error.value_truncated_from").as_deref(),
@@ -199,10 +306,105 @@ mod tests {
             identifier: Some("jane@acme.com"),
             batch_id: Some("b-1"),
         };
-        let (h, _) = dead_letter(&small, too_large, 1024);
+        let (h, _) = dead_letter(&small, too_large, 1024, &shape(|_| {}));
         assert_eq!(header(&h, "identify.identifier").as_deref(), Some("jane@acme.com"));
         assert_eq!(header(&h, "identify.batch_id").as_deref(), Some("b-1"));
         assert_eq!(dead_letter_value_limit(1_000_000), 1_000_000 - 65_536);
         assert_eq!(dead_letter_value_limit(10), 1024);
+    }
+
+    #[test]
+    fn enrich_mode_keeps_the_input_and_adds_the_result_at_the_pointer() {
+        let matches = RawValue::from_string("[]".into()).unwrap();
+        let s = shape(|c| {
+            c.mode = OutputMode::Enrich;
+            c.enrich_field = "/meta/crustdata".into();
+            c.key = OutputKey::Input;
+        });
+        let mut input = rec(br#"{"email":"Jane@Acme.com","meta":{"tenant":"t1"}}"#);
+        input.key = Some(Bytes::from_static(b"user-42"));
+        let v: serde_json::Value = serde_json::from_slice(&s.value(&input, &resolution(&matches)).unwrap()).unwrap();
+        assert_eq!(v["email"], "Jane@Acme.com");
+        assert_eq!(v["meta"]["tenant"], "t1");
+        assert_eq!(v["meta"]["crustdata"]["identifier"], "jane@acme.com");
+        assert_eq!(v["meta"]["crustdata"]["batch_id"], "b-1");
+        assert!(v.get("source").is_none(), "the source stays in the headers");
+        assert_eq!(s.key(&input, "jane@acme.com"), Some(&b"user-42"[..]));
+        assert_eq!(shape(|_| {}).key(&input, "jane@acme.com"), Some(&b"jane@acme.com"[..]));
+        input.key = None;
+        assert_eq!(s.key(&input, "jane@acme.com"), None);
+    }
+
+    #[test]
+    fn forwarded_headers_come_first_and_ours_are_never_duplicated() {
+        let mut input = rec(b"{}");
+        input.headers = Some(
+            OwnedHeaders::new()
+                .insert(Header {
+                    key: "traceparent",
+                    value: Some(&b"00-abc-01"[..]),
+                })
+                .insert(Header::<&[u8]> {
+                    key: "tombstone",
+                    value: None,
+                })
+                .insert(Header {
+                    key: "identify.batch_id",
+                    value: Some(&b"forged"[..]),
+                }),
+        );
+        let h = output_headers(&input, "b-1");
+        let keys: Vec<&str> = h.iter().map(|x| x.key).collect();
+        assert_eq!(
+            keys,
+            [
+                "traceparent",
+                "tombstone",
+                "identify.source.topic",
+                "identify.source.partition",
+                "identify.source.offset",
+                "identify.batch_id"
+            ]
+        );
+        assert_eq!(h.get(0).value, Some(&b"00-abc-01"[..]));
+        assert_eq!(h.get(1).value, None);
+        assert_eq!(header(&h, "identify.batch_id").as_deref(), Some("b-1"));
+    }
+
+    #[test]
+    fn connect_dead_letter_headers() {
+        let f = Failure {
+            reason: "invalid_identifier",
+            message: "invalid business_email: no @",
+            identifier: None,
+            batch_id: None,
+        };
+        let (h, _) = dead_letter(&rec(b"x"), f, 1024, &shape(|_| {}));
+        assert!(
+            header(&h, "__connect.errors.topic").is_none(),
+            "identify headers only by default"
+        );
+        let connect = shape(|c| c.dead_letter_headers = DeadLetterHeaders::Connect);
+        let (h, _) = dead_letter(&rec(b"x"), f, 1024, &connect);
+        assert_eq!(header(&h, "__connect.errors.topic").as_deref(), Some("emails"));
+        assert_eq!(header(&h, "__connect.errors.partition").as_deref(), Some("3"));
+        assert_eq!(header(&h, "__connect.errors.offset").as_deref(), Some("1234"));
+        assert_eq!(
+            header(&h, "__connect.errors.connector.name").as_deref(),
+            Some("emails-group")
+        );
+        assert_eq!(header(&h, "__connect.errors.stage").as_deref(), Some("VALUE_CONVERTER"));
+        assert_eq!(
+            header(&h, "__connect.errors.exception.class.name").as_deref(),
+            Some("invalid_identifier")
+        );
+        assert_eq!(
+            header(&h, "__connect.errors.exception.message").as_deref(),
+            Some("invalid business_email: no @")
+        );
+        assert_eq!(
+            header(&h, "identify.error.reason").as_deref(),
+            Some("invalid_identifier")
+        );
     }
 }

@@ -95,6 +95,8 @@ pub(crate) struct SourceParts {
     pub(crate) cfg: KafkaConfig,
     /// Record decoder.
     pub(crate) decoder: Decoder,
+    /// Keep each record's headers (`output.forward_headers`).
+    pub(crate) keep_headers: bool,
     /// Shared offset tracker.
     pub(crate) tracker: Arc<Mutex<OffsetTracker>>,
     /// For dead letters of undecodable records.
