@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Checks docs/schemas/*.schema.json.
 
-1. Both schemas are valid JSON Schema 2020-12 (metaschema check).
-2. A sample output value validates against output.schema.json, and a sample
+1. Every schema is valid JSON Schema 2020-12 (metaschema check).
+2. A sample output value validates against output.schema.json (result mode),
+   an enriched input against enriched.schema.json (enrich mode, whose result
+   object must equal result mode's without `source`), and a sample
    dead-letter record against dead-letter.schema.json.
 3. Values that must be refused are refused (so the schemas are not vacuous).
 
@@ -91,7 +93,7 @@ def main():
             failures.append(name)
 
     validators = {}
-    for name in ["output.schema.json", "dead-letter.schema.json"]:
+    for name in ["output.schema.json", "enriched.schema.json", "dead-letter.schema.json"]:
         path = SCHEMAS / name
         try:
             schema = json.loads(path.read_text())
@@ -117,6 +119,16 @@ def main():
     check("sample output value validates", valid("output.schema.json", SAMPLE_OUTPUT) is True)
     check("unmatched output value validates", valid("output.schema.json", SAMPLE_UNMATCHED) is True)
     check("sample dead-letter record validates", valid("dead-letter.schema.json", SAMPLE_DEAD_LETTER) is True)
+    result = {k: v for k, v in SAMPLE_OUTPUT.items() if k != "source"}
+    enriched = {"email": "Jane@Acme.com", "signup": {"plan": "pro"}, "crustdata": result}
+    check("sample enriched value validates", valid("enriched.schema.json", enriched) is True)
+    output = json.loads((SCHEMAS / "output.schema.json").read_text())
+    same = json.loads((SCHEMAS / "enriched.schema.json").read_text())["$defs"]["result"]
+    check(
+        "enrich mode's result object is result mode's without source",
+        same["properties"] == {k: v for k, v in output["properties"].items() if k != "source"}
+        and same["required"] == [r for r in output["required"] if r != "source"],
+    )
     print("     (the following must be refused)")
     refused = [
         ("output: unknown identifier_type", "output.schema.json", bad(identifier_type="email")),
@@ -124,6 +136,8 @@ def main():
         ("output: matched false with matches", "output.schema.json", bad(matched=False)),
         ("output: resolved_at not a date-time", "output.schema.json", bad(resolved_at="yesterday")),
         ("output: source without offset", "output.schema.json", bad(source={"topic": "t", "partition": 0})),
+        ("enriched: no result", "enriched.schema.json", {"email": "jane@acme.com"}),
+        ("enriched: result with source", "enriched.schema.json", {"crustdata": SAMPLE_OUTPUT}),
         (
             "dead letter: unknown reason",
             "dead-letter.schema.json",

@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -50,16 +50,46 @@ pub type Records = Vec<(Option<String>, Vec<u8>)>;
 
 /// Produces `(key, value)` records round-robin over `partitions`; waits for acks.
 pub async fn produce(topic: &str, partitions: i32, records: &[(Option<String>, Vec<u8>)]) {
+    let all = records.iter().map(|(k, v)| (k.as_deref(), v.as_slice(), &[][..]));
+    produce_all(topic, partitions, all).await;
+}
+
+/// Record headers: names and raw values (`None`: a header without value).
+pub type HeaderList = Vec<(String, Option<Vec<u8>>)>;
+
+/// [`produce`] with headers on every record.
+pub async fn produce_with_headers(topic: &str, partitions: i32, records: &[(Option<String>, Vec<u8>, HeaderList)]) {
+    let all = records
+        .iter()
+        .map(|(k, v, h)| (k.as_deref(), v.as_slice(), h.as_slice()));
+    produce_all(topic, partitions, all).await;
+}
+
+async fn produce_all<'a>(
+    topic: &str,
+    partitions: i32,
+    records: impl Iterator<Item = (Option<&'a str>, &'a [u8], &'a [(String, Option<Vec<u8>>)])>,
+) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("linger.ms", "5")
         .create()
         .expect("producer");
-    let mut pending = Vec::with_capacity(records.len());
-    for (i, (key, value)) in records.iter().enumerate() {
+    let mut pending = Vec::new();
+    for (i, (key, value, headers)) in records.enumerate() {
         let mut rec = FutureRecord::to(topic).payload(value).partition(i as i32 % partitions);
         if let Some(k) = key {
             rec = rec.key(k);
+        }
+        if !headers.is_empty() {
+            let mut h = OwnedHeaders::new_with_capacity(headers.len());
+            for (key, value) in headers {
+                h = h.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                });
+            }
+            rec = rec.headers(h);
         }
         pending.push(producer.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
         if pending.len() >= 5000 {
@@ -81,6 +111,8 @@ pub struct Rec {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: HashMap<String, String>,
+    /// Every header in its order, values as bytes.
+    pub raw_headers: HeaderList,
     /// The record's timestamp (ms since the epoch), if it has one.
     pub timestamp_ms: Option<i64>,
 }
@@ -172,7 +204,16 @@ pub fn read_all(topic: &str, partitions: i32) -> Vec<Rec> {
                             .collect()
                     })
                     .unwrap_or_default();
+                let raw_headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 out.push(Rec {
+                    raw_headers,
                     partition: m.partition(),
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),

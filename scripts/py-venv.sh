@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Prints the python of a venv that runs examples/downstream_consumer.py
+# (confluent-kafka, jsonschema, rfc3339-validator from PyPI), creating it
+# under ~/.cache/identify-connector/ the first time. Used by the tests.
+set -euo pipefail
+VENV="${XDG_CACHE_HOME:-$HOME/.cache}/identify-connector/venv-examples"
+PACKAGES=(confluent-kafka jsonschema rfc3339-validator)
+if ! "$VENV/bin/python" -c "import confluent_kafka, jsonschema, rfc3339_validator" 2>/dev/null; then
+  echo "py-venv: installing ${PACKAGES[*]} into $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PACKAGES[@]}" >&2
+fi
+echo "$VENV/bin/python"
