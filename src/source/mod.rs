@@ -122,6 +122,11 @@ fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         // should hold the backlog (librdkafka defaults: 64 MiB, 100000).
         .set("queued.max.messages.kbytes", "16384")
         .set("queued.min.messages", "10000")
+        // When the application holds (back-pressure), the queue reaches
+        // those bounds; librdkafka then postpones the partition's next
+        // fetch by this long (default 1000 ms: a second of nothing every
+        // cycle on the cache-hit path, 60k records/s instead of 157k).
+        .set("fetch.queue.backoff.ms", "20")
         .set("client.id", "identify-connector");
     for (k, v) in &cfg.client_properties(false) {
         cc.set(k, v);
