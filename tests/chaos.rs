@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::ConnectorProc;
 use common::{kafka, Connector, Topics};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -27,9 +27,23 @@ enum Protocol {
     Consumer,
 }
 
-/// The test configuration for `protocol`.
-fn chaos_toml(topics: &Topics, base_url: &str, protocol: Protocol) -> String {
-    let toml = common::toml_for(topics, base_url);
+/// At least once (duplicates allowed, none lost) or exactly once
+/// (`kafka.exactly_once`: a read_committed consumer sees no duplicate).
+#[derive(Clone, Copy, PartialEq)]
+enum Delivery {
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+/// The test configuration for `protocol` and `delivery`.
+fn chaos_toml(topics: &Topics, base_url: &str, protocol: Protocol, delivery: Delivery) -> String {
+    let mut toml = common::toml_for(topics, base_url);
+    if delivery == Delivery::ExactlyOnce {
+        toml = toml.replace(
+            "rebalance_drain_timeout",
+            "exactly_once = true\nrebalance_drain_timeout",
+        );
+    }
     match protocol {
         Protocol::Classic => toml.replace(r#""session.timeout.ms" = "6000""#, r#""session.timeout.ms" = "3000""#),
         Protocol::Consumer => toml
@@ -67,30 +81,55 @@ fn write_config(dir: &Path, toml: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_sigkill_three_times_at_random_moments_loses_nothing() {
-    crash(Protocol::Classic, "crash_sigkill_x3").await;
+    crash(Protocol::Classic, Delivery::AtLeastOnce, "crash_sigkill_x3").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_sigkill_three_times_with_the_consumer_group_protocol_loses_nothing() {
-    crash(Protocol::Consumer, "crash_sigkill_x3_consumer_protocol").await;
+    crash(
+        Protocol::Consumer,
+        Delivery::AtLeastOnce,
+        "crash_sigkill_x3_consumer_protocol",
+    )
+    .await;
 }
 
-async fn crash(protocol: Protocol, scenario: &str) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_sigkill_three_times_exactly_once_no_duplicate_no_loss() {
+    crash(
+        Protocol::Classic,
+        Delivery::ExactlyOnce,
+        "crash_sigkill_x3_exactly_once",
+    )
+    .await;
+}
+
+async fn crash(protocol: Protocol, delivery: Delivery, scenario: &str) {
     let _serial = SERIAL.lock().await;
     const N: usize = 20_000;
     let sim = common::start_sim(|_| {}).await;
     let topics = Topics::create("crash", 3).await;
     kafka::produce(&topics.input, 3, &common::emails(N, "crash")).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &chaos_toml(&topics, &sim.base_url(), protocol));
+    let cfg = write_config(dir.path(), &chaos_toml(&topics, &sim.base_url(), protocol, delivery));
     let log = dir.path().join("connector.log");
 
-    let mut rng = rand::rng();
+    let seed: u64 = rand::rng().random();
+    println!("{scenario}: seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut outputs_after_kill = Vec::new();
     let mut committed_at_kill = 0;
     for round in 1..=3 {
         let mut proc = common::connector_proc(&cfg, &log, "warn", &[]);
-        let after = Duration::from_millis(rng.random_range(1000..=4000));
+        // Mid-work, not at start-up: once this run has committed something
+        // (outputs and offsets, in a transaction with exactly_once), at a
+        // random moment of the next two seconds.
+        let before = committed_sum(&topics);
+        kafka::wait_for("commits to advance before the kill", Duration::from_secs(60), || {
+            committed_sum(&topics) > before
+        })
+        .await;
+        let after = Duration::from_millis(rng.random_range(0..=2000));
         tokio::time::sleep(after).await;
         assert!(
             proc.try_wait().is_none(),
@@ -101,7 +140,7 @@ async fn crash(protocol: Protocol, scenario: &str) {
         committed_at_kill = committed_sum(&topics);
         let outputs = kafka::end_offsets(&topics.output, 3).iter().sum::<i64>()
             + kafka::end_offsets(&topics.dlq, 1).iter().sum::<i64>();
-        println!("crash: SIGKILL {round} after {after:?}: outputs={outputs} committed={committed_at_kill}");
+        println!("crash: SIGKILL {round} {after:?} after a commit: outputs={outputs} committed={committed_at_kill}");
         outputs_after_kill.push(outputs);
     }
     assert!(
@@ -120,19 +159,49 @@ async fn crash(protocol: Protocol, scenario: &str) {
     println!("{}", audit.result_line(scenario, recover));
     audit.assert_nothing_lost("crash");
     audit.assert_all_valid_resolved(N);
+    let stats = sim.stats();
+    println!(
+        "{scenario}: jobs={} credits_charged={} credits_recharged={}",
+        stats.submits_accepted, stats.credits_charged, stats.credits_recharged
+    );
+    assert_eq!(
+        stats.credits_recharged, 0,
+        "jobs named in the commit metadata are reused, not paid again (seed {seed})"
+    );
+    if delivery == Delivery::ExactlyOnce {
+        assert_eq!(
+            audit.duplicates, 0,
+            "read_committed sees each output once (seed {seed})"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_churn_chaos_monkey_kills_and_restarts_members_loses_nothing() {
-    churn(Protocol::Classic, "group_churn_3_members").await;
+    churn(Protocol::Classic, Delivery::AtLeastOnce, "group_churn_3_members").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_churn_with_the_consumer_group_protocol_loses_nothing() {
-    churn(Protocol::Consumer, "group_churn_3_members_consumer_protocol").await;
+    churn(
+        Protocol::Consumer,
+        Delivery::AtLeastOnce,
+        "group_churn_3_members_consumer_protocol",
+    )
+    .await;
 }
 
-async fn churn(protocol: Protocol, scenario: &str) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_churn_exactly_once_no_duplicate_no_loss() {
+    churn(
+        Protocol::Classic,
+        Delivery::ExactlyOnce,
+        "group_churn_3_members_exactly_once",
+    )
+    .await;
+}
+
+async fn churn(protocol: Protocol, delivery: Delivery, scenario: &str) {
     let _serial = SERIAL.lock().await;
     const N: usize = 20_000;
     const MEMBERS: usize = 3;
@@ -140,7 +209,7 @@ async fn churn(protocol: Protocol, scenario: &str) {
     let topics = Topics::create("churn", 6).await;
     kafka::produce(&topics.input, 6, &common::emails(N, "churn")).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path(), &chaos_toml(&topics, &sim.base_url(), protocol));
+    let cfg = write_config(dir.path(), &chaos_toml(&topics, &sim.base_url(), protocol, delivery));
     let logs: Vec<_> = (0..MEMBERS)
         .map(|i| dir.path().join(format!("member-{i}.log")))
         .collect();
@@ -151,7 +220,9 @@ async fn churn(protocol: Protocol, scenario: &str) {
     // The monkey: every 1.5-3 s one member is SIGKILLed and started again,
     // until the work is done or it has struck 6 times.
     let ends = kafka::end_offsets(&topics.input, 6);
-    let mut rng = rand::rng();
+    let seed: u64 = rand::rng().random();
+    println!("{scenario}: seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut kills = 0;
     let mut last_restart = Instant::now();
     let mut committed_at_kill = 0;
@@ -189,6 +260,12 @@ async fn churn(protocol: Protocol, scenario: &str) {
     println!("{}", audit.result_line(scenario, recover));
     audit.assert_nothing_lost("group churn");
     audit.assert_all_valid_resolved(N);
+    if delivery == Delivery::ExactlyOnce {
+        assert_eq!(
+            audit.duplicates, 0,
+            "read_committed sees each output once (seed {seed})"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

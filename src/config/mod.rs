@@ -89,6 +89,11 @@ pub struct KafkaConfig {
     /// takes its partitions back at once instead of after the session
     /// timeout. Empty (default): dynamic membership.
     pub instance_id: String,
+    /// Outputs, dead letters and offsets committed in one Kafka transaction
+    /// per commit: a `read_committed` consumer sees each input's output
+    /// exactly once. Outputs become visible at the commit (up to
+    /// `commit_interval` later). Default false (at least once).
+    pub exactly_once: bool,
     /// SASL password for consumer and producer (`sasl.password`); best set
     /// through `IDENTIFY_KAFKA__SASL_PASSWORD`.
     pub sasl_password: Secret,
@@ -135,6 +140,7 @@ impl Default for KafkaConfig {
             commit_interval: Duration::from_secs(1),
             rebalance_drain_timeout: Duration::from_secs(10),
             instance_id: String::new(),
+            exactly_once: false,
             sasl_password: Secret::default(),
             ssl_key_password: Secret::default(),
             consumer: Properties::default(),

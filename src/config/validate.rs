@@ -98,7 +98,7 @@ impl KafkaConfig {
                 format!("kafka.consumer.\"{key}\" is managed by the connector and must not be set"),
             );
         }
-        for key in ["enable.idempotence", "bootstrap.servers"] {
+        for key in ["enable.idempotence", "bootstrap.servers", "transactional.id"] {
             p.need(
                 !self.producer.contains_key(key),
                 format!("kafka.producer.\"{key}\" is managed by the connector and must not be set"),

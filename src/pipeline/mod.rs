@@ -143,9 +143,16 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         store: store.clone(),
         claimed: Mutex::default(),
     });
+    // Stable across restarts with static membership, so that a restarted
+    // pod fences its predecessor's open transaction at once.
+    let transactional_id = cfg
+        .kafka
+        .exactly_once
+        .then(|| format!("{}-{}", cfg.kafka.group_id, store.team().me()));
     let sink = Arc::new(KafkaSink::new(
         &cfg.kafka,
         &cfg.output,
+        transactional_id.as_deref(),
         tracker.clone(),
         metrics.clone(),
         fatal.clone(),

@@ -8,6 +8,7 @@
 mod poller;
 mod producer;
 mod record;
+mod txn;
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -37,6 +38,11 @@ pub enum SinkError {
     /// The broker did not acknowledge a record.
     #[error(transparent)]
     Delivery(Box<DeliveryFailure>),
+    /// A transaction failed for good (`kafka.exactly_once`): the producer
+    /// was fenced by a newer instance with the same transactional id, or
+    /// the broker refuses transactions.
+    #[error("transactions (kafka.exactly_once): {0}")]
+    Transaction(KafkaError),
 }
 
 /// A record the broker did not acknowledge.

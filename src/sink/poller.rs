@@ -53,6 +53,11 @@ impl<C: ProducerContext + 'static> PolledProducer<C> {
         self.producer.flush(timeout)
     }
 
+    /// The producer itself (transactions).
+    pub(crate) fn inner(&self) -> &BaseProducer<C> {
+        &self.producer
+    }
+
     /// Records not yet acknowledged.
     pub(crate) fn in_flight_count(&self) -> i32 {
         self.producer.in_flight_count()

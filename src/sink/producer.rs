@@ -1,9 +1,15 @@
 //! The Kafka producer behind [`KafkaSink`]: idempotent, with a delivery
 //! callback that finishes the record's source offset once the broker has
-//! acknowledged it, and records a delivery failure as [`Fatal`].
+//! acknowledged it, and records a delivery failure as [`Fatal`]. With
+//! `kafka.exactly_once` the producer is transactional: records are staged
+//! ([`super::txn`]) and sent in the transaction that commits their offsets.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::producer::Producer;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -12,17 +18,30 @@ use rdkafka::ClientContext;
 
 use super::poller::PolledProducer;
 use super::record::{self, Shape};
+use super::txn::{self, Stage, Staged};
 use super::{per_record, refused_reason, DeliveryFailure, Failure, Fatal, Publish, Refused, Resolution, SinkError};
 use crate::config::{KafkaConfig, OutputConfig};
 use crate::metrics::Metrics;
-use crate::model::{InputRecord, SourcePos};
-use crate::offsets::OffsetTracker;
+use crate::model::{InputRecord, SourcePos, TopicPartition};
+use crate::offsets::{CommitPoint, OffsetTracker};
 
-/// What an acknowledgement completes.
+/// What an acknowledgement completes (nothing for a record sent in a
+/// transaction: the transaction's commit does).
 pub(crate) struct Delivery {
-    pos: SourcePos,
+    pos: Option<SourcePos>,
     timestamp_ms: Option<i64>,
     kind: Kind,
+}
+
+impl Delivery {
+    /// A record sent in a transaction.
+    pub(super) fn transactional() -> Self {
+        Self {
+            pos: None,
+            timestamp_ms: None,
+            kind: Kind::DeadLetter { reason: "" },
+        }
+    }
 }
 
 enum Kind {
@@ -57,22 +76,31 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<Delivery>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, d: Box<Delivery>) {
+        let Delivery {
+            pos,
+            timestamp_ms,
+            kind,
+        } = *d;
+        let Some(pos) = pos else {
+            // In a transaction: a failure fails its commit.
+            return;
+        };
         match result {
             Ok(_) => {
-                self.tracker.lock().expect("tracker").complete(&d.pos);
-                match d.kind {
+                self.tracker.lock().expect("tracker").complete(&pos);
+                match kind {
                     Kind::Output { matched, .. } => self.metrics.record_produced(matched),
                     Kind::DeadLetter { reason } => self.metrics.dead_lettered(reason),
                 }
-                if let Some(ts) = d.timestamp_ms {
+                if let Some(ts) = timestamp_ms {
                     let now = chrono::Utc::now().timestamp_millis();
                     if now >= ts {
                         self.metrics.end_to_end(Duration::from_millis((now - ts) as u64));
                     }
                 }
             }
-            Err((e, _)) if per_record(e) && matches!(d.kind, Kind::Output { .. }) => {
-                let Kind::Output { then, .. } = d.kind else {
+            Err((e, _)) if per_record(e) && matches!(kind, Kind::Output { .. }) => {
+                let Kind::Output { then, .. } = kind else {
                     unreachable!()
                 };
                 self.fatal.refuse(Refused {
@@ -85,9 +113,9 @@ impl ProducerContext for SinkContext {
             Err((e, _)) => {
                 self.metrics.produce_failed();
                 self.fatal.set(SinkError::Delivery(Box::new(DeliveryFailure {
-                    topic: d.pos.topic.to_string(),
-                    partition: d.pos.partition,
-                    offset: d.pos.offset,
+                    topic: pos.topic.to_string(),
+                    partition: pos.partition,
+                    offset: pos.offset,
                     source: e.clone(),
                 })));
             }
@@ -104,15 +132,25 @@ pub(crate) struct KafkaSink {
     dlq_value_limit: usize,
     /// What the records look like.
     shape: Shape,
+    /// The records waiting for their transaction (`kafka.exactly_once`).
+    stage: Option<Stage>,
+    /// The producer's `message.max.bytes`.
+    message_max: usize,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    metrics: Arc<Metrics>,
+    fatal: Arc<Fatal>,
 }
 
 type Record<'a> = BaseRecord<'a, [u8], [u8], Box<Delivery>>;
 
 impl KafkaSink {
-    /// Creates the idempotent producer.
+    /// Creates the idempotent producer; with `transactional_id`
+    /// (`kafka.exactly_once`) a transactional one, its transactions
+    /// initialised (which fences an earlier instance with the same id).
     pub(crate) fn new(
         cfg: &KafkaConfig,
         output: &OutputConfig,
+        transactional_id: Option<&str>,
         tracker: Arc<Mutex<OffsetTracker>>,
         metrics: Arc<Metrics>,
         fatal: Arc<Fatal>,
@@ -126,28 +164,110 @@ impl KafkaSink {
             cc.set(k, v);
         }
         cc.set("enable.idempotence", "true");
+        if let Some(id) = transactional_id {
+            if cc.get("transaction.timeout.ms").is_none() {
+                // A crashed instance's open transaction blocks read_committed
+                // consumers until it times out (librdkafka: 60 s).
+                cc.set("transaction.timeout.ms", "10000");
+            }
+            cc.set("transactional.id", id);
+        }
         let message_max = cc
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
         let context = SinkContext {
-            tracker,
-            metrics,
-            fatal,
+            tracker: tracker.clone(),
+            metrics: metrics.clone(),
+            fatal: fatal.clone(),
         };
         let producer = PolledProducer::new(&cc, context, "sink-producer").map_err(SinkError::Config)?;
+        if transactional_id.is_some() {
+            producer
+                .inner()
+                .init_transactions(Duration::from_secs(30))
+                .map_err(SinkError::Transaction)?;
+        }
         Ok(Self {
             producer,
             output_topic: cfg.output_topic.clone(),
             dlq_topic: cfg.dead_letter_topic.clone(),
             dlq_value_limit: record::dead_letter_value_limit(message_max),
             shape: Shape::new(output, &cfg.group_id),
+            stage: transactional_id.map(|_| Stage::default()),
+            message_max,
+            tracker,
+            metrics,
+            fatal,
         })
+    }
+
+    /// Records and bytes staged for a transaction (in-flight budget).
+    pub(crate) fn staged(&self) -> (usize, usize) {
+        self.stage.as_ref().map_or((0, 0), Stage::totals)
+    }
+
+    /// Whether outputs and offsets are committed in transactions.
+    pub(crate) fn is_transactional(&self) -> bool {
+        self.stage.is_some()
+    }
+
+    /// Commits `points` and every staged record below them in one
+    /// transaction (`kafka.exactly_once`); a fatal error stops the pipeline.
+    pub(crate) fn transact(&self, points: &[CommitPoint], group: &ConsumerGroupMetadata) -> Result<(), KafkaError> {
+        let stage = self.stage.as_ref().expect("transactional");
+        let topics = txn::Topics {
+            output: &self.output_topic,
+            dead_letter: &self.dlq_topic,
+        };
+        let result = txn::transact(&self.producer, stage, topics, points, group, &self.metrics);
+        if let Err(e) = &result {
+            if txn::is_fatal(e) {
+                self.fatal.set(SinkError::Transaction(e.clone()));
+            }
+        }
+        result
+    }
+
+    /// Drops what is staged for the revoked partition `tp`.
+    pub(crate) fn forget_staged(&self, tp: &TopicPartition) {
+        if let Some(stage) = &self.stage {
+            stage.forget(tp);
+        }
+    }
+
+    /// Stages `r` for the record `rec` and counts the record finished,
+    /// unless its partition was revoked meanwhile.
+    fn stage(&self, stage: &Stage, rec: &InputRecord, r: Staged) {
+        let mut t = self.tracker.lock().expect("tracker");
+        if t.is_live(&rec.pos) {
+            stage.put((rec.pos.topic.clone(), rec.pos.partition), rec.pos.offset, r);
+            t.complete(&rec.pos);
+        }
+    }
+
+    /// Stages the dead letter of `rec`.
+    fn stage_dead_letter(&self, stage: &Stage, rec: &InputRecord, f: Failure<'_>) {
+        let (headers, value) = record::dead_letter(rec, f, self.dlq_value_limit, &self.shape);
+        let len = value.map(<[u8]>::len);
+        let r = Staged {
+            dead_letter: Some(f.reason),
+            matched: false,
+            key: rec.key.clone(),
+            value: rec.value.as_ref().zip(len).map(|(v, n)| v.slice(..n)),
+            headers,
+            timestamp_ms: rec.timestamp_ms,
+        };
+        self.stage(stage, rec, r);
     }
 
     /// Like [`Publish::dead_letter`], for a synchronous caller (the
     /// consumer thread): waits on a full queue by sleeping.
     pub(crate) fn dead_letter_blocking(&self, rec: &InputRecord, f: Failure<'_>) -> Result<(), SinkError> {
+        if let Some(stage) = &self.stage {
+            self.stage_dead_letter(stage, rec, f);
+            return Ok(());
+        }
         let record = self.dead_letter_record(rec, f);
         futures::executor::block_on(self.enqueue(record, true))
     }
@@ -155,7 +275,7 @@ impl KafkaSink {
     fn dead_letter_record<'a>(&'a self, rec: &'a InputRecord, f: Failure<'_>) -> Record<'a> {
         let (headers, value) = record::dead_letter(rec, f, self.dlq_value_limit, &self.shape);
         let delivery = Box::new(Delivery {
-            pos: rec.pos.clone(),
+            pos: Some(rec.pos.clone()),
             timestamp_ms: rec.timestamp_ms,
             kind: Kind::DeadLetter { reason: f.reason },
         });
@@ -220,8 +340,37 @@ impl Publish for KafkaSink {
                 return self.dead_letter(rec, f).await;
             }
         };
+        if let Some(stage) = &self.stage {
+            let key = self.shape.key(rec, r.identifier);
+            let size = value.len() + key.map_or(0, <[u8]>::len);
+            if size > self.message_max {
+                // Produced inside the transaction, it would fail the commit.
+                let message = format!(
+                    "the output ({size} bytes) is larger than the producer's message.max.bytes ({})",
+                    self.message_max
+                );
+                let f = Failure {
+                    reason: "output_too_large",
+                    message: &message,
+                    identifier: Some(r.identifier),
+                    batch_id: Some(r.batch_id),
+                };
+                self.stage_dead_letter(stage, rec, f);
+                return Ok(());
+            }
+            let staged = Staged {
+                dead_letter: None,
+                matched: r.matched,
+                key: key.map(Bytes::copy_from_slice),
+                value: Some(Bytes::from(value)),
+                headers: record::output_headers(rec, r.batch_id),
+                timestamp_ms: rec.timestamp_ms,
+            };
+            self.stage(stage, rec, staged);
+            return Ok(());
+        }
         let delivery = Box::new(Delivery {
-            pos: rec.pos.clone(),
+            pos: Some(rec.pos.clone()),
             timestamp_ms: rec.timestamp_ms,
             kind: Kind::Output {
                 matched: r.matched,
@@ -254,6 +403,10 @@ impl Publish for KafkaSink {
     }
 
     async fn dead_letter(&self, rec: &InputRecord, f: Failure<'_>) -> Result<(), SinkError> {
+        if let Some(stage) = &self.stage {
+            self.stage_dead_letter(stage, rec, f);
+            return Ok(());
+        }
         let record = self.dead_letter_record(rec, f);
         self.enqueue(record, false).await
     }

@@ -10,7 +10,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::warn;
 
@@ -110,10 +110,20 @@ pub(crate) fn run_committer(consumer: &BaseConsumer<SourceContext>) {
     }
 }
 
-/// Commits `points` synchronously and records the outcome.
+/// Commits `points` synchronously and records the outcome; with
+/// `kafka.exactly_once`, in a transaction with the staged records below
+/// them, sent with the group's metadata (fenced by its generation).
 pub(crate) fn commit_now(consumer: &BaseConsumer<SourceContext>, points: &[CommitPoint]) -> KafkaResult<()> {
     let ctx = consumer.context();
-    let result = consumer.commit(&commit_list(points), CommitMode::Sync);
+    let result = if ctx.sink.is_transactional() {
+        match consumer.group_metadata() {
+            Some(group) => ctx.sink.transact(points, &group),
+            // Not in a group (yet): nothing can be committed.
+            None => Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::State)),
+        }
+    } else {
+        consumer.commit(&commit_list(points), CommitMode::Sync)
+    };
     ctx.metrics.commit(result.is_ok());
     if result.is_ok() {
         let mut t = ctx.tracker.lock().expect("tracker");

@@ -45,6 +45,9 @@ pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Re
             let t = p.tracker.lock().expect("tracker");
             (t.in_flight(), t.in_flight_bytes())
         };
+        // Staged for a transaction (kafka.exactly_once): still held here.
+        let (staged, staged_bytes) = p.sink.staged();
+        let (in_flight, bytes) = (in_flight + staged, bytes + staged_bytes);
         p.metrics.set_in_flight(in_flight);
         let assignments = consumer.context().assignments();
         let action = gate.decide(in_flight, bytes, budget, stop, assignments, Instant::now());

@@ -21,11 +21,14 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::model::TopicPartition;
 use crate::offsets::{decode_jobs, CommitPoint, OffsetTracker};
+use crate::sink::KafkaSink;
 
 /// Consumer callbacks and what they share with the consumer loop.
 pub(crate) struct SourceContext {
     pub(super) tracker: Arc<Mutex<OffsetTracker>>,
     pub(super) metrics: Arc<Metrics>,
+    /// The sink: with `kafka.exactly_once`, commits are its transactions.
+    pub(super) sink: Arc<KafkaSink>,
     health: Arc<Health>,
     control: Arc<SourceControl>,
     drain_timeout: Duration,
@@ -54,6 +57,7 @@ impl SourceContext {
         Self {
             tracker: p.tracker.clone(),
             metrics: p.metrics.clone(),
+            sink: p.sink.clone(),
             health: p.health.clone(),
             control: p.control.clone(),
             drain_timeout: p.cfg.rebalance_drain_timeout,
@@ -102,6 +106,9 @@ impl SourceContext {
                 ),
                 Err(e) => warn!(error = %e, "commit on revoke failed; those records will be processed again"),
             }
+        }
+        for tp in &revoked {
+            self.sink.forget_staged(tp);
         }
         info!(partitions = ?names(&revoked), "partitions revoked");
     }

@@ -1,0 +1,255 @@
+//! Exactly-once output (`kafka.exactly_once`): outputs and dead letters are
+//! staged here instead of being sent, and the input record counts as
+//! finished once staged. Because jobs finish out of order, a staged record
+//! waits until its partition's contiguous watermark (the safe offset the
+//! tracker computes) passes it; then, at every commit (each
+//! `kafka.commit_interval`, on revoke and at shutdown), everything below
+//! the watermark is produced and the offsets (with their job metadata) are
+//! sent in one Kafka transaction. A `read_committed` consumer sees an
+//! output exactly when its input's offset is committed.
+//!
+//! Staged records count against the in-flight budget, so memory stays
+//! within it. A transaction that fails is aborted and its records stay
+//! staged for the next commit; a fatal error (a fenced producer) stops the
+//! pipeline.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
+
+use super::poller::PolledProducer;
+use super::producer::{Delivery, SinkContext};
+use crate::metrics::Metrics;
+use crate::model::TopicPartition;
+use crate::offsets::CommitPoint;
+
+/// How long one transaction step (offsets, commit, abort) may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A record waiting for its transaction.
+pub(crate) struct Staged {
+    /// To the dead-letter topic (else the output topic).
+    pub(crate) dead_letter: Option<&'static str>,
+    /// Output: whether it holds a match (metrics).
+    pub(crate) matched: bool,
+    pub(crate) key: Option<Bytes>,
+    pub(crate) value: Option<Bytes>,
+    pub(crate) headers: OwnedHeaders,
+    /// The input record's timestamp (end-to-end latency).
+    pub(crate) timestamp_ms: Option<i64>,
+}
+
+impl Staged {
+    fn bytes(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len) + self.value.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    parts: FxHashMap<TopicPartition, BTreeMap<i64, Staged>>,
+    records: usize,
+    bytes: usize,
+}
+
+/// The staged records, by input partition and offset.
+#[derive(Default)]
+pub(crate) struct Stage(Mutex<Inner>);
+
+impl Stage {
+    /// Stages `r`, the output of the record at `tp`/`offset`.
+    pub(crate) fn put(&self, tp: TopicPartition, offset: i64, r: Staged) {
+        let mut s = self.0.lock().expect("stage");
+        s.records += 1;
+        s.bytes += r.bytes();
+        if let Some(old) = s.parts.entry(tp).or_default().insert(offset, r) {
+            s.records -= 1;
+            s.bytes -= old.bytes();
+        }
+    }
+
+    /// Records and bytes staged (part of the in-flight budget).
+    pub(crate) fn totals(&self) -> (usize, usize) {
+        let s = self.0.lock().expect("stage");
+        (s.records, s.bytes)
+    }
+
+    /// Drops what is staged for `tp` (revoked: the next owner reads those
+    /// records again, and nothing of them was committed).
+    pub(crate) fn forget(&self, tp: &TopicPartition) {
+        let mut s = self.0.lock().expect("stage");
+        if let Some(part) = s.parts.remove(tp) {
+            s.records -= part.len();
+            s.bytes -= part.values().map(Staged::bytes).sum::<usize>();
+        }
+    }
+
+    /// Removes what is below each point's offset (committed).
+    fn remove_below(&self, points: &[CommitPoint]) -> Vec<Staged> {
+        let mut s = self.0.lock().expect("stage");
+        let mut out = Vec::new();
+        for p in points {
+            let Some(part) = s.parts.get_mut(&p.tp) else {
+                continue;
+            };
+            let rest = part.split_off(&p.offset);
+            out.extend(std::mem::replace(part, rest).into_values());
+        }
+        s.records -= out.len();
+        s.bytes -= out.iter().map(Staged::bytes).sum::<usize>();
+        s.parts.retain(|_, part| !part.is_empty());
+        out
+    }
+}
+
+/// Where staged records go.
+pub(crate) struct Topics<'a> {
+    pub(crate) output: &'a str,
+    pub(crate) dead_letter: &'a str,
+}
+
+/// Commits `points` in one transaction with every staged record below
+/// them. On failure the transaction is aborted and the records stay staged.
+pub(crate) fn transact(
+    producer: &PolledProducer<SinkContext>,
+    stage: &Stage,
+    topics: Topics<'_>,
+    points: &[CommitPoint],
+    group: &ConsumerGroupMetadata,
+    metrics: &Metrics,
+) -> Result<(), KafkaError> {
+    let p = producer.inner();
+    p.begin_transaction()?;
+    let sent = produce_staged(producer, stage, &topics, points).and_then(|()| {
+        p.send_offsets_to_transaction(&offsets(points), group, TXN_TIMEOUT)?;
+        p.commit_transaction(TXN_TIMEOUT)
+    });
+    if let Err(e) = sent {
+        let _ = p.abort_transaction(TXN_TIMEOUT);
+        return Err(e);
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    for r in stage.remove_below(points) {
+        match r.dead_letter {
+            Some(reason) => metrics.dead_lettered(reason),
+            None => metrics.record_produced(r.matched),
+        }
+        if let Some(ts) = r.timestamp_ms.filter(|ts| now >= *ts) {
+            metrics.end_to_end(Duration::from_millis((now - ts) as u64));
+        }
+    }
+    Ok(())
+}
+
+/// Hands every staged record below `points` to the producer (inside the
+/// open transaction), waiting out a full queue.
+fn produce_staged(
+    producer: &PolledProducer<SinkContext>,
+    stage: &Stage,
+    topics: &Topics<'_>,
+    points: &[CommitPoint],
+) -> Result<(), KafkaError> {
+    let s = stage.0.lock().expect("stage");
+    for point in points {
+        let Some(part) = s.parts.get(&point.tp) else {
+            continue;
+        };
+        for r in part.range(..point.offset).map(|(_, r)| r) {
+            let topic = if r.dead_letter.is_some() {
+                topics.dead_letter
+            } else {
+                topics.output
+            };
+            let mut record: BaseRecord<'_, [u8], [u8], Box<Delivery>> =
+                BaseRecord::with_opaque_to(topic, Box::new(Delivery::transactional())).headers(r.headers.clone());
+            if let Some(k) = &r.key {
+                record = record.key(k.as_ref());
+            }
+            if let Some(v) = &r.value {
+                record = record.payload(v.as_ref());
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The offsets to commit, with their job metadata.
+fn offsets(points: &[CommitPoint]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(points.len());
+    for c in points {
+        let mut e = tpl.add_partition(&c.tp.0, c.tp.1);
+        let _ = e.set_offset(Offset::Offset(c.offset));
+        e.set_metadata(c.metadata.as_str());
+    }
+    tpl
+}
+
+/// Whether a transaction error leaves the producer unusable (fenced by a
+/// newer instance with the same transactional id, or another fatal state).
+pub(crate) fn is_fatal(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) => t.is_fatal(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn staged(n: usize) -> Staged {
+        Staged {
+            dead_letter: None,
+            matched: true,
+            key: None,
+            value: Some(Bytes::from(vec![b'x'; n])),
+            headers: OwnedHeaders::new(),
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn only_what_is_below_the_watermark_leaves_the_stage() {
+        let tp: TopicPartition = (Arc::from("in"), 0);
+        let other: TopicPartition = (Arc::from("in"), 1);
+        let s = Stage::default();
+        for off in [5, 1, 3, 2] {
+            s.put(tp.clone(), off, staged(10));
+        }
+        s.put(other.clone(), 7, staged(4));
+        assert_eq!(s.totals(), (5, 44));
+        let point = |tp: &TopicPartition, offset| CommitPoint {
+            tp: tp.clone(),
+            offset,
+            metadata: String::new(),
+        };
+        let out = s.remove_below(&[point(&tp, 4)]);
+        assert_eq!(out.len(), 3, "offsets 1, 2 and 3");
+        assert_eq!(s.totals(), (2, 14), "offset 5 waits, the other partition too");
+        s.forget(&other);
+        assert_eq!(s.totals(), (1, 10));
+        assert!(s.remove_below(&[point(&tp, 5)]).is_empty(), "5 is not below 5");
+        assert_eq!(s.remove_below(&[point(&tp, 6)]).len(), 1);
+        assert_eq!(s.totals(), (0, 0));
+    }
+}
