@@ -17,6 +17,8 @@ pub struct Run {
     pub group: String,
     pub partitions: i32,
     pub marks: kafka::Watermarks,
+    /// Extra lines of the `[kafka]` section (e.g. `exactly_once = true`).
+    pub kafka_extra: String,
 }
 
 impl Run {
@@ -28,6 +30,7 @@ impl Run {
             group: kafka::unique(&format!("bench-{name}")),
             partitions,
             marks: kafka::Watermarks::new(),
+            kafka_extra: String::new(),
         };
         kafka::create_topics(&[(&r.input, partitions), (&r.output, partitions), (&r.dlq, 1)]).await;
         r
@@ -52,6 +55,7 @@ group_id = "{group}"
 input_topics = ["{input}"]
 output_topic = "{output}"
 dead_letter_topic = "{dlq}"
+{kafka_extra}
 [api]
 base_url = "{base_url}"
 requests_per_minute = 60000
@@ -67,6 +71,7 @@ dir = "{store}"
             input = self.input,
             output = self.output,
             dlq = self.dlq,
+            kafka_extra = self.kafka_extra,
         );
         let path = std::env::temp_dir().join(format!("{}-{port}.toml", self.group));
         std::fs::write(&path, text).unwrap();

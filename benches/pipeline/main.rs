@@ -5,18 +5,20 @@
 //! jittered job times; polling or webhooks), the cache-hit path next to a
 //! bare `kcat` pipe, throughput and CPU with an instant API, peak RSS with
 //! a 1,000,000-record backlog, end-to-end latency under light load, and
-//! credits re-spent after a SIGKILL. The connector runs as a child process
+//! credits re-spent after a SIGKILL, and what exactly-once output costs.
+//! The connector runs as a child process
 //! (the release binary), so its CPU time and peak RSS are its own. Drains
 //! and the cache-hit run write plots to docs/bench/.
 //!
 //! Run with `scripts/bench.sh` (or `cargo bench --bench pipeline -- NAME...`
 //! with Kafka running and `target/release/identify-connector` built).
 //! Scenarios: drain jitter webhooks shared cachehit throughput rss latency
-//! recovery (default: all).
+//! recovery exactly_once (default: all).
 
 mod cachehit;
 mod common;
 mod drain;
+mod eos;
 mod instant;
 mod latency;
 mod plot;
@@ -37,6 +39,7 @@ async fn main() {
         "rss",
         "latency",
         "recovery",
+        "exactly_once",
     ];
     let drain = |name, pods, webhooks, jitter| Drain {
         name,
@@ -62,6 +65,7 @@ async fn main() {
             "rss" => instant::run("rss", 1_000_000).await,
             "latency" => latency::run().await,
             "recovery" => recovery::run().await,
+            "exactly_once" => eos::run().await,
             other => panic!("unknown scenario {other}; one of {all:?}"),
         }
     }

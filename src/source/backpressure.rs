@@ -108,6 +108,19 @@ impl Gate {
     }
 }
 
+/// Whether to offer commits now, `since` the last offer: every
+/// `interval`, and early (at most every [`EARLY_COMMIT_GAP`]) once half the
+/// budget is staged for a transaction (`kafka.exactly_once`: staged records
+/// leave only with a commit, so waiting for the interval would cap the
+/// throughput at one budget per interval).
+pub(super) fn commit_due(since: Duration, interval: Duration, staged: (usize, usize), budget: Budget) -> bool {
+    let half_staged = staged.0 * 2 >= budget.records || staged.1 * 2 >= budget.bytes;
+    since >= interval || (staged.0 > 0 && half_staged && since >= EARLY_COMMIT_GAP)
+}
+
+/// The shortest gap between two early commits.
+pub(super) const EARLY_COMMIT_GAP: Duration = Duration::from_millis(20);
+
 /// Records one poll batch may take: the budget's remaining room, at least
 /// one, at most 1000 (one hand-over to the dispatcher per batch).
 pub(super) fn batch_room(in_flight: usize, budget: Budget) -> usize {
@@ -192,6 +205,18 @@ mod tests {
     fn stopping_keeps_everything_paused() {
         let g = Gate::default();
         assert_eq!(g.decide(0, 0, B, true, 5, Instant::now()), Action::Pause);
+    }
+
+    #[test]
+    fn commits_come_early_when_half_the_budget_waits_for_a_transaction() {
+        let ms = Duration::from_millis;
+        let second = Duration::from_secs(1);
+        assert!(!commit_due(ms(999), second, (0, 0), B));
+        assert!(commit_due(second, second, (0, 0), B), "every interval");
+        assert!(!commit_due(ms(100), second, (49, 0), B), "less than half staged");
+        assert!(commit_due(ms(100), second, (50, 0), B), "half the records");
+        assert!(commit_due(ms(100), second, (1, 500), B), "half the bytes");
+        assert!(!commit_due(ms(10), second, (50, 0), B), "not more often than the gap");
     }
 
     #[test]

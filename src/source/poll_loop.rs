@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tracing::{debug, error, warn};
 
-use super::backpressure::{batch_room, Action, Budget, Gate};
+use super::backpressure::{batch_room, commit_due, Action, Budget, Gate};
 use super::rebalance::SourceContext;
 use super::{SourceError, SourceEvent, SourceParts, Work};
 use crate::model::InputRecord;
@@ -52,7 +52,7 @@ pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Re
         let assignments = consumer.context().assignments();
         let action = gate.decide(in_flight, bytes, budget, stop, assignments, Instant::now());
         apply(consumer, p, &mut gate, action, assignments);
-        if last_commit.elapsed() >= p.cfg.commit_interval {
+        if commit_due(last_commit.elapsed(), p.cfg.commit_interval, (staged, staged_bytes), budget) {
             offer_commits(consumer, p);
             last_commit = Instant::now();
         }
