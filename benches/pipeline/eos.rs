@@ -28,7 +28,9 @@ async fn cachehit(exactly_once: bool, events: usize) -> (f64, f64) {
     if exactly_once {
         run.kafka_extra = "exactly_once = true".into();
     }
-    let people: Vec<String> = (0..PEOPLE).map(|i| format!("person{i}@company{}.com", i % 97)).collect();
+    let people: Vec<String> = (0..PEOPLE)
+        .map(|i| format!("person{i}@company{}.com", i % 97))
+        .collect();
     let warm: kafka::Records = people
         .iter()
         .map(|e| (None, format!(r#"{{"email":"{e}"}}"#).into_bytes()))

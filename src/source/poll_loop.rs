@@ -52,7 +52,12 @@ pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Re
         let assignments = consumer.context().assignments();
         let action = gate.decide(in_flight, bytes, budget, stop, assignments, Instant::now());
         apply(consumer, p, &mut gate, action, assignments);
-        if commit_due(last_commit.elapsed(), p.cfg.commit_interval, (staged, staged_bytes), budget) {
+        if commit_due(
+            last_commit.elapsed(),
+            p.cfg.commit_interval,
+            (staged, staged_bytes),
+            budget,
+        ) {
             offer_commits(consumer, p);
             last_commit = Instant::now();
         }
