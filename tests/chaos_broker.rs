@@ -1,5 +1,6 @@
 //! Chaos: the Kafka broker is stopped and started again in the middle of a
-//! run; the connector, never restarted, recovers and loses nothing.
+//! run (at least once, then with `kafka.exactly_once`); the connector, never
+//! restarted, recovers and loses nothing (and, exactly once, duplicates nothing).
 //!
 //! The broker is a dedicated one started with `scripts/kafka-local.sh` on
 //! `KAFKA_CHAOS_PORT` (default 19092, its own state directory), so stopping
@@ -79,7 +80,6 @@ fn try_committed_sum(topics: &Topics) -> Option<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_stop_and_start_mid_run_connector_recovers_without_restart() {
-    const N: usize = 20_000;
     let port: u16 = std::env::var("KAFKA_CHAOS_PORT")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -95,12 +95,22 @@ async fn broker_stop_and_start_mid_run_connector_recovers_without_restart() {
     let _guard = BrokerGuard::new(port);
     // Every helper (and the connector configuration) uses this broker.
     std::env::set_var("KAFKA_BOOTSTRAP", format!("127.0.0.1:{port}"));
+    outage(port, false, "broker_restart").await;
+    // The same with outputs and offsets in transactions: a read_committed
+    // reader sees no duplicate either.
+    outage(port, true, "broker_restart_exactly_once").await;
+}
+
+async fn outage(port: u16, exactly_once: bool, scenario: &str) {
+    const N: usize = 20_000;
 
     // Jobs of about 1.3 s: the run lasts well beyond the broker's outage.
     let sim = common::start_sim(|c| c.base_time = Duration::from_secs(1)).await;
     let topics = Topics::create("brokerchaos", 3).await;
     kafka::produce(&topics.input, 3, &common::emails(N, "broker")).await;
-    let connector = Connector::start(common::config(&topics, &sim.base_url())).await;
+    let mut cfg = common::config(&topics, &sim.base_url());
+    cfg.kafka.exactly_once = exactly_once;
+    let connector = Connector::start(cfg).await;
 
     kafka::wait_for("first commits", Duration::from_secs(60), || {
         try_committed_sum(&topics).is_some_and(|c| c > 0)
@@ -140,13 +150,16 @@ async fn broker_stop_and_start_mid_run_connector_recovers_without_restart() {
     connector.stop().await;
 
     let audit = common::audit(&topics);
-    println!("{}", audit.result_line("broker_restart", recover));
+    println!("{}", audit.result_line(scenario, recover));
     println!(
         "broker: commit_errors={} produce_errors={} rebalances={}",
         common::metric(&metrics, "identify_commit_errors_total"),
         common::metric(&metrics, "identify_produce_errors_total"),
         common::metric(&metrics, "identify_rebalances_total"),
     );
-    audit.assert_nothing_lost("broker restart");
+    audit.assert_nothing_lost(scenario);
     audit.assert_all_valid_resolved(N);
+    if exactly_once {
+        assert_eq!(audit.duplicates, 0, "read_committed sees each output once");
+    }
 }

@@ -220,13 +220,12 @@ impl KafkaSink {
             output: &self.output_topic,
             dead_letter: &self.dlq_topic,
         };
-        let result = txn::transact(&self.producer, stage, topics, points, group, &self.metrics);
-        if let Err(e) = &result {
-            if txn::is_fatal(e) {
-                self.fatal.set(SinkError::Transaction(e.clone()));
+        txn::transact(&self.producer, stage, topics, points, group, &self.metrics).map_err(|e| {
+            if e.fatal {
+                self.fatal.set(SinkError::Transaction(e.error.clone()));
             }
-        }
-        result
+            e.error
+        })
     }
 
     /// Drops what is staged for the revoked partition `tp`.

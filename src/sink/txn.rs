@@ -14,6 +14,7 @@
 //! pipeline.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -62,7 +63,12 @@ struct Inner {
 
 /// The staged records, by input partition and offset.
 #[derive(Default)]
-pub(crate) struct Stage(Mutex<Inner>);
+pub(crate) struct Stage(Mutex<Inner>, Unfinished);
+
+/// A transaction whose abort did not go through (the broker unreachable):
+/// it is aborted before the next one begins.
+#[derive(Default)]
+struct Unfinished(AtomicBool);
 
 impl Stage {
     /// Stages `r`, the output of the record at `tp`/`offset`.
@@ -116,6 +122,27 @@ pub(crate) struct Topics<'a> {
     pub(crate) dead_letter: &'a str,
 }
 
+/// Why a transaction did not commit.
+#[derive(Debug)]
+pub(crate) struct TxnError {
+    /// The last error.
+    pub(crate) error: KafkaError,
+    /// The producer cannot go on: fenced, another fatal state, or a commit
+    /// whose outcome stayed unknown (retrying it did not get through; its
+    /// records cannot be sent again without risking a duplicate).
+    pub(crate) fatal: bool,
+}
+
+impl From<KafkaError> for TxnError {
+    fn from(error: KafkaError) -> Self {
+        let fatal = is_fatal(&error);
+        Self { error, fatal }
+    }
+}
+
+/// How often a commit whose outcome is unknown (a time-out) is retried.
+const COMMIT_ATTEMPTS: usize = 4;
+
 /// Commits `points` in one transaction with every staged record below
 /// them. On failure the transaction is aborted and the records stay staged.
 pub(crate) fn transact(
@@ -125,16 +152,38 @@ pub(crate) fn transact(
     points: &[CommitPoint],
     group: &ConsumerGroupMetadata,
     metrics: &Metrics,
-) -> Result<(), KafkaError> {
+) -> Result<(), TxnError> {
     let p = producer.inner();
+    let unfinished = &stage.1 .0;
+    if unfinished.load(Ordering::Relaxed) {
+        abort(producer)?;
+        unfinished.store(false, Ordering::Relaxed);
+    }
     p.begin_transaction()?;
-    let sent = produce_staged(producer, stage, &topics, points).and_then(|()| {
-        p.send_offsets_to_transaction(&offsets(points), group, TXN_TIMEOUT)?;
-        p.commit_transaction(TXN_TIMEOUT)
-    });
+    let sent = produce_staged(producer, stage, &topics, points)
+        .and_then(|()| p.send_offsets_to_transaction(&offsets(points), group, TXN_TIMEOUT));
     if let Err(e) = sent {
-        let _ = p.abort_transaction(TXN_TIMEOUT);
-        return Err(e);
+        if !is_fatal(&e) && abort(producer).is_err() {
+            unfinished.store(true, Ordering::Relaxed);
+        }
+        return Err(e.into());
+    }
+    // A commit that timed out may still go through: it is retried, never
+    // aborted, so that its records are not sent a second time.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match p.commit_transaction(TXN_TIMEOUT) {
+            Ok(()) => break,
+            Err(e) if is_retriable(&e) && attempt < COMMIT_ATTEMPTS => continue,
+            Err(e) if is_retriable(&e) => return Err(TxnError { error: e, fatal: true }),
+            Err(e) => {
+                if !is_fatal(&e) && abort(producer).is_err() {
+                    unfinished.store(true, Ordering::Relaxed);
+                }
+                return Err(e.into());
+            }
+        }
     }
     let now = chrono::Utc::now().timestamp_millis();
     for r in stage.remove_below(points) {
@@ -200,6 +249,22 @@ fn offsets(points: &[CommitPoint]) -> TopicPartitionList {
         e.set_metadata(c.metadata.as_str());
     }
     tpl
+}
+
+/// Aborts the open transaction, retrying while the broker times out.
+fn abort(producer: &PolledProducer<SinkContext>) -> Result<(), KafkaError> {
+    for _ in 0..3 {
+        match producer.inner().abort_transaction(TXN_TIMEOUT) {
+            Err(e) if is_retriable(&e) => continue,
+            other => return other,
+        }
+    }
+    producer.inner().abort_transaction(TXN_TIMEOUT)
+}
+
+/// Whether the same transaction step may simply be called again.
+fn is_retriable(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(t) if t.is_retriable())
 }
 
 /// Whether a transaction error leaves the producer unusable (fenced by a
