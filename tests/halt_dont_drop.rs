@@ -46,7 +46,7 @@ async fn too_large_output_scenario(name: &str, tune: impl FnOnce(&mut identify_c
     let audit = common::audit(&topics);
     println!("{}", audit.result_line(name, 0.0));
     audit.assert_nothing_lost(name);
-    assert_eq!(audit.outputs.len(), N - 1, "every other record published");
+    assert_eq!(audit.outputs.len(), N - 1, "every other record published, once");
     assert_eq!(audit.dlq.len(), 1);
     let d = &audit.dlq[0];
     assert_eq!(d.header("identify.error.reason"), "output_too_large");
@@ -69,6 +69,22 @@ async fn an_output_above_message_max_bytes_is_dead_lettered_and_the_partition_mo
 async fn an_output_the_broker_refuses_for_its_size_is_dead_lettered_too() {
     // The producer would send it; the broker's own limit (1 MiB) refuses it.
     too_large_output_scenario("too-large-broker", |c| {
+        c.kafka.producer.insert("message.max.bytes".into(), "4000000".into());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_an_output_above_message_max_bytes_is_dead_lettered() {
+    too_large_output_scenario("too-large-local-eos", |c| c.kafka.exactly_once = true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_an_output_the_broker_refuses_fails_one_transaction_then_is_dead_lettered() {
+    // Refused inside a transaction: that transaction aborts, the record goes
+    // as its dead letter in the next one, nothing else is lost or doubled.
+    too_large_output_scenario("too-large-broker-eos", |c| {
+        c.kafka.exactly_once = true;
         c.kafka.producer.insert("message.max.bytes".into(), "4000000".into());
     })
     .await;

@@ -26,20 +26,23 @@ use crate::model::{InputRecord, SourcePos, TopicPartition};
 use crate::offsets::{CommitPoint, OffsetTracker};
 
 /// What an acknowledgement completes (nothing for a record sent in a
-/// transaction: the transaction's commit does).
+/// transaction, `txn`: the transaction's commit does).
 pub(crate) struct Delivery {
     pos: Option<SourcePos>,
     timestamp_ms: Option<i64>,
     kind: Kind,
+    /// A record sent in a transaction: the staged record it is.
+    txn: Option<(TopicPartition, i64)>,
 }
 
 impl Delivery {
-    /// A record sent in a transaction.
-    pub(super) fn transactional() -> Self {
+    /// The staged record at `at`, sent in a transaction.
+    pub(super) fn transactional(at: (TopicPartition, i64)) -> Self {
         Self {
             pos: None,
             timestamp_ms: None,
             kind: Kind::DeadLetter { reason: "" },
+            txn: Some(at),
         }
     }
 }
@@ -57,10 +60,10 @@ enum Kind {
 }
 
 /// What a refused output's dead letter needs.
-struct Refusable {
-    rec: InputRecord,
-    identifier: String,
-    batch_id: String,
+pub(crate) struct Refusable {
+    pub(super) rec: InputRecord,
+    pub(super) identifier: String,
+    pub(super) batch_id: String,
 }
 
 /// Producer callbacks: acknowledgements finish source offsets.
@@ -68,6 +71,15 @@ pub(crate) struct SinkContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     metrics: Arc<Metrics>,
     fatal: Arc<Fatal>,
+    /// Staged records the broker refused for themselves in a transaction.
+    txn_refused: Mutex<Vec<(TopicPartition, i64, KafkaError)>>,
+}
+
+impl SinkContext {
+    /// The staged records refused in transactions since the last call.
+    pub(super) fn take_txn_refused(&self) -> Vec<(TopicPartition, i64, KafkaError)> {
+        std::mem::take(&mut *self.txn_refused.lock().expect("refused"))
+    }
 }
 
 impl ClientContext for SinkContext {}
@@ -80,9 +92,16 @@ impl ProducerContext for SinkContext {
             pos,
             timestamp_ms,
             kind,
+            txn,
         } = *d;
         let Some(pos) = pos else {
-            // In a transaction: a failure fails its commit.
+            // In a transaction: a failure fails its commit; one of the
+            // record itself makes it a dead letter for the next one.
+            if let (Err((e, _)), Some((tp, offset))) = (result, txn) {
+                if per_record(e) {
+                    self.txn_refused.lock().expect("refused").push((tp, offset, e.clone()));
+                }
+            }
             return;
         };
         match result {
@@ -180,6 +199,7 @@ impl KafkaSink {
             tracker: tracker.clone(),
             metrics: metrics.clone(),
             fatal: fatal.clone(),
+            txn_refused: Mutex::default(),
         };
         let producer = PolledProducer::new(&cc, context, "sink-producer").map_err(SinkError::Config)?;
         if transactional_id.is_some() {
@@ -216,11 +236,25 @@ impl KafkaSink {
     /// transaction (`kafka.exactly_once`); a fatal error stops the pipeline.
     pub(crate) fn transact(&self, points: &[CommitPoint], group: &ConsumerGroupMetadata) -> Result<(), KafkaError> {
         let stage = self.stage.as_ref().expect("transactional");
+        if self.fatal.get().is_some() {
+            // The pipeline is stopping: no transaction after a fatal error.
+            return Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::Fatal));
+        }
         let topics = txn::Topics {
             output: &self.output_topic,
             dead_letter: &self.dlq_topic,
         };
-        txn::transact(&self.producer, stage, topics, points, group, &self.metrics).map_err(|e| {
+        let refuse = |src: &Refusable, e: &KafkaError| {
+            let message = format!("the output cannot be produced: {e}");
+            let f = Failure {
+                reason: refused_reason(e),
+                message: &message,
+                identifier: Some(&src.identifier),
+                batch_id: Some(&src.batch_id),
+            };
+            self.dead_letter_staged(&src.rec, f)
+        };
+        txn::transact(&self.producer, stage, topics, points, group, &self.metrics, &refuse).map_err(|e| {
             if e.fatal {
                 self.fatal.set(SinkError::Transaction(e.error.clone()));
             }
@@ -239,24 +273,32 @@ impl KafkaSink {
     /// unless its partition was revoked meanwhile.
     fn stage(&self, stage: &Stage, rec: &InputRecord, r: Staged) {
         let mut t = self.tracker.lock().expect("tracker");
-        if t.is_live(&rec.pos) {
+        // Under the tracker's lock: a commit point that passes this record
+        // is computed after it is staged. Not for a revoked partition's
+        // record, nor one finished before.
+        if t.complete(&rec.pos) {
             stage.put((rec.pos.topic.clone(), rec.pos.partition), rec.pos.offset, r);
-            t.complete(&rec.pos);
         }
     }
 
-    /// Stages the dead letter of `rec`.
-    fn stage_dead_letter(&self, stage: &Stage, rec: &InputRecord, f: Failure<'_>) {
+    /// The dead letter of `rec`, to stage.
+    fn dead_letter_staged(&self, rec: &InputRecord, f: Failure<'_>) -> Staged {
         let (headers, value) = record::dead_letter(rec, f, self.dlq_value_limit, &self.shape);
         let len = value.map(<[u8]>::len);
-        let r = Staged {
+        Staged {
             dead_letter: Some(f.reason),
             matched: false,
             key: rec.key.clone(),
             value: rec.value.as_ref().zip(len).map(|(v, n)| v.slice(..n)),
             headers,
             timestamp_ms: rec.timestamp_ms,
-        };
+            source: None,
+        }
+    }
+
+    /// Stages the dead letter of `rec`.
+    fn stage_dead_letter(&self, stage: &Stage, rec: &InputRecord, f: Failure<'_>) {
+        let r = self.dead_letter_staged(rec, f);
         self.stage(stage, rec, r);
     }
 
@@ -277,6 +319,7 @@ impl KafkaSink {
             pos: Some(rec.pos.clone()),
             timestamp_ms: rec.timestamp_ms,
             kind: Kind::DeadLetter { reason: f.reason },
+            txn: None,
         });
         let mut out = BaseRecord::with_opaque_to(&self.dlq_topic, delivery).headers(headers);
         if let Some(k) = &rec.key {
@@ -341,7 +384,10 @@ impl Publish for KafkaSink {
         };
         if let Some(stage) = &self.stage {
             let key = self.shape.key(rec, r.identifier);
-            let size = value.len() + key.map_or(0, <[u8]>::len);
+            let headers = record::output_headers(rec, r.batch_id);
+            // With the record's framing; inside the transaction a refusal
+            // would fail the commit (it is handled, but costs one).
+            let size = value.len() + key.map_or(0, <[u8]>::len) + txn::headers_bytes(&headers) + 512;
             if size > self.message_max {
                 // Produced inside the transaction, it would fail the commit.
                 let message = format!(
@@ -362,8 +408,13 @@ impl Publish for KafkaSink {
                 matched: r.matched,
                 key: key.map(Bytes::copy_from_slice),
                 value: Some(Bytes::from(value)),
-                headers: record::output_headers(rec, r.batch_id),
+                headers,
                 timestamp_ms: rec.timestamp_ms,
+                source: Some(Box::new(Refusable {
+                    rec: rec.clone(),
+                    identifier: r.identifier.to_string(),
+                    batch_id: r.batch_id.to_string(),
+                })),
             };
             self.stage(stage, rec, staged);
             return Ok(());
@@ -379,6 +430,7 @@ impl Publish for KafkaSink {
                     batch_id: r.batch_id.to_string(),
                 }),
             },
+            txn: None,
         });
         let mut record = BaseRecord::with_opaque_to(&self.output_topic, delivery)
             .payload(value.as_slice())

@@ -167,6 +167,11 @@ pub(super) fn dead_letter<'a>(
 ) -> (OwnedHeaders, Option<&'a [u8]>) {
     let (reason, message) = (f.reason, f.message);
     let message: String = message.chars().take(1000).collect();
+    // The key and the forwarded headers take their room in the record too.
+    let forwarded: usize = rec.headers.as_ref().map_or(0, |h| {
+        h.iter().map(|x| x.key.len() + x.value.map_or(0, <[u8]>::len)).sum()
+    });
+    let value_limit = value_limit.saturating_sub(rec.key.as_ref().map_or(0, |k| k.len()) + forwarded);
     // A value the broker accepted compressed may not fit a record of ours:
     // keep its head and say so, rather than stall the partition.
     let value = rec.value.as_deref();

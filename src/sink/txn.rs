@@ -21,13 +21,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
+use super::per_record;
 use super::poller::PolledProducer;
-use super::producer::{Delivery, SinkContext};
+use super::producer::{Delivery, Refusable, SinkContext};
 use crate::metrics::Metrics;
 use crate::model::TopicPartition;
 use crate::offsets::CommitPoint;
@@ -46,13 +47,30 @@ pub(crate) struct Staged {
     pub(crate) headers: OwnedHeaders,
     /// The input record's timestamp (end-to-end latency).
     pub(crate) timestamp_ms: Option<i64>,
+    /// An output's input record, identifier and job: its dead letter if
+    /// Kafka refuses the output for itself.
+    pub(crate) source: Option<Box<Refusable>>,
 }
 
 impl Staged {
     fn bytes(&self) -> usize {
-        self.key.as_ref().map_or(0, Bytes::len) + self.value.as_ref().map_or(0, Bytes::len)
+        let input = self.source.as_ref().map_or(0, |s| {
+            s.rec.key.as_ref().map_or(0, Bytes::len) + s.rec.value.as_ref().map_or(0, Bytes::len)
+        });
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + headers_bytes(&self.headers)
+            + input
     }
 }
+
+/// Bytes of header names and values.
+pub(crate) fn headers_bytes(h: &OwnedHeaders) -> usize {
+    h.iter().map(|x| x.key.len() + x.value.map_or(0, <[u8]>::len)).sum()
+}
+
+/// Makes the dead letter of an output Kafka refused for itself.
+pub(crate) type Refuse<'a> = &'a dyn Fn(&Refusable, &KafkaError) -> Staged;
 
 #[derive(Default)]
 struct Inner {
@@ -95,6 +113,34 @@ impl Stage {
         if let Some(part) = s.parts.remove(tp) {
             s.records -= part.len();
             s.bytes -= part.values().map(Staged::bytes).sum::<usize>();
+        }
+    }
+
+    /// Replaces the staged output at `tp`/`offset` with its dead letter.
+    fn replace(&self, tp: &TopicPartition, offset: i64, r: Staged) {
+        let mut s = self.0.lock().expect("stage");
+        let new = r.bytes();
+        if let Some(old) = s.parts.get_mut(tp).and_then(|p| p.insert(offset, r)) {
+            s.bytes = s.bytes + new - old.bytes();
+        }
+    }
+
+    /// Turns the staged outputs the broker refused in the last transaction
+    /// into their dead letters.
+    fn refused(&self, refused: Vec<(TopicPartition, i64, KafkaError)>, refuse: Refuse<'_>) {
+        for (tp, offset, e) in refused {
+            let dead = {
+                let s = self.0.lock().expect("stage");
+                let source = s
+                    .parts
+                    .get(&tp)
+                    .and_then(|p| p.get(&offset))
+                    .and_then(|r| r.source.as_deref());
+                source.map(|src| refuse(src, &e))
+            };
+            if let Some(dead) = dead {
+                self.replace(&tp, offset, dead);
+            }
         }
     }
 
@@ -152,6 +198,7 @@ pub(crate) fn transact(
     points: &[CommitPoint],
     group: &ConsumerGroupMetadata,
     metrics: &Metrics,
+    refuse: Refuse<'_>,
 ) -> Result<(), TxnError> {
     let p = producer.inner();
     let unfinished = &stage.1 .0;
@@ -160,12 +207,13 @@ pub(crate) fn transact(
         unfinished.store(false, Ordering::Relaxed);
     }
     p.begin_transaction()?;
-    let sent = produce_staged(producer, stage, &topics, points)
+    let sent = produce_staged(producer, stage, &topics, points, refuse)
         .and_then(|()| p.send_offsets_to_transaction(&offsets(points), group, TXN_TIMEOUT));
     if let Err(e) = sent {
         if !is_fatal(&e) && abort(producer).is_err() {
             unfinished.store(true, Ordering::Relaxed);
         }
+        stage.refused(p.context().take_txn_refused(), refuse);
         return Err(e.into());
     }
     // A commit that timed out may still go through: it is retried, never
@@ -181,6 +229,9 @@ pub(crate) fn transact(
                 if !is_fatal(&e) && abort(producer).is_err() {
                     unfinished.store(true, Ordering::Relaxed);
                 }
+                // An output the broker refused for itself fails the whole
+                // transaction: it goes as its dead letter next time.
+                stage.refused(p.context().take_txn_refused(), refuse);
                 return Err(e.into());
             }
         }
@@ -199,45 +250,72 @@ pub(crate) fn transact(
 }
 
 /// Hands every staged record below `points` to the producer (inside the
-/// open transaction), waiting out a full queue.
+/// open transaction). An output the producer refuses for itself (too large)
+/// is replaced by its dead letter on the spot.
 fn produce_staged(
     producer: &PolledProducer<SinkContext>,
     stage: &Stage,
     topics: &Topics<'_>,
     points: &[CommitPoint],
+    refuse: Refuse<'_>,
 ) -> Result<(), KafkaError> {
-    let s = stage.0.lock().expect("stage");
-    for point in points {
-        let Some(part) = s.parts.get(&point.tp) else {
-            continue;
-        };
-        for r in part.range(..point.offset).map(|(_, r)| r) {
-            let topic = if r.dead_letter.is_some() {
-                topics.dead_letter
-            } else {
-                topics.output
+    let mut replaced = Vec::new();
+    {
+        let s = stage.0.lock().expect("stage");
+        for point in points {
+            let Some(part) = s.parts.get(&point.tp) else {
+                continue;
             };
-            let mut record: BaseRecord<'_, [u8], [u8], Box<Delivery>> =
-                BaseRecord::with_opaque_to(topic, Box::new(Delivery::transactional())).headers(r.headers.clone());
-            if let Some(k) = &r.key {
-                record = record.key(k.as_ref());
-            }
-            if let Some(v) = &r.value {
-                record = record.payload(v.as_ref());
-            }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(5));
+            for (offset, r) in part.range(..point.offset) {
+                let at = (point.tp.clone(), *offset);
+                match send(producer, topics, r, at.clone()) {
+                    Ok(()) => {}
+                    Err(e) if per_record(&e) && r.source.is_some() => {
+                        let dead = refuse(r.source.as_deref().expect("checked"), &e);
+                        send(producer, topics, &dead, at.clone())?;
+                        replaced.push((at, dead));
                     }
-                    Err((e, _)) => return Err(e),
+                    Err(e) => return Err(e),
                 }
             }
         }
     }
+    for ((tp, offset), dead) in replaced {
+        stage.replace(&tp, offset, dead);
+    }
     Ok(())
+}
+
+/// Sends one staged record, waiting out a full queue.
+fn send(
+    producer: &PolledProducer<SinkContext>,
+    topics: &Topics<'_>,
+    r: &Staged,
+    at: (TopicPartition, i64),
+) -> Result<(), KafkaError> {
+    let topic = if r.dead_letter.is_some() {
+        topics.dead_letter
+    } else {
+        topics.output
+    };
+    let mut record: BaseRecord<'_, [u8], [u8], Box<Delivery>> =
+        BaseRecord::with_opaque_to(topic, Box::new(Delivery::transactional(at))).headers(r.headers.clone());
+    if let Some(k) = &r.key {
+        record = record.key(k.as_ref());
+    }
+    if let Some(v) = &r.value {
+        record = record.payload(v.as_ref());
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 /// The offsets to commit, with their job metadata.
@@ -290,6 +368,7 @@ mod tests {
             value: Some(Bytes::from(vec![b'x'; n])),
             headers: OwnedHeaders::new(),
             timestamp_ms: None,
+            source: None,
         }
     }
 

@@ -172,7 +172,9 @@ impl SourceContext {
     /// below the partition's current end, so it stays in this instance's
     /// metadata until the commit passes that end.
     fn recover_jobs(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+        // Stable offsets only: with exactly_once this waits for a transaction a
+        // killed member left open to be aborted (transaction.timeout.ms).
+        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot read committed offsets; jobs of a previous owner are not reused");

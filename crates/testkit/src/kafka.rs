@@ -248,15 +248,26 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
         .set("group.id", group)
+        // read_committed would ask for stable offsets only, which waits for
+        // a transaction a killed member left open (exactly_once) to time out.
+        .set("isolation.level", "read_uncommitted")
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
     }
-    let got = c
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
+    let mut attempts = 0;
+    let got = loop {
+        match c.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(got) => break got,
+            Err(e) if attempts < 5 => {
+                attempts += 1;
+                eprintln!("committed offsets of {group}: {e}; retrying");
+            }
+            Err(e) => panic!("committed offsets of {group}: {e}"),
+        }
+    };
     (0..partitions)
         .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => o,
