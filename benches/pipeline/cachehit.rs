@@ -44,6 +44,33 @@ async fn follow(
     (samples, used)
 }
 
+fn person(i: usize) -> String {
+    format!("person{i}@company{}.com", i % 97)
+}
+
+/// One event for each of the 1,000 people (to resolve them).
+pub async fn produce_people(run: &Run) {
+    let warm: kafka::Records = (0..PEOPLE)
+        .map(|i| (None, format!(r#"{{"email":"{}"}}"#, person(i)).into_bytes()))
+        .collect();
+    kafka::produce(&run.input, run.partitions, &warm).await;
+}
+
+/// The busy stream: `events` events, every identifier known.
+pub async fn produce_stream(run: &Run, events: usize) {
+    let stream: kafka::Records = (0..events)
+        .map(|i| {
+            let e = person(i % PEOPLE);
+            (
+                None,
+                format!(r#"{{"email":"{e}","event":"page_view","n":{i}}}"#).into_bytes(),
+            )
+        })
+        .collect();
+    kafka::produce(&run.input, run.partitions, &stream).await;
+    eprintln!("produced {events} events over {PEOPLE} people");
+}
+
 fn throughput(samples: &[(f64, f64)]) -> f64 {
     let (t, n) = samples.last().copied().unwrap_or((0.0, 0.0));
     // The first sample is up to one sampling period after the first record.
@@ -53,33 +80,15 @@ fn throughput(samples: &[(f64, f64)]) -> f64 {
 pub async fn run(events: usize) {
     let sim = sim(|c| c.latency_scale = 0.0).await;
     let run = Run::new("cachehit", 6).await;
-    // Resolve the people once.
-    let people: Vec<String> = (0..PEOPLE)
-        .map(|i| format!("person{i}@company{}.com", i % 97))
-        .collect();
-    let warm: kafka::Records = people
-        .iter()
-        .map(|e| (None, format!(r#"{{"email":"{e}"}}"#).into_bytes()))
-        .collect();
-    kafka::produce(&run.input, run.partitions, &warm).await;
     let port = testkit::free_port();
     let cfg = run.config(&sim.base_url(), port, "[batch]\nlinger = \"100ms\"\n");
+    // Resolve the people once.
+    produce_people(&run).await;
     let conn = Connector::start(&cfg, port);
     drain(&run, &conn, Duration::from_secs(300)).await;
     conn.stop();
     let jobs_before = sim.stats().submits_accepted;
-    // The busy stream: every event's identifier is known.
-    let stream: kafka::Records = (0..events)
-        .map(|i| {
-            let e = &people[i % PEOPLE];
-            (
-                None,
-                format!(r#"{{"email":"{e}","event":"page_view","n":{i}}}"#).into_bytes(),
-            )
-        })
-        .collect();
-    kafka::produce(&run.input, run.partitions, &stream).await;
-    eprintln!("produced {events} events over {PEOPLE} people");
+    produce_stream(&run, events).await;
 
     let conn = Connector::start(&cfg, port);
     let (samples, cpu) = follow(&run.output, run.partitions, PEOPLE as i64, events as i64, || {

@@ -6,11 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::kafka;
-
+use crate::cachehit::{produce_people, produce_stream};
 use crate::common::*;
-
-const PEOPLE: usize = 1_000;
 
 /// Seconds from `start` until every input offset of `run` is committed.
 async fn until_committed(run: &Run, start: Instant, limit: Duration) -> f64 {
@@ -28,26 +25,13 @@ async fn cachehit(exactly_once: bool, events: usize) -> (f64, f64) {
     if exactly_once {
         run.kafka_extra = "exactly_once = true".into();
     }
-    let people: Vec<String> = (0..PEOPLE)
-        .map(|i| format!("person{i}@company{}.com", i % 97))
-        .collect();
-    let warm: kafka::Records = people
-        .iter()
-        .map(|e| (None, format!(r#"{{"email":"{e}"}}"#).into_bytes()))
-        .collect();
-    kafka::produce(&run.input, run.partitions, &warm).await;
+    produce_people(&run).await;
     let port = testkit::free_port();
     let cfg = run.config(&sim.base_url(), port, "[batch]\nlinger = \"100ms\"\n");
     let conn = Connector::start(&cfg, port);
     until_committed(&run, Instant::now(), Duration::from_secs(120)).await;
     conn.stop();
-    let stream: kafka::Records = (0..events)
-        .map(|i| {
-            let e = &people[i % PEOPLE];
-            (None, format!(r#"{{"email":"{e}","n":{i}}}"#).into_bytes())
-        })
-        .collect();
-    kafka::produce(&run.input, run.partitions, &stream).await;
+    produce_stream(&run, events).await;
     let start = Instant::now();
     let conn = Connector::start(&cfg, port);
     let secs = until_committed(&run, start, Duration::from_secs(300)).await;

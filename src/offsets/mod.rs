@@ -21,6 +21,7 @@ mod metadata;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
 use crate::model::{SourcePos, TopicPartition};
@@ -56,6 +57,18 @@ pub(crate) struct CommitPoint {
     pub(crate) offset: i64,
     /// Commit metadata (see [`encode_jobs`]).
     pub(crate) metadata: String,
+}
+
+/// The list to commit (to the group, or with a transaction): offsets with
+/// their metadata.
+pub(crate) fn commit_list(points: &[CommitPoint]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(points.len());
+    for c in points {
+        let mut e = tpl.add_partition(&c.tp.0, c.tp.1);
+        let _ = e.set_offset(Offset::Offset(c.offset));
+        e.set_metadata(c.metadata.as_str());
+    }
+    tpl
 }
 
 /// The offset a partition may commit: the first unfinished offset, else one

@@ -23,7 +23,6 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
 use super::per_record;
@@ -31,7 +30,7 @@ use super::poller::PolledProducer;
 use super::producer::{Delivery, Refusable, SinkContext};
 use crate::metrics::Metrics;
 use crate::model::TopicPartition;
-use crate::offsets::CommitPoint;
+use crate::offsets::{commit_list, CommitPoint};
 
 /// How long one transaction step (offsets, commit, abort) may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -208,7 +207,7 @@ pub(crate) fn transact(
     }
     p.begin_transaction()?;
     let sent = produce_staged(producer, stage, &topics, points, refuse)
-        .and_then(|()| p.send_offsets_to_transaction(&offsets(points), group, TXN_TIMEOUT));
+        .and_then(|()| p.send_offsets_to_transaction(&commit_list(points), group, TXN_TIMEOUT));
     if let Err(e) = sent {
         if !is_fatal(&e) && abort(producer).is_err() {
             unfinished.store(true, Ordering::Relaxed);
@@ -316,17 +315,6 @@ fn send(
             Err((e, _)) => return Err(e),
         }
     }
-}
-
-/// The offsets to commit, with their job metadata.
-fn offsets(points: &[CommitPoint]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(points.len());
-    for c in points {
-        let mut e = tpl.add_partition(&c.tp.0, c.tp.1);
-        let _ = e.set_offset(Offset::Offset(c.offset));
-        e.set_metadata(c.metadata.as_str());
-    }
-    tpl
 }
 
 /// Aborts the open transaction, retrying while the broker times out.

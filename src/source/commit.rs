@@ -11,11 +11,10 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tracing::warn;
 
 use super::rebalance::SourceContext;
-use crate::offsets::CommitPoint;
+use crate::offsets::{commit_list, CommitPoint};
 
 #[derive(Debug, Default)]
 struct State {
@@ -132,17 +131,6 @@ pub(crate) fn commit_now(consumer: &BaseConsumer<SourceContext>, points: &[Commi
         }
     }
     result
-}
-
-/// The list to commit: offsets with their metadata.
-fn commit_list(points: &[CommitPoint]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::with_capacity(points.len());
-    for c in points {
-        let mut e = tpl.add_partition(&c.tp.0, c.tp.1);
-        let _ = e.set_offset(Offset::Offset(c.offset));
-        e.set_metadata(c.metadata.as_str());
-    }
-    tpl
 }
 
 #[cfg(test)]
