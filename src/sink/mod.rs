@@ -5,6 +5,7 @@
 //! [`record`] builds the records (value, key, headers). A delivery failure
 //! is fatal to the pipeline (nothing after it is committed): see [`Fatal`].
 
+mod delivery;
 mod poller;
 mod producer;
 mod record;

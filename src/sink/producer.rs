@@ -1,150 +1,40 @@
-//! The Kafka producer behind [`KafkaSink`]: idempotent, with a delivery
-//! callback that finishes the record's source offset once the broker has
-//! acknowledged it, and records a delivery failure as [`Fatal`]. With
+//! The Kafka producer behind [`KafkaSink`]: idempotent, its delivery
+//! callback ([`super::delivery`]) finishing the record's source offset once
+//! the broker has acknowledged it. With
 //! `kafka.exactly_once` the producer is transactional: records are staged
 //! ([`super::txn`]) and sent in the transaction that commits their offsets.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::producer::Producer;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
-use rdkafka::ClientContext;
+use rdkafka::producer::BaseRecord;
+use tracing::warn;
 
+use super::delivery::{create, Delivery, Kind, Refusable, SinkContext};
 use super::poller::PolledProducer;
 use super::record::{self, Shape};
 use super::txn::{self, Stage, Staged};
-use super::{per_record, refused_reason, DeliveryFailure, Failure, Fatal, Publish, Refused, Resolution, SinkError};
+use super::{per_record, refused_reason, Failure, Fatal, Publish, Resolution, SinkError};
 use crate::config::{KafkaConfig, OutputConfig};
 use crate::metrics::Metrics;
-use crate::model::{InputRecord, SourcePos, TopicPartition};
+use crate::model::{InputRecord, TopicPartition};
 use crate::offsets::{CommitPoint, OffsetTracker};
-
-/// What an acknowledgement completes (nothing for a record sent in a
-/// transaction, `txn`: the transaction's commit does).
-pub(crate) struct Delivery {
-    pos: Option<SourcePos>,
-    timestamp_ms: Option<i64>,
-    kind: Kind,
-    /// A record sent in a transaction: the staged record it is.
-    txn: Option<(TopicPartition, i64)>,
-}
-
-impl Delivery {
-    /// The staged record at `at`, sent in a transaction.
-    pub(super) fn transactional(at: (TopicPartition, i64)) -> Self {
-        Self {
-            pos: None,
-            timestamp_ms: None,
-            kind: Kind::DeadLetter { reason: "" },
-            txn: Some(at),
-        }
-    }
-}
-
-enum Kind {
-    /// An output: if the broker refuses it for itself, `then` goes to the
-    /// dead-letter topic instead.
-    Output {
-        matched: bool,
-        then: Box<Refusable>,
-    },
-    DeadLetter {
-        reason: &'static str,
-    },
-}
-
-/// What a refused output's dead letter needs.
-pub(crate) struct Refusable {
-    pub(super) rec: InputRecord,
-    pub(super) identifier: String,
-    pub(super) batch_id: String,
-}
-
-/// Producer callbacks: acknowledgements finish source offsets.
-pub(crate) struct SinkContext {
-    tracker: Arc<Mutex<OffsetTracker>>,
-    metrics: Arc<Metrics>,
-    fatal: Arc<Fatal>,
-    /// Staged records the broker refused for themselves in a transaction.
-    txn_refused: Mutex<Vec<(TopicPartition, i64, KafkaError)>>,
-}
-
-impl SinkContext {
-    /// The staged records refused in transactions since the last call.
-    pub(super) fn take_txn_refused(&self) -> Vec<(TopicPartition, i64, KafkaError)> {
-        std::mem::take(&mut *self.txn_refused.lock().expect("refused"))
-    }
-}
-
-impl ClientContext for SinkContext {}
-
-impl ProducerContext for SinkContext {
-    type DeliveryOpaque = Box<Delivery>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, d: Box<Delivery>) {
-        let Delivery {
-            pos,
-            timestamp_ms,
-            kind,
-            txn,
-        } = *d;
-        let Some(pos) = pos else {
-            // In a transaction: a failure fails its commit; one of the
-            // record itself makes it a dead letter for the next one.
-            if let (Err((e, _)), Some((tp, offset))) = (result, txn) {
-                if per_record(e) {
-                    self.txn_refused.lock().expect("refused").push((tp, offset, e.clone()));
-                }
-            }
-            return;
-        };
-        match result {
-            Ok(_) => {
-                self.tracker.lock().expect("tracker").complete(&pos);
-                match kind {
-                    Kind::Output { matched, .. } => self.metrics.record_produced(matched),
-                    Kind::DeadLetter { reason } => self.metrics.dead_lettered(reason),
-                }
-                if let Some(ts) = timestamp_ms {
-                    let now = chrono::Utc::now().timestamp_millis();
-                    if now >= ts {
-                        self.metrics.end_to_end(Duration::from_millis((now - ts) as u64));
-                    }
-                }
-            }
-            Err((e, _)) if per_record(e) && matches!(kind, Kind::Output { .. }) => {
-                let Kind::Output { then, .. } = kind else {
-                    unreachable!()
-                };
-                self.fatal.refuse(Refused {
-                    rec: then.rec,
-                    identifier: then.identifier,
-                    batch_id: then.batch_id,
-                    error: e.clone(),
-                });
-            }
-            Err((e, _)) => {
-                self.metrics.produce_failed();
-                self.fatal.set(SinkError::Delivery(Box::new(DeliveryFailure {
-                    topic: pos.topic.to_string(),
-                    partition: pos.partition,
-                    offset: pos.offset,
-                    source: e.clone(),
-                })));
-            }
-        }
-    }
-}
 
 /// The producer for results and dead letters.
 pub(crate) struct KafkaSink {
-    producer: PolledProducer<SinkContext>,
+    /// Replaced (exactly once) when a transactional error leaves it
+    /// unusable without a commit in doubt.
+    producer: RwLock<Arc<PolledProducer<SinkContext>>>,
+    /// Its configuration, to create a new one.
+    client_config: ClientConfig,
+    /// The transactional producer must be replaced before the next commit.
+    replace_producer: AtomicBool,
     output_topic: String,
     dlq_topic: String,
     /// Largest dead-letter value that fits the producer's `message.max.bytes`.
@@ -195,21 +85,11 @@ impl KafkaSink {
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
-        let context = SinkContext {
-            tracker: tracker.clone(),
-            metrics: metrics.clone(),
-            fatal: fatal.clone(),
-            txn_refused: Mutex::default(),
-        };
-        let producer = PolledProducer::new(&cc, context, "sink-producer").map_err(SinkError::Config)?;
-        if transactional_id.is_some() {
-            producer
-                .inner()
-                .init_transactions(Duration::from_secs(30))
-                .map_err(SinkError::Transaction)?;
-        }
+        let producer = create(&cc, &tracker, &metrics, &fatal)?;
         Ok(Self {
-            producer,
+            producer: RwLock::new(Arc::new(producer)),
+            client_config: cc,
+            replace_producer: AtomicBool::new(false),
             output_topic: cfg.output_topic.clone(),
             dlq_topic: cfg.dead_letter_topic.clone(),
             dlq_value_limit: record::dead_letter_value_limit(message_max),
@@ -220,6 +100,11 @@ impl KafkaSink {
             metrics,
             fatal,
         })
+    }
+
+    /// The producer in use.
+    fn producer(&self) -> Arc<PolledProducer<SinkContext>> {
+        self.producer.read().expect("producer").clone()
     }
 
     /// Records and bytes staged for a transaction (in-flight budget).
@@ -254,8 +139,25 @@ impl KafkaSink {
             };
             self.dead_letter_staged(&src.rec, f)
         };
-        txn::transact(&self.producer, stage, topics, points, group, &self.metrics, &refuse).map_err(|e| {
-            if e.fatal {
+        if self.replace_producer.load(Ordering::Relaxed) {
+            // A new producer with the same transactional id fences the old
+            // one and has the coordinator abort its open transaction.
+            let fresh =
+                create(&self.client_config, &self.tracker, &self.metrics, &self.fatal).map_err(|e| match e {
+                    SinkError::Config(e) | SinkError::Transaction(e) => e,
+                    _ => KafkaError::ConsumerCommit(RDKafkaErrorCode::Fatal),
+                })?;
+            *self.producer.write().expect("producer") = Arc::new(fresh);
+            stage.fresh_producer();
+            self.replace_producer.store(false, Ordering::Relaxed);
+            warn!("transactional producer replaced; staged records go in the next transaction");
+        }
+        let producer = self.producer();
+        txn::transact(&producer, stage, topics, points, group, &self.metrics, &refuse).map_err(|e| {
+            if e.fatal && e.retry_safe {
+                warn!(error = %e.error, "transactional producer unusable, no commit in doubt: replacing it");
+                self.replace_producer.store(true, Ordering::Relaxed);
+            } else if e.fatal {
                 self.fatal.set(SinkError::Transaction(e.error.clone()));
             }
             e.error
@@ -335,7 +237,7 @@ impl KafkaSink {
     /// the thread when `blocking`), any other refusal is an error.
     async fn enqueue(&self, mut record: Record<'_>, blocking: bool) -> Result<(), SinkError> {
         loop {
-            match self.producer.send(record) {
+            match self.producer().send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
@@ -357,12 +259,12 @@ impl KafkaSink {
 
     /// Waits until every enqueued record is acknowledged (or `timeout`).
     pub(crate) fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
+        self.producer().flush(timeout)
     }
 
     /// Records not yet acknowledged.
     pub(crate) fn pending(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producer().in_flight_count()
     }
 }
 

@@ -25,9 +25,9 @@ use rdkafka::message::{Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rustc_hash::FxHashMap;
 
+use super::delivery::{Delivery, Refusable, SinkContext};
 use super::per_record;
 use super::poller::PolledProducer;
-use super::producer::{Delivery, Refusable, SinkContext};
 use crate::metrics::Metrics;
 use crate::model::TopicPartition;
 use crate::offsets::{commit_list, CommitPoint};
@@ -143,6 +143,11 @@ impl Stage {
         }
     }
 
+    /// A new producer took over: nothing of the old one is left to abort.
+    pub(crate) fn fresh_producer(&self) {
+        self.1 .0.store(false, Ordering::Relaxed);
+    }
+
     /// Removes what is below each point's offset (committed).
     fn remove_below(&self, points: &[CommitPoint]) -> Vec<Staged> {
         let mut s = self.0.lock().expect("stage");
@@ -172,16 +177,24 @@ pub(crate) struct Topics<'a> {
 pub(crate) struct TxnError {
     /// The last error.
     pub(crate) error: KafkaError,
-    /// The producer cannot go on: fenced, another fatal state, or a commit
-    /// whose outcome stayed unknown (retrying it did not get through; its
-    /// records cannot be sent again without risking a duplicate).
+    /// The producer cannot go on (fenced, another fatal state, or a commit
+    /// whose outcome stayed unknown).
     pub(crate) fatal: bool,
+    /// Nothing of this transaction can have been committed, and no other
+    /// live producer has this id: a new producer may send the same records.
+    pub(crate) retry_safe: bool,
 }
 
 impl From<KafkaError> for TxnError {
+    /// An error before the commit was asked for.
     fn from(error: KafkaError) -> Self {
         let fatal = is_fatal(&error);
-        Self { error, fatal }
+        let retry_safe = !is_fenced(&error);
+        Self {
+            error,
+            fatal,
+            retry_safe,
+        }
     }
 }
 
@@ -223,15 +236,28 @@ pub(crate) fn transact(
         match p.commit_transaction(TXN_TIMEOUT) {
             Ok(()) => break,
             Err(e) if is_retriable(&e) && attempt < COMMIT_ATTEMPTS => continue,
-            Err(e) if is_retriable(&e) => return Err(TxnError { error: e, fatal: true }),
+            // Its outcome stays unknown: its records must not go out again.
+            Err(e) if is_retriable(&e) => {
+                return Err(TxnError {
+                    error: e,
+                    fatal: true,
+                    retry_safe: false,
+                })
+            }
             Err(e) => {
-                if !is_fatal(&e) && abort(producer).is_err() {
+                // Abortable: nothing was committed. Fatal: unknown.
+                let fatal = is_fatal(&e);
+                if !fatal && abort(producer).is_err() {
                     unfinished.store(true, Ordering::Relaxed);
                 }
                 // An output the broker refused for itself fails the whole
                 // transaction: it goes as its dead letter next time.
                 stage.refused(p.context().take_txn_refused(), refuse);
-                return Err(e.into());
+                return Err(TxnError {
+                    error: e,
+                    fatal,
+                    retry_safe: !fatal,
+                });
             }
         }
     }
@@ -326,6 +352,12 @@ fn abort(producer: &PolledProducer<SinkContext>) -> Result<(), KafkaError> {
         }
     }
     producer.inner().abort_transaction(TXN_TIMEOUT)
+}
+
+/// Whether another live producer took over this transactional id.
+fn is_fenced(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{Fenced, ProducerFenced};
+    matches!(e, KafkaError::Transaction(t) if matches!(t.code(), Fenced | ProducerFenced))
 }
 
 /// Whether the same transaction step may simply be called again.

@@ -1,0 +1,160 @@
+//! The producer's callbacks ([`SinkContext`]): an acknowledgement finishes
+//! the record's source offset, a delivery failure is [`Fatal`], an output
+//! refused for itself goes to the dead-letter topic instead; and the
+//! producer's creation (transactional with `kafka.exactly_once`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+
+use super::poller::PolledProducer;
+use super::{per_record, DeliveryFailure, Fatal, Refused, SinkError};
+use crate::metrics::Metrics;
+use crate::model::{InputRecord, SourcePos, TopicPartition};
+use crate::offsets::OffsetTracker;
+
+/// What an acknowledgement completes (nothing for a record sent in a
+/// transaction, `txn`: the transaction's commit does).
+pub(crate) struct Delivery {
+    pub(super) pos: Option<SourcePos>,
+    pub(super) timestamp_ms: Option<i64>,
+    pub(super) kind: Kind,
+    /// A record sent in a transaction: the staged record it is.
+    pub(super) txn: Option<(TopicPartition, i64)>,
+}
+
+impl Delivery {
+    /// The staged record at `at`, sent in a transaction.
+    pub(super) fn transactional(at: (TopicPartition, i64)) -> Self {
+        Self {
+            pos: None,
+            timestamp_ms: None,
+            kind: Kind::DeadLetter { reason: "" },
+            txn: Some(at),
+        }
+    }
+}
+
+pub(super) enum Kind {
+    /// An output: if the broker refuses it for itself, `then` goes to the
+    /// dead-letter topic instead.
+    Output {
+        matched: bool,
+        then: Box<Refusable>,
+    },
+    DeadLetter {
+        reason: &'static str,
+    },
+}
+
+/// What a refused output's dead letter needs.
+pub(crate) struct Refusable {
+    pub(super) rec: InputRecord,
+    pub(super) identifier: String,
+    pub(super) batch_id: String,
+}
+
+/// Producer callbacks: acknowledgements finish source offsets.
+pub(crate) struct SinkContext {
+    tracker: Arc<Mutex<OffsetTracker>>,
+    metrics: Arc<Metrics>,
+    fatal: Arc<Fatal>,
+    /// Staged records the broker refused for themselves in a transaction.
+    txn_refused: Mutex<Vec<(TopicPartition, i64, KafkaError)>>,
+}
+
+impl SinkContext {
+    /// The staged records refused in transactions since the last call.
+    pub(super) fn take_txn_refused(&self) -> Vec<(TopicPartition, i64, KafkaError)> {
+        std::mem::take(&mut *self.txn_refused.lock().expect("refused"))
+    }
+}
+
+impl ClientContext for SinkContext {}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<Delivery>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, d: Box<Delivery>) {
+        let Delivery {
+            pos,
+            timestamp_ms,
+            kind,
+            txn,
+        } = *d;
+        let Some(pos) = pos else {
+            // In a transaction: a failure fails its commit; one of the
+            // record itself makes it a dead letter for the next one.
+            if let (Err((e, _)), Some((tp, offset))) = (result, txn) {
+                if per_record(e) {
+                    self.txn_refused.lock().expect("refused").push((tp, offset, e.clone()));
+                }
+            }
+            return;
+        };
+        match result {
+            Ok(_) => {
+                self.tracker.lock().expect("tracker").complete(&pos);
+                match kind {
+                    Kind::Output { matched, .. } => self.metrics.record_produced(matched),
+                    Kind::DeadLetter { reason } => self.metrics.dead_lettered(reason),
+                }
+                if let Some(ts) = timestamp_ms {
+                    let now = chrono::Utc::now().timestamp_millis();
+                    if now >= ts {
+                        self.metrics.end_to_end(Duration::from_millis((now - ts) as u64));
+                    }
+                }
+            }
+            Err((e, _)) if per_record(e) && matches!(kind, Kind::Output { .. }) => {
+                let Kind::Output { then, .. } = kind else {
+                    unreachable!()
+                };
+                self.fatal.refuse(Refused {
+                    rec: then.rec,
+                    identifier: then.identifier,
+                    batch_id: then.batch_id,
+                    error: e.clone(),
+                });
+            }
+            Err((e, _)) => {
+                self.metrics.produce_failed();
+                self.fatal.set(SinkError::Delivery(Box::new(DeliveryFailure {
+                    topic: pos.topic.to_string(),
+                    partition: pos.partition,
+                    offset: pos.offset,
+                    source: e.clone(),
+                })));
+            }
+        }
+    }
+}
+
+/// Creates the producer; a transactional one (`transactional.id` set) with
+/// its transactions initialised, which fences an earlier producer with the
+/// same id.
+pub(super) fn create(
+    cc: &ClientConfig,
+    tracker: &Arc<Mutex<OffsetTracker>>,
+    metrics: &Arc<Metrics>,
+    fatal: &Arc<Fatal>,
+) -> Result<PolledProducer<SinkContext>, SinkError> {
+    let context = SinkContext {
+        tracker: tracker.clone(),
+        metrics: metrics.clone(),
+        fatal: fatal.clone(),
+        txn_refused: Mutex::default(),
+    };
+    let producer = PolledProducer::new(cc, context, "sink-producer").map_err(SinkError::Config)?;
+    if cc.get("transactional.id").is_some() {
+        producer
+            .inner()
+            .init_transactions(Duration::from_secs(30))
+            .map_err(SinkError::Transaction)?;
+    }
+    Ok(producer)
+}
