@@ -326,7 +326,7 @@ pub struct CacheConfig {
     /// still prevents paying twice for an accepted job). Default `24h`.
     #[serde(deserialize_with = "duration::deserialize")]
     pub ttl: Duration,
-    /// Bytes of results kept in memory (the hot set). Default 32 MiB.
+    /// Bytes of results kept in memory (the hot set). Default 16 MiB.
     pub max_memory_bytes: u64,
     /// Directory of the local store (one process at a time). Default
     /// `identify-cache` (relative to the working directory).
@@ -356,7 +356,7 @@ impl Default for CacheConfig {
         Self {
             topic: String::new(),
             ttl: Duration::from_secs(24 * 3600),
-            max_memory_bytes: 32 << 20,
+            max_memory_bytes: 16 << 20,
             dir: "identify-cache".into(),
             create_topic: true,
             partitions: 6,

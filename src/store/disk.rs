@@ -23,7 +23,7 @@ const CHECKPOINT: TableDefinition<u32, u64> = TableDefinition::new("checkpoint")
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// redb's page cache.
-const CACHE_BYTES: usize = 16 << 20;
+const CACHE_BYTES: usize = 8 << 20;
 
 /// One change read from the topic.
 #[derive(Debug)]

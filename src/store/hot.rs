@@ -9,9 +9,12 @@ use rustc_hash::FxBuildHasher;
 
 use super::Cached;
 
-/// Bytes an entry costs beyond its text: the map's node, the `Arc`s, the
-/// boxed `RawValue` (an estimate; the bound is approximate by design).
-const ENTRY_OVERHEAD: usize = 160;
+/// Bytes an entry costs beyond its text: moka's entry, key and value
+/// `Arc`s, its deque and hash-table nodes, the boxed `RawValue`. Measured
+/// with a counting allocator (400,000 inserts into an 8 MiB set; 30% of
+/// them unmatched): 300-360 bytes per entry beyond the text, whatever the
+/// size of the matches. With 160, the set held 1.3-1.5 times its bound.
+const ENTRY_OVERHEAD: usize = 320;
 
 /// Results by normalised identifier, bounded by bytes.
 pub(crate) struct HotSet {
@@ -89,7 +92,7 @@ mod tests {
                     resolved_at_ms: 0
                 }
             ),
-            2 + 2 + 1 + 1 + 160
+            2 + 2 + 1 + 1 + 320
         );
     }
 }
