@@ -17,26 +17,17 @@ use crate::metrics::Metrics;
 use crate::model::{InputRecord, SourcePos, TopicPartition};
 use crate::offsets::OffsetTracker;
 
-/// What an acknowledgement completes (nothing for a record sent in a
-/// transaction, `txn`: the transaction's commit does).
-pub(crate) struct Delivery {
-    pub(super) pos: Option<SourcePos>,
-    pub(super) timestamp_ms: Option<i64>,
-    pub(super) kind: Kind,
-    /// A record sent in a transaction: the staged record it is.
-    pub(super) txn: Option<(TopicPartition, i64)>,
-}
-
-impl Delivery {
-    /// The staged record at `at`, sent in a transaction.
-    pub(super) fn transactional(at: (TopicPartition, i64)) -> Self {
-        Self {
-            pos: None,
-            timestamp_ms: None,
-            kind: Kind::DeadLetter { reason: "" },
-            txn: Some(at),
-        }
-    }
+/// What an acknowledgement completes.
+pub(crate) enum Delivery {
+    /// A record sent on its own: its acknowledgement finishes `pos`.
+    Direct {
+        pos: SourcePos,
+        timestamp_ms: Option<i64>,
+        kind: Kind,
+    },
+    /// A record sent in a transaction, the staged record at this
+    /// position: the transaction's commit finishes it, not the ack.
+    Transactional(TopicPartition, i64),
 }
 
 pub(super) enum Kind {
@@ -80,21 +71,22 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<Delivery>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, d: Box<Delivery>) {
-        let Delivery {
-            pos,
-            timestamp_ms,
-            kind,
-            txn,
-        } = *d;
-        let Some(pos) = pos else {
-            // In a transaction: a failure fails its commit; one of the
-            // record itself makes it a dead letter for the next one.
-            if let (Err((e, _)), Some((tp, offset))) = (result, txn) {
-                if per_record(e) {
-                    self.txn_refused.lock().expect("refused").push((tp, offset, e.clone()));
+        let (pos, timestamp_ms, kind) = match *d {
+            Delivery::Direct {
+                pos,
+                timestamp_ms,
+                kind,
+            } => (pos, timestamp_ms, kind),
+            Delivery::Transactional(tp, offset) => {
+                // A failure fails the transaction's commit; one of the
+                // record itself makes it a dead letter for the next one.
+                if let Err((e, _)) = result {
+                    if per_record(e) {
+                        self.txn_refused.lock().expect("refused").push((tp, offset, e.clone()));
+                    }
                 }
+                return;
             }
-            return;
         };
         match result {
             Ok(_) => {

@@ -217,11 +217,10 @@ impl KafkaSink {
 
     fn dead_letter_record<'a>(&'a self, rec: &'a InputRecord, f: Failure<'_>) -> Record<'a> {
         let (headers, value) = record::dead_letter(rec, f, self.dlq_value_limit, &self.shape);
-        let delivery = Box::new(Delivery {
-            pos: Some(rec.pos.clone()),
+        let delivery = Box::new(Delivery::Direct {
+            pos: rec.pos.clone(),
             timestamp_ms: rec.timestamp_ms,
             kind: Kind::DeadLetter { reason: f.reason },
-            txn: None,
         });
         let mut out = BaseRecord::with_opaque_to(&self.dlq_topic, delivery).headers(headers);
         if let Some(k) = &rec.key {
@@ -321,8 +320,8 @@ impl Publish for KafkaSink {
             self.stage(stage, rec, staged);
             return Ok(());
         }
-        let delivery = Box::new(Delivery {
-            pos: Some(rec.pos.clone()),
+        let delivery = Box::new(Delivery::Direct {
+            pos: rec.pos.clone(),
             timestamp_ms: rec.timestamp_ms,
             kind: Kind::Output {
                 matched: r.matched,
@@ -332,7 +331,6 @@ impl Publish for KafkaSink {
                     batch_id: r.batch_id.to_string(),
                 }),
             },
-            txn: None,
         });
         let mut record = BaseRecord::with_opaque_to(&self.output_topic, delivery)
             .payload(value.as_slice())

@@ -324,7 +324,7 @@ fn send(
         topics.output
     };
     let mut record: BaseRecord<'_, [u8], [u8], Box<Delivery>> =
-        BaseRecord::with_opaque_to(topic, Box::new(Delivery::transactional(at))).headers(r.headers.clone());
+        BaseRecord::with_opaque_to(topic, Box::new(Delivery::Transactional(at.0, at.1))).headers(r.headers.clone());
     if let Some(k) = &r.key {
         record = record.key(k.as_ref());
     }
