@@ -258,7 +258,7 @@ impl JobContext {
     async fn recover_job(&self, seq: u64, batch_id: Arc<str>, spec: Option<JobSpec>) -> JobOutcome {
         let started = Instant::now();
         let deadline = started + self.cfg.job_timeout;
-        let status = match self.wait(seq, &batch_id, started, &Notify::new(), false).await {
+        let status = match self.wait(seq, &batch_id, started, None, &Notify::new(), false).await {
             Ok(s) => s,
             Err(error) => return JobOutcome::RecoveryFailed { batch_id, error },
         };
@@ -305,27 +305,32 @@ impl JobContext {
     /// Submits `spec`; after an error that may have hidden an acceptance
     /// (a timeout, a 5xx, a broken connection), the API's list is checked
     /// for the job before the submit is tried again.
-    /// Returns the job's id and, when the API said so, how long the key
-    /// has no slot left.
+    /// Returns the job's id, when the API said so how long the key has no
+    /// slot left, and when the accepted attempt was sent.
     async fn submit(
         &self,
         seq: u64,
         spec: &JobSpec,
         hook_url: Option<&str>,
-    ) -> Result<(Arc<str>, Option<Duration>), ApiError> {
+    ) -> Result<(Arc<str>, Option<Duration>, Sent), ApiError> {
         let policy = self.policy(Endpoint::Submit);
         let hooks = Hooks { ctx: self, seq };
         with_retries(&policy, &hooks, Endpoint::Submit, || async {
-            let sent_at = chrono::Utc::now();
+            let (at, sent_at) = (Instant::now(), chrono::Utc::now());
+            let sent = |answered: bool| Sent {
+                at,
+                utc: sent_at,
+                rtt: answered.then(|| at.elapsed()),
+            };
             match self.api.submit(spec.kind, &spec.ids, hook_url).await {
                 Ok(s) => {
                     let full = (s.remaining == Some(0)).then(|| s.reset.unwrap_or(RETRY_PAUSE));
-                    Ok((Arc::from(s.batch_id), full))
+                    Ok((Arc::from(s.batch_id), full, sent(true)))
                 }
                 Err(e) if maybe_accepted(&e) => match self.find_lost_submit(seq, spec, sent_at).await {
                     Some(id) => {
                         self.metrics.job_adopted("lost_submit");
-                        Ok((id, None))
+                        Ok((id, None, sent(false)))
                     }
                     None => Err(e),
                 },
@@ -337,7 +342,7 @@ impl JobContext {
 
     async fn submit_and_collect(&self, seq: u64, spec: &JobSpec, hook_url: Option<&str>, wake: &Notify) -> Attempt {
         let submitted = Instant::now();
-        let (batch_id, key_full_for) = match self.submit(seq, spec, hook_url).await {
+        let (batch_id, key_full_for, sent) = match self.submit(seq, spec, hook_url).await {
             Ok(submitted) => submitted,
             Err(ApiError::BadRequest(m)) => return Attempt::Rejected(400, m),
             Err(ApiError::NotFound(m)) => return Attempt::Rejected(404, m),
@@ -359,7 +364,7 @@ impl JobContext {
             key_full_for,
         });
         debug!(%batch_id, size = spec.ids.len(), "job submitted");
-        let status = match self.wait(seq, &batch_id, submitted, wake, true).await {
+        let status = match self.wait(seq, &batch_id, sent.at, Some(sent), wake, true).await {
             Ok(s) => s,
             Err(why) => return Attempt::Retry(why),
         };
@@ -376,6 +381,24 @@ impl JobContext {
     }
 }
 
+/// When an accepted submit was sent.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sent {
+    at: Instant,
+    utc: chrono::DateTime<chrono::Utc>,
+    /// Until its answer; `None` when the answer was lost.
+    rtt: Option<Duration>,
+}
+
+impl Sent {
+    /// How long after the send the API created the job, by its own
+    /// `created_at`, bounded by the round trip (clocks may disagree).
+    fn accept_delay(&self, created_at: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+        let rtt = self.rtt?;
+        Some((created_at - self.utc).to_std().unwrap_or_default().min(rtt))
+    }
+}
+
 /// An error after which another attempt of the same request may succeed.
 fn may_pass(e: &ApiError) -> bool {
     e.class() == ErrorClass::Retryable || matches!(e, ApiError::Malformed(_))
@@ -387,4 +410,30 @@ fn maybe_accepted(e: &ApiError) -> bool {
         e,
         ApiError::Timeout | ApiError::Transport(_) | ApiError::Server { .. } | ApiError::Malformed(_)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_delay_is_the_apis_own_within_the_round_trip() {
+        let utc = chrono::Utc::now();
+        let ms = chrono::Duration::milliseconds;
+        let sent = Sent {
+            at: Instant::now(),
+            utc,
+            rtt: Some(Duration::from_millis(30)),
+        };
+        assert_eq!(sent.accept_delay(utc + ms(4)), Some(Duration::from_millis(4)));
+        // A clock behind ours, or ahead by more than the round trip.
+        assert_eq!(sent.accept_delay(utc - ms(500)), Some(Duration::ZERO));
+        assert_eq!(sent.accept_delay(utc + ms(900)), Some(Duration::from_millis(30)));
+        let lost = Sent { rtt: None, ..sent };
+        assert_eq!(
+            lost.accept_delay(utc + ms(4)),
+            None,
+            "an answer that was lost says nothing"
+        );
+    }
 }

@@ -10,17 +10,19 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use super::{poll, JobContext, JobError, JobEvent};
+use super::{poll, JobContext, JobError, JobEvent, Sent};
 use crate::api::{Endpoint, JobState, JobStatus};
 
 impl JobContext {
     /// Polls until the job completes; `Err` for failed, timed out, or a
-    /// status the API refuses for good (404).
+    /// status the API refuses for good (404). The schedule runs from
+    /// `submitted`; `sent`: the submit this pod sent, to learn from.
     pub(super) async fn wait(
         &self,
         seq: u64,
         batch_id: &str,
         submitted: Instant,
+        sent: Option<Sent>,
         wake: &Notify,
         learn: bool,
     ) -> Result<JobStatus, JobError> {
@@ -101,6 +103,9 @@ impl JobContext {
                         let mut est = self.estimator.lock().expect("estimator");
                         let first = est.is_empty();
                         est.observe(observed);
+                        if let Some(d) = sent.zip(status.created_at).and_then(|(s, c)| s.accept_delay(c)) {
+                            est.observe_accept(d);
+                        }
                         if first {
                             self.learnt.notify_waiters();
                         }
