@@ -3,6 +3,7 @@
 # controller) for local development, the demo and the test suite.
 #
 #   scripts/kafka-local.sh start|stop|status|restart|fetch
+#   scripts/kafka-local.sh wipe                     (a stopped broker's data, config and log: the next start is clean)
 #   scripts/kafka-local.sh create-topic NAME [PARTITIONS]
 #   scripts/kafka-local.sh produce TOPIC            (one record per stdin line; "key<TAB>value" or value)
 #   scripts/kafka-local.sh consume TOPIC COUNT [TIMEOUT_MS]   (prints headers, key and value)
@@ -242,8 +243,16 @@ consume() {
     --property print.key=true --property print.headers=true --property key.separator=$'\t'
 }
 
+wipe() {
+  if status >/dev/null 2>&1; then
+    die "the broker on $KAFKA_PORT is running: stop it first"
+  fi
+  rm -rf "$KAFKA_STATE_DIR"
+}
+
 case "${1:-}" in
   start) start ;;
+  wipe) wipe ;;
   stop) stop ;;
   status) status ;;
   restart) stop; start ;;
@@ -251,5 +260,5 @@ case "${1:-}" in
   create-topic) shift; create_topic "$@" ;;
   produce) shift; produce "$@" ;;
   consume) shift; consume "$@" ;;
-  *) echo "usage: $0 start|stop|status|restart|fetch|create-topic NAME [PARTITIONS]|produce TOPIC|consume TOPIC COUNT [TIMEOUT_MS]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|restart|fetch|wipe|create-topic NAME [PARTITIONS]|produce TOPIC|consume TOPIC COUNT [TIMEOUT_MS]" >&2; exit 2 ;;
 esac

@@ -44,17 +44,7 @@ impl BrokerGuard {
         if !was_running && port != 9092 {
             // A dedicated broker starts clean, whatever an interrupted
             // earlier run left in its metadata log.
-            let state = std::env::var_os("KAFKA_STATE_DIR")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| {
-                    let cache = std::env::var_os("XDG_CACHE_HOME")
-                        .map(std::path::PathBuf::from)
-                        .unwrap_or_else(|| {
-                            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                        });
-                    cache.join("identify-connector").join(format!("broker-{port}"))
-                });
-            let _ = std::fs::remove_dir_all(state);
+            assert!(script("wipe", port), "broker on {port} wiped");
         }
         assert!(script("start", port), "broker on {port} starts");
         BrokerGuard { port, was_running }
