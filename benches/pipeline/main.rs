@@ -12,7 +12,7 @@
 //!
 //! Run with `scripts/bench.sh` (or `cargo bench --bench pipeline -- NAME...`
 //! with Kafka running and `target/release/identify-connector` built).
-//! Scenarios: drain jitter webhooks shared cachehit throughput rss latency
+//! Scenarios: drain jitter webhooks jitter_webhooks shared cachehit throughput rss latency
 //! recovery exactly_once (default: all).
 
 mod cachehit;
@@ -33,6 +33,7 @@ async fn main() {
         "drain",
         "jitter",
         "webhooks",
+        "jitter_webhooks",
         "shared",
         "cachehit",
         "throughput",
@@ -59,6 +60,7 @@ async fn main() {
             "drain" => drain::run(drain("drain", 1, false, false)).await,
             "jitter" => drain::run(drain("jitter", 1, false, true)).await,
             "webhooks" => drain::run(drain("webhooks", 1, true, false)).await,
+            "jitter_webhooks" => drain::run(drain("jitter_webhooks", 1, true, true)).await,
             "shared" => drain::run(drain("shared", 3, false, false)).await,
             "cachehit" => cachehit::run(200_000).await,
             "throughput" => instant::run("throughput", 200_000).await,

@@ -294,7 +294,8 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     fn start_job(&mut self, spec: JobSpec) {
         self.parts.metrics.batch_submitted(spec.kind.as_str(), spec.ids.len());
         let seq = self.jobs.next_seq();
-        let task = self.parts.runner.run(seq, spec.clone());
+        let early = self.jobs.starts_early();
+        let task = self.parts.runner.run(seq, spec.clone(), early);
         self.jobs.start(seq, spec, task);
         self.parts.metrics.set_active_jobs(self.jobs.active());
     }
@@ -357,6 +358,16 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                     self.key_full_until = None;
                     self.parts.metrics.set_active_jobs(self.jobs.active());
                 }
+            }
+            JobEvent::Due { seq } => {
+                if self.jobs.due(seq) {
+                    self.key_full_until = None;
+                    self.parts.metrics.set_active_jobs(self.jobs.active());
+                }
+            }
+            JobEvent::StillRunning { seq } => {
+                self.jobs.still_running(seq);
+                self.parts.metrics.set_active_jobs(self.jobs.active());
             }
             JobEvent::Resubmitting { seq } => {
                 self.jobs.resubmitting(seq);

@@ -48,6 +48,13 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 self.publish(spec, batch_id, results, missing, adopted).await
             }
             Ok(JobOutcome::Rejected { spec, status, message }) => self.rejected(spec, status, &message).await,
+            Ok(JobOutcome::NotStarted { spec }) => {
+                // Its batch goes first once a slot is confirmed free; until
+                // then, no slot is lent early again.
+                self.jobs.stop_lending();
+                self.batcher.push_ready_front(spec);
+                Ok(())
+            }
             Ok(JobOutcome::Failed { spec, error }) => {
                 warn!(size = spec.ids.len(), %error, "job failed after every attempt; dead-lettering its records");
                 let batch_id = error.batch_id().map(str::to_owned);

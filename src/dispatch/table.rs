@@ -1,6 +1,7 @@
 //! The running jobs and their slots: which job task is which job, what each
 //! covers and which API job it became, how many may run (AIMD, see
-//! [`SlotLimit`]), and the adoptions of unknown coverage (and the start-up
+//! [`SlotLimit`]; a steady job at its first poll lends its slot early),
+//! and the adoptions of unknown coverage (and the start-up
 //! reconciliation) that hold new submits back.
 
 use std::collections::{HashMap, HashSet};
@@ -43,6 +44,12 @@ pub(super) struct JobTable {
     /// Jobs holding one of the key's active-job slots: from their submit
     /// until the API reports them completed or failed.
     holding: HashSet<u64>,
+    /// Steady jobs at their first poll, which have most likely ended: their
+    /// slots go to the next batches before the poll's answer confirms it.
+    due: HashSet<u64>,
+    /// Whether due jobs lend their slots: not after an early start met a
+    /// 429, until a job's end is confirmed.
+    lending: bool,
     known_batches: HashSet<Arc<str>>,
     recovering: usize,
     next_seq: u64,
@@ -57,6 +64,8 @@ impl JobTable {
             tasks: HashMap::new(),
             jobs: HashMap::new(),
             holding: HashSet::new(),
+            due: HashSet::new(),
+            lending: true,
             known_batches: HashSet::new(),
             recovering: 0,
             next_seq: 0,
@@ -86,14 +95,49 @@ impl JobTable {
     }
 
     /// The API reports job `seq` ended: its slot is free, whatever remains
-    /// to be done with its results. Returns whether it held one.
+    /// to be done with its results. Returns whether it held one (or was due).
     pub(super) fn ended(&mut self, seq: u64) -> bool {
-        self.holding.remove(&seq)
+        let held = self.holding.remove(&seq) | self.due.remove(&seq);
+        self.lending |= held;
+        held
+    }
+
+    /// Job `seq` has most likely ended (a steady job at its first poll):
+    /// its slot may be taken before that is confirmed, unless lending
+    /// stopped. Returns whether it lends its slot.
+    pub(super) fn due(&mut self, seq: u64) -> bool {
+        let lent = self.lending && self.holding.remove(&seq);
+        if lent {
+            self.due.insert(seq);
+        }
+        lent
+    }
+
+    /// An early start met a 429: the due jobs still run, most likely. They
+    /// hold their slots again, and lend none until an end is confirmed.
+    pub(super) fn stop_lending(&mut self) {
+        self.lending = false;
+        self.holding.extend(self.due.drain());
+    }
+
+    /// Job `seq` was due but still runs: it holds its slot again (a job
+    /// started early on it waits for the next end).
+    pub(super) fn still_running(&mut self, seq: u64) {
+        if self.due.remove(&seq) {
+            self.holding.insert(seq);
+        }
+    }
+
+    /// Whether a job started now may take the slot of a due job (one not
+    /// yet confirmed free, here or in the pod's share of the key).
+    pub(super) fn starts_early(&self) -> bool {
+        !self.due.is_empty()
     }
 
     /// Job `seq` submits again: it holds a slot again.
     pub(super) fn resubmitting(&mut self, seq: u64) {
         if self.jobs.contains_key(&seq) {
+            self.due.remove(&seq);
             self.holding.insert(seq);
         }
     }
@@ -210,6 +254,7 @@ impl JobTable {
         let seq = self.tasks.remove(&task).unwrap_or_default();
         let job = self.jobs.remove(&seq);
         self.holding.remove(&seq);
+        self.due.remove(&seq);
         if let Some(j) = &job {
             if let Some(bid) = &j.batch_id {
                 self.known_batches.remove(bid);

@@ -32,6 +32,8 @@ enum Asked {
 struct Call {
     seq: u64,
     asked: Asked,
+    /// Started on the slot of a job that was due, not confirmed ended.
+    early: bool,
     reply: oneshot::Sender<JobOutcome>,
     /// What the job tells the dispatcher while it runs (`Submitted`).
     events: mpsc::UnboundedSender<JobEvent>,
@@ -43,12 +45,18 @@ struct FakeRunner {
 }
 
 impl FakeRunner {
-    fn call(&self, seq: u64, asked: Asked) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
+    fn call(
+        &self,
+        seq: u64,
+        asked: Asked,
+        early: bool,
+    ) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let events = self.events.clone();
         let _ = self.calls.send(Call {
             seq,
             asked,
+            early,
             reply,
             events,
         });
@@ -63,8 +71,13 @@ impl FakeRunner {
 }
 
 impl Runner for FakeRunner {
-    fn run(&self, seq: u64, spec: JobSpec) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
-        self.call(seq, Asked::Run(spec.ids))
+    fn run(
+        &self,
+        seq: u64,
+        spec: JobSpec,
+        early: bool,
+    ) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
+        self.call(seq, Asked::Run(spec.ids), early)
     }
 
     fn recover(
@@ -73,11 +86,11 @@ impl Runner for FakeRunner {
         batch_id: Arc<str>,
         spec: Option<JobSpec>,
     ) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
-        self.call(seq, Asked::Recover(batch_id.to_string(), spec.map(|s| s.ids)))
+        self.call(seq, Asked::Recover(batch_id.to_string(), spec.map(|s| s.ids)), false)
     }
 
     fn reconcile(&self, seq: u64) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
-        self.call(seq, Asked::Reconcile)
+        self.call(seq, Asked::Reconcile, false)
     }
 }
 
@@ -654,6 +667,81 @@ async fn a_job_frees_its_slot_when_the_api_reports_it_ended_not_when_it_is_publi
     done(third, "j3", &[], &[]);
     h.settle().await;
     assert_eq!(h.sent().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_due_job_lends_its_slot_to_an_early_start() {
+    let mut h = Harness::start(|c| {
+        c.batch.max_size = 1;
+        c.api.max_active_jobs = 2;
+    });
+    h.send(&["a@x.co", "b@x.co", "c@x.co", "d@x.co"]);
+    let (first, second) = (h.next_call().await, h.next_call().await);
+    assert!(!first.early && !second.early, "free slots are no early start");
+    h.assert_no_call().await;
+    // The first job is steady and its first poll goes out: its slot goes to
+    // the next batch now, before the poll's answer, even though the key
+    // said it was full.
+    h.events
+        .send(JobEvent::Submitted {
+            seq: second.seq,
+            batch_id: Arc::from("j2"),
+            key_full_for: Some(Duration::from_secs(60)),
+        })
+        .unwrap();
+    h.events.send(JobEvent::Due { seq: first.seq }).unwrap();
+    let third = h.next_call().await;
+    assert_eq!(ids_of(&third), ["c@x.co"]);
+    assert!(third.early, "it is told its 429 would mean nothing");
+    h.assert_no_call().await;
+    // The poll found it ended: nothing more starts, the slot was used.
+    h.events.send(JobEvent::Ended { seq: first.seq }).unwrap();
+    h.assert_no_call().await;
+    for (c, id) in [(first, "j1"), (second, "j2"), (third, "j3")] {
+        done(c, id, &[], &[]);
+    }
+    assert_eq!(ids_of(&h.next_call().await), ["d@x.co"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_early_start_refused_hands_its_batch_back_and_lending_stops_until_an_end() {
+    let mut h = Harness::start(|c| {
+        c.batch.max_size = 1;
+        c.api.max_active_jobs = 2;
+    });
+    h.send(&["a@x.co", "b@x.co", "c@x.co", "d@x.co"]);
+    let (first, second) = (h.next_call().await, h.next_call().await);
+    h.events.send(JobEvent::Due { seq: first.seq }).unwrap();
+    let early = h.next_call().await;
+    assert!(early.early);
+    // The first job still ran: the early submit got 429, nothing was
+    // submitted, and the batch is the next to go.
+    early
+        .reply
+        .send(JobOutcome::NotStarted {
+            spec: spec(&["c@x.co".into()]),
+        })
+        .unwrap();
+    h.events.send(JobEvent::StillRunning { seq: first.seq }).unwrap();
+    h.assert_no_call().await;
+    // No more lending until an end is confirmed: the second job being due
+    // starts nothing (its poll's answer would be the only news).
+    h.events.send(JobEvent::Due { seq: second.seq }).unwrap();
+    h.assert_no_call().await;
+    h.events.send(JobEvent::Ended { seq: first.seq }).unwrap();
+    let retried = h.next_call().await;
+    assert_eq!(ids_of(&retried), ["c@x.co"], "the handed-back batch first");
+    assert!(!retried.early);
+    // Lending again: the second job, due now, lends its slot.
+    h.events.send(JobEvent::Due { seq: second.seq }).unwrap();
+    let fourth = h.next_call().await;
+    assert_eq!(ids_of(&fourth), ["d@x.co"]);
+    assert!(fourth.early);
+    for (c, id) in [(first, "j1"), (second, "j2"), (retried, "j3"), (fourth, "j4")] {
+        done(c, id, &[], &[]);
+    }
+    h.settle().await;
+    assert_eq!(h.sent().len(), 4, "every record once");
 }
 
 #[tokio::test(start_paused = true)]

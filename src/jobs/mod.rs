@@ -43,8 +43,10 @@ pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 /// How the dispatcher runs jobs: the seam between its decisions and the API.
 pub(crate) trait Runner: Send + Sync + 'static {
-    /// Runs job `seq` (submit, wait, results, resubmissions) to its outcome.
-    fn run(&self, seq: u64, spec: JobSpec) -> impl Future<Output = JobOutcome> + Send + 'static;
+    /// Runs job `seq` (submit, wait, results, resubmissions) to its
+    /// outcome; `early` when it starts on the slot of a job not yet
+    /// confirmed ended (a 429 then ends it [`JobOutcome::NotStarted`]).
+    fn run(&self, seq: u64, spec: JobSpec, early: bool) -> impl Future<Output = JobOutcome> + Send + 'static;
     /// Fetches the results of `batch_id`, a job submitted before a crash or
     /// rebalance, or by another pod; `spec` when its identifiers are known.
     fn recover(
@@ -85,9 +87,9 @@ pub(crate) struct JobContext {
 }
 
 impl Runner for Arc<JobContext> {
-    fn run(&self, seq: u64, spec: JobSpec) -> impl Future<Output = JobOutcome> + Send + 'static {
+    fn run(&self, seq: u64, spec: JobSpec, early: bool) -> impl Future<Output = JobOutcome> + Send + 'static {
         let ctx = self.clone();
-        async move { ctx.run_job(seq, spec).await }
+        async move { ctx.run_job(seq, spec, early).await }
     }
 
     fn recover(
@@ -124,6 +126,8 @@ impl Drop for Claim<'_> {
 /// What one submission ended in.
 enum Attempt {
     Done(Arc<str>, HashMap<String, Matches>, Vec<String>),
+    /// An early start's submit got 429.
+    NotStarted,
     Rejected(u16, String),
     Retry(JobError),
     GiveUp(JobError),
@@ -226,7 +230,7 @@ impl JobContext {
     }
 
     /// Runs job `seq` to its outcome.
-    async fn run_job(&self, seq: u64, spec: JobSpec) -> JobOutcome {
+    async fn run_job(&self, seq: u64, spec: JobSpec, mut early: bool) -> JobOutcome {
         let mut last = None;
         for attempt in 1..=self.cfg.max_job_attempts {
             if let Some(why) = &last {
@@ -234,7 +238,7 @@ impl JobContext {
                 self.metrics.job_resubmitted();
                 info!(attempt, kind = spec.kind.as_str(), size = spec.ids.len(), reason = %why, "resubmitting job");
             }
-            match self.attempt(seq, &spec).await {
+            match self.attempt(seq, &spec, std::mem::take(&mut early)).await {
                 Attempt::Done(batch_id, results, missing) => {
                     return JobOutcome::Done {
                         spec,
@@ -244,6 +248,7 @@ impl JobContext {
                         adopted: false,
                     }
                 }
+                Attempt::NotStarted => return JobOutcome::NotStarted { spec },
                 Attempt::Rejected(status, message) => return JobOutcome::Rejected { spec, status, message },
                 Attempt::GiveUp(error) => return JobOutcome::Failed { spec, error },
                 Attempt::Retry(why) => last = Some(why),
@@ -291,59 +296,89 @@ impl JobContext {
         }
     }
 
-    async fn attempt(&self, seq: u64, spec: &JobSpec) -> Attempt {
+    async fn attempt(&self, seq: u64, spec: &JobSpec, early: bool) -> Attempt {
         let Some((base, _)) = &self.webhook else {
-            return self.submit_and_collect(seq, spec, None, &Notify::new()).await;
+            return self.submit_and_collect(seq, spec, None, &Notify::new(), early).await;
         };
         let (token, wake) = self.wakers.register();
         let hook_url = format!("{base}/{token}");
-        let result = self.submit_and_collect(seq, spec, Some(&hook_url), &wake).await;
+        let result = self.submit_and_collect(seq, spec, Some(&hook_url), &wake, early).await;
         self.wakers.remove(&token);
         result
     }
 
     /// Submits `spec`; after an error that may have hidden an acceptance
     /// (a timeout, a 5xx, a broken connection), the API's list is checked
-    /// for the job before the submit is tried again.
-    /// Returns the job's id, when the API said so how long the key has no
-    /// slot left, and when the accepted attempt was sent.
+    /// for the job before the submit is tried again. An early start's 429
+    /// is not retried (`Ok(None)`): the job whose slot it took still runs,
+    /// which says nothing about other pods.
     async fn submit(
         &self,
         seq: u64,
         spec: &JobSpec,
         hook_url: Option<&str>,
-    ) -> Result<(Arc<str>, Option<Duration>, Sent), ApiError> {
+        early: bool,
+    ) -> Result<Option<Accepted>, ApiError> {
+        if early {
+            match self.submit_once(seq, spec, hook_url).await {
+                Err(ApiError::RateLimited { .. }) => return Ok(None),
+                // Anything else is the usual policy's to retry and report.
+                Err(_) => {}
+                Ok(accepted) => return Ok(Some(accepted)),
+            }
+        }
         let policy = self.policy(Endpoint::Submit);
         let hooks = Hooks { ctx: self, seq };
-        with_retries(&policy, &hooks, Endpoint::Submit, || async {
-            let (at, sent_at) = (Instant::now(), chrono::Utc::now());
-            let sent = |answered: bool| Sent {
-                at,
-                utc: sent_at,
-                rtt: answered.then(|| at.elapsed()),
-            };
-            match self.api.submit(spec.kind, &spec.ids, hook_url).await {
-                Ok(s) => {
-                    let full = (s.remaining == Some(0)).then(|| s.reset.unwrap_or(RETRY_PAUSE));
-                    Ok((Arc::from(s.batch_id), full, sent(true)))
-                }
-                Err(e) if maybe_accepted(&e) => match self.find_lost_submit(seq, spec, sent_at).await {
-                    Some(id) => {
-                        self.metrics.job_adopted("lost_submit");
-                        Ok((id, None, sent(false)))
-                    }
-                    None => Err(e),
-                },
-                Err(e) => Err(e),
-            }
+        with_retries(&policy, &hooks, Endpoint::Submit, || {
+            self.submit_once(seq, spec, hook_url)
         })
         .await
+        .map(Some)
     }
 
-    async fn submit_and_collect(&self, seq: u64, spec: &JobSpec, hook_url: Option<&str>, wake: &Notify) -> Attempt {
+    /// One submit request, and after an error that may have hidden an
+    /// acceptance, a look for the job in the API's list.
+    async fn submit_once(&self, seq: u64, spec: &JobSpec, hook_url: Option<&str>) -> Result<Accepted, ApiError> {
+        let (at, sent_at) = (Instant::now(), chrono::Utc::now());
+        let sent = |answered: bool| Sent {
+            at,
+            utc: sent_at,
+            rtt: answered.then(|| at.elapsed()),
+        };
+        match self.api.submit(spec.kind, &spec.ids, hook_url).await {
+            Ok(s) => {
+                let full = (s.remaining == Some(0)).then(|| s.reset.unwrap_or(RETRY_PAUSE));
+                Ok((Arc::from(s.batch_id), full, sent(true)))
+            }
+            Err(e) if maybe_accepted(&e) => match self.find_lost_submit(seq, spec, sent_at).await {
+                Some(id) => {
+                    self.metrics.job_adopted("lost_submit");
+                    Ok((id, None, sent(false)))
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn submit_and_collect(
+        &self,
+        seq: u64,
+        spec: &JobSpec,
+        hook_url: Option<&str>,
+        wake: &Notify,
+        early: bool,
+    ) -> Attempt {
         let submitted = Instant::now();
-        let (batch_id, key_full_for, sent) = match self.submit(seq, spec, hook_url).await {
-            Ok(submitted) => submitted,
+        let (batch_id, key_full_for, sent) = match self.submit(seq, spec, hook_url, early).await {
+            Ok(Some(submitted)) => submitted,
+            Ok(None) => {
+                debug!(
+                    size = spec.ids.len(),
+                    "early submit refused: the job whose slot it took still runs"
+                );
+                return Attempt::NotStarted;
+            }
             Err(ApiError::BadRequest(m)) => return Attempt::Rejected(400, m),
             Err(ApiError::NotFound(m)) => return Attempt::Rejected(404, m),
             Err(ApiError::Unexpected {
@@ -380,6 +415,10 @@ impl JobContext {
         }
     }
 }
+
+/// An accepted submit: the job's id, how long the key has no slot left
+/// when the API said so, and when it was sent.
+type Accepted = (Arc<str>, Option<Duration>, Sent);
 
 /// When an accepted submit was sent.
 #[derive(Debug, Clone, Copy)]

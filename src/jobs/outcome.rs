@@ -111,6 +111,12 @@ pub(crate) enum JobOutcome {
     },
     /// Start-up reconciliation: the jobs to adopt.
     Reconciled(Vec<Adoption>),
+    /// An early start's submit got 429 (the job whose slot it took still
+    /// runs): nothing was submitted; the batch waits for a confirmed slot.
+    NotStarted {
+        /// The batch.
+        spec: JobSpec,
+    },
 }
 
 /// What running jobs tell the dispatcher while they run.
@@ -130,6 +136,21 @@ pub(crate) enum JobEvent {
     /// no longer holds one of the key's active-job slots, whatever remains
     /// to be done with its results.
     Ended {
+        /// The dispatcher's job number.
+        seq: u64,
+    },
+    /// Job `seq` is steady and its first poll is going out now, when jobs
+    /// like it have ended: its slot may be given to the next batch at once,
+    /// before the poll's answer confirms it (an early start: if that
+    /// job still runs, the next one's submit gets 429 and it ends
+    /// [`JobOutcome::NotStarted`]).
+    Due {
+        /// The dispatcher's job number.
+        seq: u64,
+    },
+    /// The first poll after [`JobEvent::Due`] found job `seq` still
+    /// running: it holds its slot again.
+    StillRunning {
         /// The dispatcher's job number.
         seq: u64,
     },

@@ -4,7 +4,9 @@
 //! the submit) passes. A status error that may pass is retried on the same
 //! job until then: an accepted job is never given up for a transient
 //! reason. What is learnt is the job's real duration, for the schedule of
-//! later jobs.
+//! later jobs. A steady job's first poll, and a webhook callback, is most
+//! likely its end: the dispatcher hears of it then ([`JobEvent::Due`]) and
+//! starts the next batch without waiting for the status answer.
 
 use std::time::Instant;
 
@@ -30,6 +32,9 @@ impl JobContext {
         let mut index = 0u32;
         let mut last_running = None;
         let mut last_asked = None;
+        // Told the dispatcher the job is due (by the schedule, or by a
+        // callback); not yet confirmed.
+        let (mut due, mut scheduled) = (false, false);
         loop {
             let elapsed = submitted.elapsed();
             if elapsed >= self.cfg.job_timeout {
@@ -53,12 +58,24 @@ impl JobContext {
                 }
             };
             let delay = delay.min(self.cfg.job_timeout - elapsed);
-            let unlearnt = self.estimator.lock().expect("estimator").is_empty();
+            let (unlearnt, steady) = {
+                let est = self.estimator.lock().expect("estimator");
+                (est.is_empty(), est.steady())
+            };
+            let anticipate = index == 0 && learn && self.webhook.is_none() && steady;
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = wake.notified() => { self.metrics.webhook_wakeup(); }
+                _ = wake.notified() => {
+                    self.metrics.webhook_wakeup();
+                    // The API called back: the job most likely ended.
+                    due = learn && self.events.send(JobEvent::Due { seq }).is_ok();
+                }
                 // The first job's duration is in: plan the next poll with it.
                 _ = self.learnt.notified(), if unlearnt => continue,
+            }
+            if anticipate && !due {
+                due = self.events.send(JobEvent::Due { seq }).is_ok();
+                scheduled = due;
             }
             index += 1;
             let asked = submitted.elapsed();
@@ -79,6 +96,21 @@ impl JobContext {
             };
             if status.unknown_word {
                 self.metrics.unknown_status();
+            }
+            if std::mem::take(&mut due) {
+                let running = status.state == JobState::Running;
+                if running {
+                    let _ = self.events.send(JobEvent::StillRunning { seq });
+                }
+                if std::mem::take(&mut scheduled) {
+                    let mut est = self.estimator.lock().expect("estimator");
+                    if running {
+                        est.first_poll_early();
+                    } else {
+                        est.first_poll_on_time();
+                    }
+                }
+                self.metrics.job_due(running);
             }
             if status.state != JobState::Running {
                 let _ = self.events.send(JobEvent::Ended { seq });

@@ -43,6 +43,7 @@ pub(super) struct JobMetrics {
     pub(super) result_files_rejected: IntCounter,
     pub(super) adopted: IntCounterVec,
     pub(super) unknown_status: IntCounter,
+    pub(super) due: IntCounterVec,
     pub(super) halted: IntGauge,
     pub(super) halts: IntCounter,
 }
@@ -180,6 +181,12 @@ impl JobMetrics {
                 r,
                 "api_unknown_status_total",
                 "Status responses with a status word the API does not document.",
+            ),
+            due: counter_vec(
+                r,
+                "jobs_due_total",
+                "Steady jobs whose slot went to the next batch at their first poll, by what that poll found (ended, or still_running: the early submit may get 429).",
+                &["found"],
             ),
             halted: gauge(
                 r,

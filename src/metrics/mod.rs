@@ -194,6 +194,12 @@ impl Metrics {
     pub(crate) fn job_adopted(&self, source: &str) {
         self.jobs.adopted.with_label_values(&[source]).inc();
     }
+    /// A steady job's first poll, sent as its slot went to the next batch,
+    /// found it `still_running` (else ended).
+    pub(crate) fn job_due(&self, still_running: bool) {
+        let found = if still_running { "still_running" } else { "ended" };
+        self.jobs.due.with_label_values(&[found]).inc();
+    }
     /// Submitting halted (or resumed).
     pub(crate) fn set_halted(&self, halted: bool) {
         if halted {
