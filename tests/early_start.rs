@@ -80,3 +80,62 @@ async fn steady_jobs_lend_their_slots_and_a_slower_api_costs_a_few_refused_early
     assert_eq!(stats.credits_recharged, 0, "no credit paid twice");
     assert_eq!(metric(&metrics, "identify_records_produced_total"), N as f64);
 }
+
+/// An API that calls back on every change, not only at the end: the
+/// callbacks for `processing` lend slots that are still taken. The first
+/// that finds its job running stops callbacks from lending for good; at
+/// most the jobs already called back meanwhile (one wave) tried early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_before_the_end_stop_lending_slots_after_the_first_wave() {
+    const N: usize = 600;
+    let sim = common::start_sim(|c| {
+        c.base_time = Duration::from_millis(400);
+        c.pending_time = Duration::from_millis(100);
+        c.per_identifier_time = Duration::ZERO;
+        c.retrieval_time = Duration::ZERO;
+        c.jitter = Duration::ZERO;
+        c.webhook_on_processing = true;
+    })
+    .await;
+    let topics = Topics::create("early-callbacks", 3).await;
+    kafka::produce(&topics.input, 3, &common::emails(N, "hooked")).await;
+    let port = testkit::free_port();
+    let mut cfg = common::config(&topics, &sim.base_url());
+    cfg.batch.max_size = 30;
+    cfg.api.requests_per_minute = 60_000;
+    cfg.server.listen = format!("127.0.0.1:{port}");
+    cfg.webhook.public_url = format!("http://127.0.0.1:{port}");
+    cfg.webhook.fallback_poll_interval = Duration::from_millis(300);
+    let connector = Connector::start(cfg).await;
+    common::wait_done(&topics, Duration::from_secs(120)).await;
+    let metrics = connector.metrics();
+    connector.stop().await;
+
+    let audit = common::audit(&topics);
+    audit.assert_nothing_lost("callbacks before the end");
+    audit.assert_all_valid_resolved(N);
+    let stats = sim.stats();
+    let still_running = metric_with(&metrics, "identify_jobs_due_total", r#"found="still_running""#).unwrap_or(0.0);
+    println!(
+        "early_callbacks: jobs={} webhooks_sent={} due_still_running={still_running} 429_active_jobs={}",
+        stats.submits_accepted, stats.webhooks_sent, stats.rate_limited_active_jobs
+    );
+    assert!(
+        stats.webhooks_sent >= 2 * stats.submits_accepted,
+        "two callbacks per job"
+    );
+    assert!(
+        (1.0..=5.0).contains(&still_running),
+        "{still_running} callbacks lent a slot that was still taken"
+    );
+    assert!(
+        stats.rate_limited_active_jobs <= 5,
+        "{} 429s",
+        stats.rate_limited_active_jobs
+    );
+    assert_eq!(
+        stats.identifiers_submitted_more_than_once, 0,
+        "no identifier submitted twice"
+    );
+    assert_eq!(stats.credits_recharged, 0, "no credit paid twice");
+}

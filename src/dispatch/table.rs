@@ -120,8 +120,7 @@ impl JobTable {
         self.holding.extend(self.due.drain());
     }
 
-    /// Job `seq` was due but still runs: it holds its slot again (a job
-    /// started early on it waits for the next end).
+    /// Job `seq` was due but still runs: it holds its slot again.
     pub(super) fn still_running(&mut self, seq: u64) {
         if self.due.remove(&seq) {
             self.holding.insert(seq);

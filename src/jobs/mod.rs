@@ -18,6 +18,7 @@ mod wait;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,6 +85,10 @@ pub(crate) struct JobContext {
     pub(crate) store: Arc<KafkaStore>,
     /// Jobs a task of this process runs or adopts now.
     pub(crate) claimed: Mutex<HashSet<Arc<str>>>,
+    /// Whether a webhook callback means its job ended (and lends the job's
+    /// slot at once): until a callback finds its job still running (an API
+    /// that calls back on other changes too).
+    pub(crate) callbacks_end_jobs: AtomicBool,
 }
 
 impl Runner for Arc<JobContext> {

@@ -139,8 +139,9 @@ pub(crate) enum JobEvent {
         /// The dispatcher's job number.
         seq: u64,
     },
-    /// Job `seq` is steady and its first poll is going out now, when jobs
-    /// like it have ended: its slot may be given to the next batch at once,
+    /// Job `seq` has most likely ended: it is steady and its first poll is
+    /// going out now, when jobs like it have ended, or a webhook callback
+    /// came for it. Its slot may be given to the next batch at once,
     /// before the poll's answer confirms it (an early start: if that
     /// job still runs, the next one's submit gets 429 and it ends
     /// [`JobOutcome::NotStarted`]).

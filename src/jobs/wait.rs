@@ -8,6 +8,7 @@
 //! likely its end: the dispatcher hears of it then ([`JobEvent::Due`]) and
 //! starts the next batch without waiting for the status answer.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::sync::Notify;
@@ -34,7 +35,7 @@ impl JobContext {
         let mut last_asked = None;
         // Told the dispatcher the job is due (by the schedule, or by a
         // callback); not yet confirmed.
-        let (mut due, mut scheduled) = (false, false);
+        let (mut due, mut scheduled, mut called_back) = (false, false, false);
         loop {
             let elapsed = submitted.elapsed();
             if elapsed >= self.cfg.job_timeout {
@@ -68,7 +69,10 @@ impl JobContext {
                 _ = wake.notified() => {
                     self.metrics.webhook_wakeup();
                     // The API called back: the job most likely ended.
-                    due = learn && self.events.send(JobEvent::Due { seq }).is_ok();
+                    if learn && !due && self.callbacks_end_jobs.load(Ordering::Relaxed) {
+                        due = self.events.send(JobEvent::Due { seq }).is_ok();
+                        called_back = due;
+                    }
                 }
                 // The first job's duration is in: plan the next poll with it.
                 _ = self.learnt.notified(), if unlearnt => continue,
@@ -101,6 +105,13 @@ impl JobContext {
                 let running = status.state == JobState::Running;
                 if running {
                     let _ = self.events.send(JobEvent::StillRunning { seq });
+                }
+                if std::mem::take(&mut called_back) && running && self.callbacks_end_jobs.swap(false, Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        batch_id,
+                        "a webhook callback came while its job was still running: callbacks no longer start the next batch before the status confirms the end"
+                    );
                 }
                 if std::mem::take(&mut scheduled) {
                     let mut est = self.estimator.lock().expect("estimator");

@@ -9,6 +9,7 @@ pub use probe::check_api;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -142,6 +143,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         events: events_tx,
         store: store.clone(),
         claimed: Mutex::default(),
+        callbacks_end_jobs: AtomicBool::new(true),
     });
     // Stable across restarts with static membership, so that a restarted
     // pod fences its predecessor's open transaction at once.

@@ -71,6 +71,9 @@ pub struct SimConfig {
     pub webhook_delay: Duration,
     /// Probability that a webhook is silently not sent. Default 0.
     pub webhook_drop_rate: f64,
+    /// Also call a job's webhook when it moves to `processing` (an API that
+    /// calls back on every change, not only at the end). Default false.
+    pub webhook_on_processing: bool,
     /// Timeout of one webhook POST. Default 5 s.
     pub webhook_timeout: Duration,
     /// Period of the background task that completes jobs. Default 25 ms.
@@ -170,6 +173,7 @@ impl Default for SimConfig {
             job_retention: Duration::from_secs(3600),
             webhook_delay: Duration::ZERO,
             webhook_drop_rate: 0.0,
+            webhook_on_processing: false,
             webhook_timeout: Duration::from_secs(5),
             sweep_interval: Duration::from_millis(25),
             error_rate_submit: 0.0,
@@ -216,6 +220,7 @@ impl fmt::Debug for SimConfig {
             .field("job_retention", &self.job_retention)
             .field("webhook_delay", &self.webhook_delay)
             .field("webhook_drop_rate", &self.webhook_drop_rate)
+            .field("webhook_on_processing", &self.webhook_on_processing)
             .field("webhook_timeout", &self.webhook_timeout)
             .field("sweep_interval", &self.sweep_interval)
             .field("refuse_submits_status", &self.refuse_submits_status)
@@ -322,6 +327,8 @@ pub struct ConfigPatch {
     pub webhook_delay: Option<JsonDuration>,
     /// See [`SimConfig::webhook_drop_rate`].
     pub webhook_drop_rate: Option<f64>,
+    /// See [`SimConfig::webhook_on_processing`].
+    pub webhook_on_processing: Option<bool>,
     /// See [`SimConfig::webhook_timeout`].
     pub webhook_timeout: Option<JsonDuration>,
     /// See [`SimConfig::error_rate_submit`].
@@ -421,6 +428,7 @@ impl ConfigPatch {
             match_rate,
             lines_per_part,
             webhook_drop_rate,
+            webhook_on_processing,
             error_rate_submit,
             lost_response_rate,
             error_rate_poll,

@@ -83,7 +83,8 @@ pub(crate) struct NewJob {
     pub any_unmatched: bool,
 }
 
-/// A finished job whose webhook must be sent.
+/// A job whose webhook must be sent: it finished (or, with
+/// `webhook_on_processing`, it started processing).
 #[derive(Debug)]
 pub(crate) struct Finished {
     pub job: Job,
@@ -111,6 +112,8 @@ pub(crate) struct Store {
     jobs: HashMap<Uuid, Job>,
     keys: HashMap<Arc<str>, KeyState>,
     due: BinaryHeap<Reverse<(Instant, Uuid)>>,
+    /// Jobs whose webhook is called when they start processing.
+    processing: BinaryHeap<Reverse<(Instant, Uuid)>>,
     retention: VecDeque<(Instant, Uuid)>,
     history: IdentHistory,
     pub stats: SimStats,
@@ -135,6 +138,7 @@ impl Store {
             jobs: HashMap::new(),
             keys: HashMap::new(),
             due: BinaryHeap::new(),
+            processing: BinaryHeap::new(),
             retention: VecDeque::new(),
             history: IdentHistory::default(),
             stats: SimStats::default(),
@@ -242,6 +246,22 @@ impl Store {
             }
             self.due.pop();
             out.extend(self.finish(id, now, cfg));
+        }
+        out
+    }
+
+    /// Jobs still active that started processing by `now` and want a
+    /// callback for it.
+    pub fn processing_started(&mut self, now: Instant) -> Vec<Finished> {
+        let mut out = Vec::new();
+        while let Some(Reverse((at, id))) = self.processing.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.processing.pop();
+            if let Some(job) = self.jobs.get(&id).filter(|j| matches!(j.phase, Phase::Active)) {
+                out.push(Finished { job: job.clone() });
+            }
         }
         out
     }
@@ -381,6 +401,9 @@ impl Store {
             s.identifiers_submitted_more_than_once += u64::from(second);
         }
         self.due.push(Reverse((job.finish_at, id)));
+        if cfg.webhook_on_processing && job.webhook_url.is_some() && job.processing_at < job.finish_at {
+            self.processing.push(Reverse((job.processing_at, id)));
+        }
         self.retention.push_back((now, id));
         self.jobs.insert(id, job.clone());
         (Ok(job), finished)

@@ -122,6 +122,9 @@ struct Cli {
     /// Probability that a webhook is silently not sent.
     #[arg(long, default_value_t = 0.0, value_parser = rate)]
     webhook_drop_rate: f64,
+    /// Also call a job's webhook when it moves to processing.
+    #[arg(long)]
+    webhook_on_processing: bool,
     /// Timeout of one webhook POST.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     webhook_timeout: Duration,
@@ -223,6 +226,7 @@ impl Cli {
             job_retention: self.job_retention,
             webhook_delay: self.webhook_delay,
             webhook_drop_rate: self.webhook_drop_rate,
+            webhook_on_processing: self.webhook_on_processing,
             webhook_timeout: self.webhook_timeout,
             sweep_interval: self.sweep_interval,
             error_rate_submit: self.error_rate_submit,

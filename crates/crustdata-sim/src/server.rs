@@ -134,7 +134,8 @@ async fn answer_latency(
     resp
 }
 
-/// Completes due jobs every `sweep_interval` until `shutdown` fires.
+/// Completes due jobs (and calls back those that started processing, with
+/// `webhook_on_processing`) every `sweep_interval` until `shutdown` fires.
 pub(crate) async fn sweeper(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let cfg = shared.config();
@@ -144,12 +145,14 @@ pub(crate) async fn sweeper(shared: Arc<Shared>, mut shutdown: watch::Receiver<b
             _ = shutdown.changed() => return,
         }
         let now = Instant::now();
-        let finished = {
+        let (started, finished) = {
             let mut store = shared.store.lock().expect("store lock");
+            let started = store.processing_started(now);
             let finished = store.finish_due(now, &cfg);
             store.forget_old(now, cfg.job_retention);
-            finished
+            (started, finished)
         };
+        webhook::dispatch(&shared, started);
         webhook::dispatch(&shared, finished);
     }
 }

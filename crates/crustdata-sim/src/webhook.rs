@@ -1,4 +1,5 @@
-//! Webhooks: when a job with a `webhook_url` finishes, POST its status object
+//! Webhooks: when a job with a `webhook_url` finishes (and, with
+//! `webhook_on_processing`, when it starts processing), POST its status object
 //! after `webhook_delay`, signed with `x-crustdata-signature`, maybe dropped
 //! (`webhook_drop_rate`), with a bounded timeout and no retries.
 
@@ -25,7 +26,8 @@ pub fn webhook_signature(api_key: &str, unix_time: i64, body: &[u8]) -> String {
     format!("t={unix_time},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Logs finished jobs and sends the webhooks of those that asked for one.
+/// Logs finished (or, with `webhook_on_processing`, started) jobs and
+/// sends the webhooks of those that asked for one.
 pub(crate) fn dispatch(shared: &Arc<Shared>, finished: Vec<Finished>) {
     if finished.is_empty() {
         return;
@@ -33,7 +35,7 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, finished: Vec<Finished>) {
     let cfg = shared.config();
     let now = Instant::now();
     for Finished { job } in finished {
-        tracing::debug!(batch_id = %job.id, status = job.status(now), "job finished");
+        tracing::debug!(batch_id = %job.id, status = job.status(now), "job changed");
         let Some(url) = job.webhook_url.clone() else {
             continue;
         };
