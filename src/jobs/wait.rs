@@ -103,25 +103,8 @@ impl JobContext {
             }
             if std::mem::take(&mut due) {
                 let running = status.state == JobState::Running;
-                if running {
-                    let _ = self.events.send(JobEvent::StillRunning { seq });
-                }
-                if std::mem::take(&mut called_back) && running && self.callbacks_end_jobs.swap(false, Ordering::Relaxed)
-                {
-                    tracing::warn!(
-                        batch_id,
-                        "a webhook callback came while its job was still running: callbacks no longer start the next batch before the status confirms the end"
-                    );
-                }
-                if std::mem::take(&mut scheduled) {
-                    let mut est = self.estimator.lock().expect("estimator");
-                    if running {
-                        est.first_poll_early();
-                    } else {
-                        est.first_poll_on_time();
-                    }
-                }
-                self.metrics.job_due(running);
+                let (scheduled, called_back) = (std::mem::take(&mut scheduled), std::mem::take(&mut called_back));
+                self.settle_due(seq, batch_id, running, scheduled, called_back);
             }
             if status.state != JobState::Running {
                 let _ = self.events.send(JobEvent::Ended { seq });
@@ -164,5 +147,29 @@ impl JobContext {
                 }
             }
         }
+    }
+
+    /// The status answer after [`JobEvent::Due`]: a job still running
+    /// takes its slot back; a first poll (`scheduled`) learns whether it
+    /// came early; a callback that came early ends lending by callbacks.
+    fn settle_due(&self, seq: u64, batch_id: &str, running: bool, scheduled: bool, called_back: bool) {
+        if running {
+            let _ = self.events.send(JobEvent::StillRunning { seq });
+            if called_back && self.callbacks_end_jobs.swap(false, Ordering::Relaxed) {
+                tracing::warn!(
+                    batch_id,
+                    "a webhook callback came while its job was still running: callbacks no longer start the next batch before the status confirms the end"
+                );
+            }
+        }
+        if scheduled {
+            let mut est = self.estimator.lock().expect("estimator");
+            if running {
+                est.first_poll_early();
+            } else {
+                est.first_poll_on_time();
+            }
+        }
+        self.metrics.job_due(running);
     }
 }
