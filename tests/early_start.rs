@@ -11,24 +11,40 @@ use std::time::Duration;
 use common::{kafka, metric, Connector, Topics};
 use testkit::metrics::metric_with;
 
+/// Jobs of exactly 400 ms, whatever they hold.
+fn steady_jobs(c: &mut crustdata_sim::SimConfig) {
+    c.base_time = Duration::from_millis(400);
+    c.per_identifier_time = Duration::ZERO;
+    c.retrieval_time = Duration::ZERO;
+    c.jitter = Duration::ZERO;
+}
+
+/// Jobs of 30 identifiers, and the five slots the limit, not the request
+/// budget.
+fn slot_bound_config(topics: &Topics, base_url: &str) -> identify_connector::Config {
+    let mut cfg = common::config(topics, base_url);
+    cfg.batch.max_size = 30;
+    cfg.api.requests_per_minute = 60_000;
+    cfg
+}
+
+/// `identify_jobs_due_total{found}` in `metrics`.
+fn due(metrics: &str, found: &str) -> f64 {
+    metric_with(metrics, "identify_jobs_due_total", &format!(r#"found="{found}""#)).unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_jobs_lend_their_slots_and_a_slower_api_costs_a_few_refused_early_submits() {
     const N: usize = 1_800;
     let sim = common::start_sim(|c| {
-        c.base_time = Duration::from_millis(400);
-        c.per_identifier_time = Duration::ZERO;
-        c.retrieval_time = Duration::ZERO;
-        c.jitter = Duration::ZERO;
+        steady_jobs(c);
         c.request_latency_min = Duration::from_millis(2);
         c.request_latency_max = Duration::from_millis(10);
     })
     .await;
     let topics = Topics::create("early-start", 3).await;
     kafka::produce(&topics.input, 3, &common::emails(N, "early")).await;
-    let mut cfg = common::config(&topics, &sim.base_url());
-    cfg.batch.max_size = 30;
-    // The five slots are the limit, not the request budget.
-    cfg.api.requests_per_minute = 60_000;
+    let cfg = slot_bound_config(&topics, &sim.base_url());
     let connector = Connector::start(cfg).await;
     // Once the schedule has learnt the steady 400 ms, the API slows down to
     // 700 ms: the next first polls come early and the slots they lend are
@@ -37,7 +53,7 @@ async fn steady_jobs_lend_their_slots_and_a_slower_api_costs_a_few_refused_early
         sim.stats().submits_accepted >= 20
     })
     .await;
-    let lent_before = metric_with(&connector.metrics(), "identify_jobs_due_total", r#"found="ended""#).unwrap_or(0.0);
+    let lent_before = due(&connector.metrics(), "ended");
     sim.update(|c| c.base_time = Duration::from_millis(700));
     common::wait_done(&topics, Duration::from_secs(120)).await;
     let metrics = connector.metrics();
@@ -47,8 +63,7 @@ async fn steady_jobs_lend_their_slots_and_a_slower_api_costs_a_few_refused_early
     audit.assert_nothing_lost("early starts");
     audit.assert_all_valid_resolved(N);
     let stats = sim.stats();
-    let found = |f: &str| metric_with(&metrics, "identify_jobs_due_total", &format!(r#"found="{f}""#)).unwrap_or(0.0);
-    let (ended, still_running) = (found("ended"), found("still_running"));
+    let (ended, still_running) = (due(&metrics, "ended"), due(&metrics, "still_running"));
     println!(
         "early_start: jobs={} lent_before_slowdown={lent_before} due_ended={ended} due_still_running={still_running} 429_active_jobs={} max_active_per_key={}",
         stats.submits_accepted, stats.rate_limited_active_jobs, stats.max_active_jobs_per_key
@@ -89,20 +104,15 @@ async fn steady_jobs_lend_their_slots_and_a_slower_api_costs_a_few_refused_early
 async fn callbacks_before_the_end_stop_lending_slots_after_the_first_wave() {
     const N: usize = 600;
     let sim = common::start_sim(|c| {
-        c.base_time = Duration::from_millis(400);
+        steady_jobs(c);
         c.pending_time = Duration::from_millis(100);
-        c.per_identifier_time = Duration::ZERO;
-        c.retrieval_time = Duration::ZERO;
-        c.jitter = Duration::ZERO;
         c.webhook_on_processing = true;
     })
     .await;
     let topics = Topics::create("early-callbacks", 3).await;
     kafka::produce(&topics.input, 3, &common::emails(N, "hooked")).await;
     let port = testkit::free_port();
-    let mut cfg = common::config(&topics, &sim.base_url());
-    cfg.batch.max_size = 30;
-    cfg.api.requests_per_minute = 60_000;
+    let mut cfg = slot_bound_config(&topics, &sim.base_url());
     cfg.server.listen = format!("127.0.0.1:{port}");
     cfg.webhook.public_url = format!("http://127.0.0.1:{port}");
     cfg.webhook.fallback_poll_interval = Duration::from_millis(300);
@@ -115,7 +125,7 @@ async fn callbacks_before_the_end_stop_lending_slots_after_the_first_wave() {
     audit.assert_nothing_lost("callbacks before the end");
     audit.assert_all_valid_resolved(N);
     let stats = sim.stats();
-    let still_running = metric_with(&metrics, "identify_jobs_due_total", r#"found="still_running""#).unwrap_or(0.0);
+    let still_running = due(&metrics, "still_running");
     println!(
         "early_callbacks: jobs={} webhooks_sent={} due_still_running={still_running} 429_active_jobs={}",
         stats.submits_accepted, stats.webhooks_sent, stats.rate_limited_active_jobs

@@ -59,11 +59,11 @@ impl JobContext {
                 }
             };
             let delay = delay.min(self.cfg.job_timeout - elapsed);
-            let (unlearnt, steady) = {
+            let (unlearnt, anticipate) = {
                 let est = self.estimator.lock().expect("estimator");
-                (est.is_empty(), est.steady())
+                let first = index == 0 && learn && self.webhook.is_none();
+                (est.is_empty(), first && est.steady())
             };
-            let anticipate = index == 0 && learn && self.webhook.is_none() && steady;
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = wake.notified() => {
