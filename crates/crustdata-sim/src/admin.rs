@@ -1,5 +1,6 @@
 //! Admin endpoints (no auth): `GET /_sim/stats`, `POST /_sim/config` (a
-//! [`ConfigPatch`] of runtime knobs) and `POST /_sim/reset-stats`.
+//! [`ConfigPatch`] of runtime knobs) and `POST /_sim/reset-stats`
+//! (`POST /_sim/jobs`, other clients' jobs, lives in `foreign`).
 
 use std::sync::Arc;
 

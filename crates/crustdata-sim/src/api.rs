@@ -1,21 +1,21 @@
 //! The vendor API handlers: `POST /batch/person/identify` (submit),
 //! `GET /batch/{batch_id}` (poll) and `GET /batch` (list), plus the 404
-//! fallback. Each authenticates, applies rate limits and injected faults.
+//! fallback. Each authenticates, applies rate limits and injected faults,
+//! among them the lost answers of accepted submits (504, cut, slow).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::config::SimConfig;
-use super::directory::identifier_hash;
 use super::errors::ApiError;
 use super::jobs::{Endpoint, NewJob};
 use super::server::Shared;
@@ -23,8 +23,16 @@ use super::validate::parse_submit;
 use super::view::{status_json, submit_json};
 use super::webhook;
 
-/// Seed of the identifier-history hash (independent of the directory seed).
-const HISTORY_SEED: u64 = 0x5EED_0F1D;
+/// What becomes of an accepted submit's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Answered at once.
+    Normal,
+    /// The connection is cut after a few bytes of the answer.
+    Cut,
+    /// Answered after `slow_response`.
+    Slow,
+}
 
 /// Authenticates and applies the per-endpoint request-rate limit.
 fn admit(shared: &Shared, cfg: &SimConfig, headers: &HeaderMap, ep: Endpoint) -> Result<Arc<str>, ApiError> {
@@ -44,7 +52,13 @@ fn admit(shared: &Shared, cfg: &SimConfig, headers: &HeaderMap, ep: Endpoint) ->
 pub(crate) async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let cfg = shared.config();
     match submit_inner(&shared, &cfg, &headers, &body) {
-        Ok((v, key)) => {
+        Ok((v, key, answer)) => {
+            if answer == Answer::Cut {
+                return cut_answer(&v);
+            }
+            if answer == Answer::Slow {
+                tokio::time::sleep(cfg.slow_response).await;
+            }
             // The rate-limit headers on an accepted submit too: how many of
             // the key's active-job slots are left, and when the next frees.
             let (limit, remaining, reset) = shared
@@ -81,12 +95,31 @@ pub(crate) async fn submit(State(shared): State<Arc<Shared>>, headers: HeaderMap
     }
 }
 
+/// A 200 whose body breaks off after a few bytes: hyper then aborts the
+/// connection, and the client sees a transport error, not an answer.
+fn cut_answer(v: &Value) -> Response {
+    let full = v.to_string();
+    let head = Bytes::copy_from_slice(&full.as_bytes()[..full.len().min(8)]);
+    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(head),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection cut (injected)",
+        )),
+    ];
+    let mut resp = Response::new(Body::from_stream(futures::stream::iter(chunks)));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
+    resp
+}
+
 fn submit_inner(
     shared: &Arc<Shared>,
     cfg: &SimConfig,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(Value, Arc<str>), ApiError> {
+) -> Result<(Value, Arc<str>, Answer), ApiError> {
     let key = admit(shared, cfg, headers, Endpoint::Submit)?;
     let version = headers.get("x-api-version").and_then(|v| v.to_str().ok());
     if version.map(str::trim) != Some(cfg.api_version.as_str()) {
@@ -103,26 +136,7 @@ fn submit_inner(
     }
     let req = parse_submit(body, cfg.max_identifiers)?;
 
-    let mut matched_hashes = Vec::new();
-    let mut distinct_hashes = Vec::with_capacity(req.identifiers.len());
-    for ident in &req.identifiers {
-        let h = identifier_hash(HISTORY_SEED, ident);
-        distinct_hashes.push(h);
-        if shared.directory.matches(req.kind, cfg.seed, cfg.match_rate, ident) {
-            matched_hashes.push(h);
-        }
-    }
-    distinct_hashes.sort_unstable();
-    distinct_hashes.dedup();
-    let any_unmatched = matched_hashes.len() < req.identifiers.len();
-    let new = NewJob {
-        kind: req.kind,
-        identifiers: req.identifiers,
-        webhook_url: req.webhook_url,
-        matched_hashes,
-        distinct_hashes,
-        any_unmatched,
-    };
+    let new = NewJob::prepare(&shared.directory, cfg, req.kind, req.identifiers, req.webhook_url);
     let (result, finished) = shared
         .store
         .lock()
@@ -130,16 +144,29 @@ fn submit_inner(
         .submit(&key, new, cfg, Instant::now());
     webhook::dispatch(shared, finished);
     let job = result?;
-    {
+    let answer = {
         let mut store = shared.store.lock().expect("store lock");
         if store.chance(cfg.lost_response_rate) {
             store.stats.submit_answers_lost += 1;
             tracing::debug!(batch_id = %job.id, "accepted submit answered 504 (lost answer)");
             return Err(ApiError::GatewayTimeout);
         }
-    }
+        if store.chance(cfg.cut_response_rate) {
+            store.stats.submit_answers_lost += 1;
+            store.stats.submit_answers_cut += 1;
+            tracing::debug!(batch_id = %job.id, "accepted submit's connection cut (lost answer)");
+            Answer::Cut
+        } else if store.chance(cfg.slow_response_rate) {
+            store.stats.submit_answers_lost += 1;
+            store.stats.submit_answers_slow += 1;
+            tracing::debug!(batch_id = %job.id, delay = ?cfg.slow_response, "accepted submit answered late");
+            Answer::Slow
+        } else {
+            Answer::Normal
+        }
+    };
     tracing::debug!(batch_id = %job.id, identifiers = job.identifiers.len(), "job accepted");
-    Ok((submit_json(&job, cfg), key))
+    Ok((submit_json(&job, cfg), key, answer))
 }
 
 /// Draws an injected 500 with probability `rate`.

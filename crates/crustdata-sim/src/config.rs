@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod patch;
+
+pub use crate::timing::JobTimeModel;
+pub use patch::ConfigPatch;
+
 /// The API version the real service requires on submits.
 pub const API_VERSION: &str = "2025-11-01";
 
@@ -49,8 +54,20 @@ pub struct SimConfig {
     pub base_time: Duration,
     /// Added per submitted identifier. Default 5 ms.
     pub per_identifier_time: Duration,
-    /// Added once when any identifier is unknown (real-time retrieval). Default 3 s.
+    /// Added once when any identifier is unknown (real-time retrieval), in
+    /// the `fixed` model. Default 3 s.
     pub retrieval_time: Duration,
+    /// How job durations are drawn: `fixed` (default) or `realistic`; see
+    /// [`JobTimeModel`].
+    pub job_time_model: JobTimeModel,
+    /// `realistic` model: probability that an identifier is not already known
+    /// to the vendor and needs real-time retrieval (decided from the
+    /// identifier's hash and the seed). Default 0.01.
+    pub unknown_rate: f64,
+    /// `realistic` model: median retrieval time of an unknown identifier. Default 60 s.
+    pub retrieval_median: Duration,
+    /// `realistic` model: sigma of the log-normal retrieval time. Default 1.0.
+    pub retrieval_sigma: f64,
     /// Uniform random extra duration in `[0, jitter]`. Default 500 ms.
     pub jitter: Duration,
     /// Multiplier applied to every job duration; 0 = instant. Default 1.0.
@@ -84,6 +101,16 @@ pub struct SimConfig {
     /// created (and billed when it completes), the client gets a 504.
     /// Default 0.
     pub lost_response_rate: f64,
+    /// Probability that an accepted submit's connection is cut: the job is
+    /// created, the client gets a transport error instead of an answer.
+    /// Default 0.
+    pub cut_response_rate: f64,
+    /// Probability that an accepted submit's (normal) answer is delayed by
+    /// [`SimConfig::slow_response`]: the job exists at once, a client with a
+    /// shorter timeout gives up. Default 0.
+    pub slow_response_rate: f64,
+    /// Delay of a slow answer (`slow_response_rate`). Default 60 s.
+    pub slow_response: Duration,
     /// Probability of an injected 500 on poll. Default 0.
     pub error_rate_poll: f64,
     /// Probability of an injected 500 on download. Default 0.
@@ -128,6 +155,9 @@ pub struct Variants {
     /// long after it completed.
     #[serde(deserialize_with = "duration_field")]
     pub link_delay: Duration,
+    /// Probability that a job's views carry no `created_at`, decided per job
+    /// from its id and the seed (a job is always dated or always undated).
+    pub undated_rate: f64,
 }
 
 impl Default for Variants {
@@ -138,6 +168,7 @@ impl Default for Variants {
             status_words: ["pending", "processing", "completed", "failed"].map(String::from),
             relative_links: false,
             link_delay: Duration::ZERO,
+            undated_rate: 0.0,
         }
     }
 }
@@ -163,6 +194,10 @@ impl Default for SimConfig {
             base_time: Duration::from_secs(2),
             per_identifier_time: Duration::from_millis(5),
             retrieval_time: Duration::from_secs(3),
+            job_time_model: JobTimeModel::Fixed,
+            unknown_rate: 0.01,
+            retrieval_median: Duration::from_secs(60),
+            retrieval_sigma: 1.0,
             jitter: Duration::from_millis(500),
             latency_scale: 1.0,
             seed: 42,
@@ -178,6 +213,9 @@ impl Default for SimConfig {
             sweep_interval: Duration::from_millis(25),
             error_rate_submit: 0.0,
             lost_response_rate: 0.0,
+            cut_response_rate: 0.0,
+            slow_response_rate: 0.0,
+            slow_response: Duration::from_secs(60),
             error_rate_poll: 0.0,
             error_rate_download: 0.0,
             error_rate_list: 0.0,
@@ -210,6 +248,10 @@ impl fmt::Debug for SimConfig {
             .field("base_time", &self.base_time)
             .field("per_identifier_time", &self.per_identifier_time)
             .field("retrieval_time", &self.retrieval_time)
+            .field("job_time_model", &self.job_time_model)
+            .field("unknown_rate", &self.unknown_rate)
+            .field("retrieval_median", &self.retrieval_median)
+            .field("retrieval_sigma", &self.retrieval_sigma)
             .field("jitter", &self.jitter)
             .field("latency_scale", &self.latency_scale)
             .field("seed", &self.seed)
@@ -229,6 +271,9 @@ impl fmt::Debug for SimConfig {
             .field("request_latency_max", &self.request_latency_max)
             .field("error_rate_submit", &self.error_rate_submit)
             .field("lost_response_rate", &self.lost_response_rate)
+            .field("cut_response_rate", &self.cut_response_rate)
+            .field("slow_response_rate", &self.slow_response_rate)
+            .field("slow_response", &self.slow_response)
             .field("error_rate_poll", &self.error_rate_poll)
             .field("error_rate_download", &self.error_rate_download)
             .field("error_rate_list", &self.error_rate_list)
@@ -271,191 +316,5 @@ impl<'de> Deserialize<'de> for JsonDuration {
                 .map(JsonDuration)
                 .map_err(serde::de::Error::custom),
         }
-    }
-}
-
-/// Distinguishes an absent field from an explicit `null` (used for `credit_balance`).
-fn some_nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// Patch of runtime-changeable knobs, the body of `POST /_sim/config`.
-/// Absent fields are left unchanged; unknown fields are rejected.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigPatch {
-    /// Replace the accepted keys.
-    pub api_keys: Option<Vec<String>>,
-    /// Add keys to the accepted ones.
-    pub add_api_keys: Option<Vec<String>>,
-    /// Required `x-api-version` value.
-    pub api_version: Option<String>,
-    /// Maximum identifiers per submit.
-    pub max_identifiers: Option<usize>,
-    /// Maximum active jobs per key.
-    pub max_active_jobs: Option<usize>,
-    /// Requests per minute per key and endpoint (0 = off).
-    pub requests_per_minute: Option<u32>,
-    /// Credits per key; `null` = unlimited.
-    #[serde(default, deserialize_with = "some_nullable")]
-    pub credit_balance: Option<Option<u64>>,
-    /// See [`SimConfig::pending_time`].
-    pub pending_time: Option<JsonDuration>,
-    /// See [`SimConfig::base_time`].
-    pub base_time: Option<JsonDuration>,
-    /// See [`SimConfig::per_identifier_time`].
-    pub per_identifier_time: Option<JsonDuration>,
-    /// See [`SimConfig::retrieval_time`].
-    pub retrieval_time: Option<JsonDuration>,
-    /// See [`SimConfig::jitter`].
-    pub jitter: Option<JsonDuration>,
-    /// See [`SimConfig::latency_scale`].
-    pub latency_scale: Option<f64>,
-    /// See [`SimConfig::match_rate`] (applies to later submits).
-    pub match_rate: Option<f64>,
-    /// See [`SimConfig::lines_per_part`].
-    pub lines_per_part: Option<usize>,
-    /// See [`SimConfig::link_ttl`].
-    pub link_ttl: Option<JsonDuration>,
-    /// See [`SimConfig::job_retention`].
-    pub job_retention: Option<JsonDuration>,
-    /// See [`SimConfig::webhook_delay`].
-    pub webhook_delay: Option<JsonDuration>,
-    /// See [`SimConfig::webhook_drop_rate`].
-    pub webhook_drop_rate: Option<f64>,
-    /// See [`SimConfig::webhook_on_processing`].
-    pub webhook_on_processing: Option<bool>,
-    /// See [`SimConfig::webhook_timeout`].
-    pub webhook_timeout: Option<JsonDuration>,
-    /// See [`SimConfig::error_rate_submit`].
-    pub error_rate_submit: Option<f64>,
-    /// See [`SimConfig::lost_response_rate`].
-    pub lost_response_rate: Option<f64>,
-    /// See [`SimConfig::request_latency_min`].
-    pub request_latency_min: Option<JsonDuration>,
-    /// See [`SimConfig::request_latency_max`].
-    pub request_latency_max: Option<JsonDuration>,
-    /// See [`SimConfig::error_rate_poll`].
-    pub error_rate_poll: Option<f64>,
-    /// See [`SimConfig::error_rate_download`].
-    pub error_rate_download: Option<f64>,
-    /// See [`SimConfig::error_rate_list`].
-    pub error_rate_list: Option<f64>,
-    /// See [`SimConfig::job_failure_rate`].
-    pub job_failure_rate: Option<f64>,
-    /// See [`SimConfig::corrupt_rate`].
-    pub corrupt_rate: Option<f64>,
-    /// See [`SimConfig::truncate_rate`].
-    pub truncate_rate: Option<f64>,
-    /// See [`SimConfig::missing_line_rate`].
-    pub missing_line_rate: Option<f64>,
-    /// See [`SimConfig::expired_link_rate`].
-    pub expired_link_rate: Option<f64>,
-    /// See [`SimConfig::slow_download`].
-    pub slow_download: Option<JsonDuration>,
-    /// See [`SimConfig::refuse_submits_status`].
-    pub refuse_submits_status: Option<u16>,
-    /// See [`SimConfig::refuse_submits_message`].
-    pub refuse_submits_message: Option<String>,
-    /// See [`SimConfig::variants`].
-    pub variants: Option<Variants>,
-}
-
-impl ConfigPatch {
-    /// Checks value ranges (rates in 0..=1, non-negative finite scale).
-    pub fn validate(&self) -> Result<(), String> {
-        let rates = [
-            ("match_rate", self.match_rate),
-            ("webhook_drop_rate", self.webhook_drop_rate),
-            ("error_rate_submit", self.error_rate_submit),
-            ("lost_response_rate", self.lost_response_rate),
-            ("error_rate_poll", self.error_rate_poll),
-            ("error_rate_download", self.error_rate_download),
-            ("error_rate_list", self.error_rate_list),
-            ("job_failure_rate", self.job_failure_rate),
-            ("corrupt_rate", self.corrupt_rate),
-            ("truncate_rate", self.truncate_rate),
-            ("missing_line_rate", self.missing_line_rate),
-            ("expired_link_rate", self.expired_link_rate),
-        ];
-        for (name, value) in rates {
-            if let Some(v) = value {
-                if !(0.0..=1.0).contains(&v) {
-                    return Err(format!("{name} must be within 0..=1, got {v}"));
-                }
-            }
-        }
-        if let Some(s) = self.latency_scale {
-            if !s.is_finite() || s < 0.0 {
-                return Err(format!("latency_scale must be finite and >= 0, got {s}"));
-            }
-        }
-        if self.lines_per_part == Some(0) {
-            return Err("lines_per_part must be >= 1".to_string());
-        }
-        Ok(())
-    }
-
-    /// Applies the patch to `cfg`.
-    pub fn apply(self, cfg: &mut SimConfig) {
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = self.$field { cfg.$field = v; } )* };
-        }
-        macro_rules! set_dur {
-            ($($field:ident),*) => { $( if let Some(v) = self.$field { cfg.$field = v.0; } )* };
-        }
-        if let Some(keys) = self.api_keys {
-            cfg.api_keys = keys;
-        }
-        if let Some(keys) = self.add_api_keys {
-            for k in keys {
-                if !cfg.api_keys.contains(&k) {
-                    cfg.api_keys.push(k);
-                }
-            }
-        }
-        set!(
-            api_version,
-            max_identifiers,
-            max_active_jobs,
-            requests_per_minute,
-            credit_balance,
-            latency_scale,
-            match_rate,
-            lines_per_part,
-            webhook_drop_rate,
-            webhook_on_processing,
-            error_rate_submit,
-            lost_response_rate,
-            error_rate_poll,
-            error_rate_download,
-            error_rate_list,
-            job_failure_rate,
-            corrupt_rate,
-            truncate_rate,
-            missing_line_rate,
-            expired_link_rate,
-            refuse_submits_status,
-            refuse_submits_message,
-            variants
-        );
-        set_dur!(
-            pending_time,
-            base_time,
-            per_identifier_time,
-            retrieval_time,
-            jitter,
-            link_ttl,
-            job_retention,
-            webhook_delay,
-            webhook_timeout,
-            slow_download,
-            request_latency_min,
-            request_latency_max
-        );
     }
 }

@@ -18,6 +18,8 @@ use super::directory::MatchType;
 use super::errors::ApiError;
 use super::stats::{IdentHistory, SimStats};
 
+mod create;
+
 /// Where a job is in its lifecycle.
 #[derive(Debug, Clone)]
 pub(crate) enum Phase {
@@ -57,6 +59,10 @@ pub(crate) struct Job {
     /// History hashes of the matched values, consumed when billing.
     pub matched_hashes: Arc<Vec<u64>>,
     pub phase: Phase,
+    /// Created by another client of the key ([`Store::create_foreign`]):
+    /// billed apart in `foreign_credits_charged`, kept out of the identifier
+    /// history.
+    pub foreign: bool,
 }
 
 impl Job {
@@ -81,6 +87,8 @@ pub(crate) struct NewJob {
     /// Distinct history hashes of all submitted values.
     pub distinct_hashes: Vec<u64>,
     pub any_unmatched: bool,
+    /// Values that need real-time retrieval under the realistic time model.
+    pub unknown: usize,
 }
 
 /// A job whose webhook must be sent: it finished (or, with
@@ -119,6 +127,8 @@ pub(crate) struct Store {
     pub stats: SimStats,
     rng: StdRng,
     next_seq: u64,
+    /// Foreign jobs created so far (names their generated identifiers).
+    next_foreign: u64,
     /// (submit instant, active duration) of the last [`INTERVALS`]
     /// finished jobs.
     intervals: VecDeque<(Instant, Duration)>,
@@ -145,6 +155,7 @@ impl Store {
             intervals: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
             next_seq: 0,
+            next_foreign: 0,
         }
     }
 
@@ -214,9 +225,13 @@ impl Store {
             self.stats.jobs_completed += 1;
             self.stats.identifiers_matched += job.matched;
             self.stats.credits_charged += job.matched;
-            for h in job.matched_hashes.iter() {
-                if self.history.charge(*h) {
-                    self.stats.credits_recharged += 1;
+            if job.foreign {
+                self.stats.foreign_credits_charged += job.matched;
+            } else {
+                for h in job.matched_hashes.iter() {
+                    if self.history.charge(*h) {
+                        self.stats.credits_recharged += 1;
+                    }
                 }
             }
         }
@@ -312,101 +327,6 @@ impl Store {
     /// Every finished job's (submit instant, active duration), oldest first.
     pub fn intervals(&self) -> Vec<(Instant, Duration)> {
         self.intervals.iter().copied().collect()
-    }
-
-    /// Creates a job after the fault, credit and active-job checks.
-    /// Returns the job and any jobs of this key that finished meanwhile.
-    pub fn submit(
-        &mut self,
-        key: &Arc<str>,
-        new: NewJob,
-        cfg: &SimConfig,
-        now: Instant,
-    ) -> (Result<Job, ApiError>, Vec<Finished>) {
-        if self.chance(cfg.error_rate_submit) {
-            self.stats.injected_500s += 1;
-            return (Err(ApiError::Internal), Vec::new());
-        }
-        let finished = self.settle_key(key, now, cfg);
-        let ks = self.keys.entry(key.clone()).or_default();
-        if let Some(balance) = cfg.credit_balance {
-            let remaining = balance.saturating_sub(ks.credits_spent);
-            if remaining == 0 {
-                return (Err(ApiError::InsufficientCredits { remaining }), finished);
-            }
-        }
-        if ks.active.len() >= cfg.max_active_jobs {
-            let earliest = ks
-                .active
-                .iter()
-                .filter_map(|id| self.jobs.get(id))
-                .map(|j| j.finish_at)
-                .min()
-                .unwrap_or(now);
-            self.stats.rate_limited_429 += 1;
-            self.stats.rate_limited_active_jobs += 1;
-            let err = ApiError::RateLimited {
-                message: format!("too many active batch jobs: at most {} per user", cfg.max_active_jobs),
-                limit: cfg.max_active_jobs as u64,
-                reset_secs: ceil_secs(earliest.saturating_duration_since(now)),
-            };
-            return (Err(err), finished);
-        }
-
-        let n = new.identifiers.len() as u32;
-        let mut total = cfg.base_time + cfg.per_identifier_time * n;
-        if new.any_unmatched {
-            total += cfg.retrieval_time;
-        }
-        let jitter = cfg.jitter.as_secs_f64() * self.rng.random::<f64>();
-        let scale = cfg.latency_scale.max(0.0);
-        let total = Duration::try_from_secs_f64((total.as_secs_f64() + jitter) * scale).unwrap_or(Duration::MAX / 4);
-        let pending = Duration::try_from_secs_f64(cfg.pending_time.as_secs_f64() * scale)
-            .unwrap_or(Duration::MAX / 4)
-            .min(total);
-
-        let id = Uuid::new_v4();
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let job = Job {
-            id,
-            seq,
-            key: key.clone(),
-            kind: new.kind,
-            identifiers: Arc::new(new.identifiers),
-            webhook_url: new.webhook_url,
-            created_at: Utc::now(),
-            processing_at: now + pending,
-            finish_at: now + total,
-            duration: total,
-            seed: cfg.seed,
-            match_rate: cfg.match_rate,
-            matched: new.matched_hashes.len() as u64,
-            matched_hashes: Arc::new(new.matched_hashes),
-            phase: Phase::Active,
-        };
-        ks.active.push(id);
-        ks.order.insert(seq, id);
-        let key_active = ks.active.len() as u64;
-
-        let s = &mut self.stats;
-        s.submits_accepted += 1;
-        s.active_jobs += 1;
-        s.max_concurrent_active_jobs = s.max_concurrent_active_jobs.max(s.active_jobs);
-        s.max_active_jobs_per_key = s.max_active_jobs_per_key.max(key_active);
-        s.identifiers_submitted += u64::from(n);
-        for h in &new.distinct_hashes {
-            let (first, second) = self.history.record_job(*h);
-            s.unique_identifiers_submitted += u64::from(first);
-            s.identifiers_submitted_more_than_once += u64::from(second);
-        }
-        self.due.push(Reverse((job.finish_at, id)));
-        if cfg.webhook_on_processing && job.webhook_url.is_some() && job.processing_at < job.finish_at {
-            self.processing.push(Reverse((job.processing_at, id)));
-        }
-        self.retention.push_back((now, id));
-        self.jobs.insert(id, job.clone());
-        (Ok(job), finished)
     }
 
     /// Looks up a job of `key`, finishing it first if its time has come.

@@ -10,9 +10,11 @@ pub mod config;
 pub mod directory;
 mod errors;
 mod files;
+mod foreign;
 mod jobs;
 mod server;
 mod stats;
+mod timing;
 pub mod validate;
 mod view;
 mod webhook;
@@ -25,10 +27,11 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{split_keys, ConfigPatch, SimConfig, Variants, API_VERSION};
+pub use config::{split_keys, ConfigPatch, JobTimeModel, SimConfig, Variants, API_VERSION};
 pub use directory::{Directory, MatchType};
 pub use errors::{ApiError, S3Error};
 pub use stats::SimStats;
+pub use timing::needs_retrieval;
 pub use webhook::{webhook_signature, SIGNATURE_HEADER};
 
 use server::Shared;
@@ -109,6 +112,29 @@ impl SimHandle {
     /// every key has spent.
     pub fn update(&self, f: impl FnOnce(&mut SimConfig)) {
         self.shared.update(f);
+    }
+
+    /// Creates a job of `key` as another client sharing the key would (like
+    /// `POST /_sim/jobs`): business emails, finishing `duration` after now
+    /// (not scaled by `latency_scale`), without rate limits, credit checks or
+    /// faults. It is otherwise a normal job of the key: it holds one of the
+    /// key's active-job slots, is listed, can be polled with the key, has
+    /// result files and is billed (in `credits_charged` and
+    /// `foreign_credits_charged`). Counted in `foreign_jobs`, not in
+    /// `submits_accepted`. Returns its batch id.
+    pub fn foreign_job(&self, key: &str, identifiers: Vec<String>, duration: Duration) -> String {
+        self.foreign_job_of(key, MatchType::BusinessEmail, identifiers, duration)
+    }
+
+    /// [`SimHandle::foreign_job`] with identifiers of the given kind.
+    pub fn foreign_job_of(&self, key: &str, kind: MatchType, identifiers: Vec<String>, duration: Duration) -> String {
+        foreign::create(
+            &self.shared,
+            key,
+            kind,
+            foreign::Identifiers::Given(identifiers),
+            duration,
+        )
     }
 
     /// Zeroes the counters and identifier history (like `POST /_sim/reset-stats`).

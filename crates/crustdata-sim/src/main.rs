@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use crustdata_sim::{SimConfig, SimHandle};
+use crustdata_sim::{JobTimeModel, SimConfig, SimHandle};
 
 fn rate(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
@@ -39,6 +39,15 @@ fn scale(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!("{v} must be finite and >= 0"))
+    }
+}
+
+fn sigma(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && (0.0..=10.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not within 0..=10"))
     }
 }
 
@@ -92,6 +101,18 @@ struct Cli {
     /// Added when any identifier is unknown (real-time retrieval).
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     retrieval_time: Duration,
+    /// Job-duration model: fixed or realistic (per-identifier log-normal retrieval).
+    #[arg(long, default_value = "fixed", value_parser = str::parse::<JobTimeModel>)]
+    job_time_model: JobTimeModel,
+    /// Realistic model: probability that an identifier needs real-time retrieval.
+    #[arg(long, default_value_t = 0.01, value_parser = rate)]
+    unknown_rate: f64,
+    /// Realistic model: median retrieval time of an unknown identifier.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    retrieval_median: Duration,
+    /// Realistic model: sigma of the log-normal retrieval time (0..=10).
+    #[arg(long, default_value_t = 1.0, value_parser = sigma)]
+    retrieval_sigma: f64,
     /// Uniform random extra duration in [0, jitter].
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     jitter: Duration,
@@ -140,6 +161,15 @@ struct Cli {
     /// Probability that an accepted submit's answer is lost (job created, 504 answered).
     #[arg(long, default_value_t = 0.0, value_parser = rate)]
     lost_response_rate: f64,
+    /// Probability that an accepted submit's connection is cut (job created, no answer).
+    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    cut_response_rate: f64,
+    /// Probability that an accepted submit is answered only after --slow-response.
+    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    slow_response_rate: f64,
+    /// Delay of a slow submit answer.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    slow_response: Duration,
     /// Probability of an injected 500 on poll.
     #[arg(long, default_value_t = 0.0, value_parser = rate)]
     error_rate_poll: f64,
@@ -193,6 +223,9 @@ struct Cli {
     /// Show a completed job's links and result_count only this long after completion.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     link_delay: Duration,
+    /// Probability that a job's views carry no created_at (decided per job).
+    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    undated_rate: f64,
 }
 
 impl Cli {
@@ -216,6 +249,10 @@ impl Cli {
             base_time: self.base_time,
             per_identifier_time: self.per_identifier_time,
             retrieval_time: self.retrieval_time,
+            job_time_model: self.job_time_model,
+            unknown_rate: self.unknown_rate,
+            retrieval_median: self.retrieval_median,
+            retrieval_sigma: self.retrieval_sigma,
             jitter: self.jitter,
             latency_scale: self.latency_scale,
             seed: self.seed,
@@ -231,6 +268,9 @@ impl Cli {
             sweep_interval: self.sweep_interval,
             error_rate_submit: self.error_rate_submit,
             lost_response_rate: self.lost_response_rate,
+            cut_response_rate: self.cut_response_rate,
+            slow_response_rate: self.slow_response_rate,
+            slow_response: self.slow_response,
             error_rate_poll: self.error_rate_poll,
             error_rate_download: self.error_rate_download,
             error_rate_list: self.error_rate_list,
@@ -248,6 +288,7 @@ impl Cli {
                 status_words: std::array::from_fn(|i| self.status_words[i].clone()),
                 relative_links: self.relative_links,
                 link_delay: self.link_delay,
+                undated_rate: self.undated_rate,
             },
         }
     }
@@ -311,5 +352,39 @@ mod tests {
     fn api_keys_are_repeatable_and_comma_separated() {
         let cfg = Cli::parse_from(["crustdata-sim", "--api-key", "a", "--api-key", "b,c"]).into_config();
         assert_eq!(cfg.api_keys, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn new_knobs_have_flags() {
+        let cfg = Cli::parse_from([
+            "crustdata-sim",
+            "--cut-response-rate",
+            "0.1",
+            "--slow-response-rate",
+            "0.2",
+            "--slow-response",
+            "3s",
+            "--undated-rate",
+            "0.5",
+            "--job-time-model",
+            "realistic",
+            "--unknown-rate",
+            "0.05",
+            "--retrieval-median",
+            "90s",
+            "--retrieval-sigma",
+            "0.5",
+        ])
+        .into_config();
+        assert_eq!(cfg.cut_response_rate, 0.1);
+        assert_eq!(cfg.slow_response_rate, 0.2);
+        assert_eq!(cfg.slow_response, Duration::from_secs(3));
+        assert_eq!(cfg.variants.undated_rate, 0.5);
+        assert_eq!(cfg.job_time_model, JobTimeModel::Realistic);
+        assert_eq!(cfg.unknown_rate, 0.05);
+        assert_eq!(cfg.retrieval_median, Duration::from_secs(90));
+        assert_eq!(cfg.retrieval_sigma, 0.5);
+        assert!(Cli::try_parse_from(["crustdata-sim", "--job-time-model", "lognormal"]).is_err());
+        assert!(Cli::try_parse_from(["crustdata-sim", "--undated-rate", "2"]).is_err());
     }
 }

@@ -16,7 +16,7 @@ use super::directory::Directory;
 use super::errors::ApiError;
 use super::files::{self, Links};
 use super::jobs::Store;
-use super::{admin, api, webhook};
+use super::{admin, api, foreign, webhook};
 
 /// State shared by every handler and background task.
 #[derive(Debug)]
@@ -110,6 +110,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/stats", get(admin::stats))
         .route("/_sim/config", post(admin::config))
         .route("/_sim/reset-stats", post(admin::reset_stats))
+        .route("/_sim/jobs", post(foreign::post))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(latency)

@@ -25,8 +25,17 @@ pub struct SimStats {
     pub submits_rejected_500: u64,
     /// Submits answered with another status (an injected 404, 405, 415...).
     pub submits_rejected_other: u64,
-    /// Submits the API accepted whose answer was replaced by a 504.
+    /// Submits the API accepted (the job exists) whose answer was lost: a
+    /// 504, a cut connection or a late answer (all three kinds).
     pub submit_answers_lost: u64,
+    /// Of `submit_answers_lost`: connections cut instead of answering.
+    pub submit_answers_cut: u64,
+    /// Of `submit_answers_lost`: answers delayed by `slow_response` (counted
+    /// when decided, whether or not the client waited).
+    pub submit_answers_slow: u64,
+    /// Jobs created by another client of a key (`SimHandle::foreign_job`,
+    /// `POST /_sim/jobs`); not in `submits_accepted`.
+    pub foreign_jobs: u64,
     /// Every 429 answered, on any endpoint.
     pub rate_limited_429: u64,
     /// 429s caused by the active-job limit.
@@ -72,8 +81,12 @@ pub struct SimStats {
     pub identifiers_submitted_more_than_once: u64,
     /// Result lines that matched a person in completed jobs.
     pub identifiers_matched: u64,
-    /// Credits charged (1 per matched identifier of a completed job).
+    /// Credits charged (1 per matched identifier of a completed job),
+    /// foreign jobs included.
     pub credits_charged: u64,
+    /// Of `credits_charged`: credits of foreign jobs (subtract them to get
+    /// what the tested client spent).
+    pub foreign_credits_charged: u64,
     /// Credits charged for an identifier that had already been charged before.
     pub credits_recharged: u64,
     /// Webhooks delivered (2xx answer).

@@ -1,5 +1,6 @@
 //! JSON views of a job: the status object returned by submit, poll, list and
-//! sent as webhook body, including pre-signed `download_url(s)` once completed.
+//! sent as webhook body, including pre-signed `download_url(s)` once completed,
+//! written as the [`Variants`] say (timestamps, counts, words, undated jobs).
 
 use std::time::Instant;
 
@@ -7,6 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
 use super::config::{SimConfig, Variants};
+use super::directory::{mix64, unit_float};
 use super::files::{part_names, WHOLE_FILE};
 use super::jobs::{Job, Phase};
 use super::server::Shared;
@@ -43,10 +45,24 @@ fn word<'a>(documented: &str, v: &'a Variants) -> &'a str {
     &v.status_words[i]
 }
 
+/// Salt of the per-job undated draw.
+const UNDATED_SALT: u64 = 0x0DA7_E1E5_5CAF_E000;
+
+/// Whether `job`'s views carry no `created_at`: decided from its id and seed
+/// alone, so a job is always dated or always undated (for a given rate).
+fn undated(job: &Job, v: &Variants) -> bool {
+    if v.undated_rate <= 0.0 {
+        return false;
+    }
+    let id = job.id.as_u128();
+    let h = mix64(mix64(id as u64 ^ mix64(job.seed ^ UNDATED_SALT)) ^ (id >> 64) as u64);
+    unit_float(h) < v.undated_rate
+}
+
 /// The fields shared by every view of a job.
 fn common(job: &Job, status: &str, v: &Variants) -> Map<String, Value> {
     let n = job.identifiers.len() as u64;
-    let view = json!({
+    let mut view = json!({
         "batch_id": job.id.to_string(),
         "status": word(status, v),
         "entity": "person",
@@ -56,6 +72,11 @@ fn common(job: &Job, status: &str, v: &Variants) -> Map<String, Value> {
         "created_at": time(job.created_at, v),
         "status_url": format!("/batch/{}", job.id),
     });
+    if undated(job, v) {
+        if let Value::Object(m) = &mut view {
+            m.remove("created_at");
+        }
+    }
     match view {
         Value::Object(m) => m,
         _ => Map::new(),
