@@ -13,12 +13,13 @@
 //! | `source` | the consumer thread, back-pressure, rebalances, the committer thread; hands [`SourceEvent`](source)s to the dispatcher |
 //! | `decode` | record value -> normalised identifier, or the dead-letter reason |
 //! | `enrich` | enrich mode's JSON surgery: the input object with the result at a pointer (a leaf) |
-//! | `offsets` | the offset tracker: in-flight offsets, contiguous commit watermarks, epochs, jobs in commit metadata |
+//! | `offsets` | the offset tracker: in-flight offsets, contiguous commit watermarks, epochs |
 //! | `batch` | micro-batches: one identifier type per job, size and linger flushes |
-//! | `dispatch` | the single owner of pending identifiers: dedupe, the store, job slots (AIMD), fan-out, adoption of jobs |
+//! | `dispatch` | the single owner of pending identifiers: dedupe, the store, the jobs and their slots, fan-out, journaled jobs nobody drives |
 //! | `share` | the split of the key's active-job slots among the pods that use it (member records in the store topic) |
 //! | `store` | the result store: a compacted topic tailed by every pod into a local store on disk, a hot set in memory, the job journal |
-//! | `jobs` | one job's life: submit (write-ahead to the journal), wait (poll or webhook), download and parse results; reconciliation with the API's job list |
+//! | `lifecycle` | a job's life as a state machine: the journal's records, the rule that applies them in log order, the phases that hold slots (pure, a leaf) |
+//! | `jobs` | one task per job: submit (written ahead to the journal), a lost answer resolved by content, wait (poll or webhook), read results; following and claiming another pod's job |
 //! | `api` | the HTTP client, the status parser, the download allowlist, errors and the retry policy |
 //! | `sink` | the producer of results and dead letters; acknowledgements finish offsets |
 //! | `health`, `wake` | readiness flags; webhook tokens that wake waiting jobs |
@@ -30,6 +31,23 @@
 //! [`start`] (the pipeline, stopped by the future it is given), [`Running`],
 //! [`init_logging`] and the error types.
 
+/// Fault injection at a named step of a job's life, for the crash tests:
+/// built with `--features failpoints` and run with `FAILPOINTS=<name>=return`
+/// (or `<n>*off->return`: at the n+1st time), the process aborts there, as
+/// a SIGKILL would stop it. Compiled out otherwise.
+macro_rules! failpoint {
+    ($name:literal) => {
+        failpoint!($name, true)
+    };
+    ($name:literal, $when:expr) => {{
+        #[cfg(feature = "failpoints")]
+        if $when && fail::eval($name, |_| ()).is_some() {
+            eprintln!("failpoint {} reached: aborting", $name);
+            std::process::abort();
+        }
+    }};
+}
+
 mod api;
 mod batch;
 pub mod config;
@@ -38,6 +56,7 @@ mod dispatch;
 mod enrich;
 mod health;
 mod jobs;
+mod lifecycle;
 mod logging;
 mod metrics;
 mod model;

@@ -37,6 +37,9 @@ async fn signalled() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Crash-test builds only: FAILPOINTS=<step>=return aborts at that step.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     let cfg = match Config::load(cli.config.as_deref()) {
         Ok(cfg) => cfg,

@@ -23,6 +23,14 @@ use tokio::sync::Notify;
 
 /// A member not heard of for this long has left.
 pub(crate) const EXPIRY: Duration = Duration::from_secs(5);
+/// How long after sending its last acknowledged heartbeat a pod may still
+/// start a submit for a job it owns: no peer takes its jobs over before
+/// it has been silent for [`CLAIM_AFTER`], which is longer.
+pub(crate) const LEASE: Duration = EXPIRY;
+/// How long a job's owner must have been silent (no member record read)
+/// before another pod may claim the job: beyond the owner's lease, with a
+/// margin for the time a record takes from one pod to another.
+pub(crate) const CLAIM_AFTER: Duration = Duration::from_secs(10);
 /// How often a member says it is still there.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a pod's work waits before it borrows the slots of pods without
@@ -117,6 +125,12 @@ pub(crate) struct Team {
     demand_since: Mutex<Option<Instant>>,
     active: AtomicU32,
     peers: Mutex<HashMap<String, (Status, Instant)>>,
+    /// When each member was last heard of (`None`: it left), expired ones too.
+    last_heard: Mutex<HashMap<String, Option<Instant>>>,
+    /// When this pod started listening.
+    started: Instant,
+    /// When this pod's last acknowledged heartbeat was sent.
+    lease_from: Mutex<Option<Instant>>,
     /// Fires when this pod's own status changes (for its heartbeat).
     pub(crate) own_changed: Notify,
     /// Fires when a peer appears, changes or leaves (for the dispatcher).
@@ -135,6 +149,9 @@ impl Team {
             demand_since: Mutex::new(None),
             active: AtomicU32::new(0),
             peers: Mutex::default(),
+            last_heard: Mutex::default(),
+            started: Instant::now(),
+            lease_from: Mutex::default(),
             own_changed: Notify::new(),
             peers_changed: Notify::new(),
         }
@@ -184,6 +201,10 @@ impl Team {
         if member == self.me {
             return;
         }
+        self.last_heard
+            .lock()
+            .expect("team")
+            .insert(member.to_string(), status.map(|_| now));
         let mut peers = self.peers.lock().expect("team");
         let changed = match status {
             Some(s) => peers
@@ -194,6 +215,37 @@ impl Team {
         if changed {
             self.peers_changed.notify_one();
         }
+    }
+
+    /// How long `member` has been silent at `now`: since its last member
+    /// record was read (since this pod started, when none was read live);
+    /// forever once it left (its record removed). Never for this pod.
+    pub(crate) fn silent_for(&self, member: &str, now: Instant) -> Duration {
+        if member == self.me {
+            return Duration::ZERO;
+        }
+        match self.last_heard.lock().expect("team").get(member) {
+            Some(Some(at)) => now.saturating_duration_since(*at),
+            Some(None) => Duration::MAX,
+            None => now.saturating_duration_since(self.started),
+        }
+    }
+
+    /// A heartbeat sent at `sent` was acknowledged by Kafka.
+    pub(crate) fn renew_lease(&self, sent: Instant) {
+        let mut l = self.lease_from.lock().expect("team");
+        if l.is_none_or(|t| sent > t) {
+            *l = Some(sent);
+        }
+    }
+
+    /// Whether this pod may start a submit for a job it owns at `now`: its
+    /// last acknowledged heartbeat was sent less than [`LEASE`] ago.
+    pub(crate) fn lease_ok(&self, now: Instant) -> bool {
+        self.lease_from
+            .lock()
+            .expect("team")
+            .is_some_and(|t| now.saturating_duration_since(t) < LEASE)
     }
 
     /// How many more jobs this pod may start at `now`, of the key's
@@ -352,6 +404,35 @@ mod tests {
         t.set_active(1);
         t.heard("c", Some(idle(4)), now + EXPIRY);
         assert_eq!(t.room(5, now + EXPIRY).free, 0, "c holds four, b one: the key is full");
+    }
+
+    #[test]
+    fn silence_is_measured_from_the_last_record_read_and_leases_from_acknowledged_heartbeats() {
+        let t = Team::new("me".into(), 6);
+        let now = Instant::now();
+        assert_eq!(t.silent_for("me", now + CLAIM_AFTER), Duration::ZERO);
+        assert!(
+            t.silent_for("never-heard", now + CLAIM_AFTER) >= CLAIM_AFTER,
+            "silent since this pod started"
+        );
+        t.heard("a", Some(busy(1, 0)), now);
+        assert_eq!(t.silent_for("a", now + Duration::from_secs(3)), Duration::from_secs(3));
+        t.heard("a", None, now);
+        assert_eq!(
+            t.silent_for("a", now),
+            Duration::MAX,
+            "left: its jobs may be taken at once"
+        );
+        assert!(!t.lease_ok(now), "no heartbeat acknowledged yet");
+        t.renew_lease(now);
+        assert!(t.lease_ok(now + LEASE / 2));
+        assert!(!t.lease_ok(now + LEASE));
+        t.renew_lease(now - Duration::from_secs(1));
+        assert!(
+            t.lease_ok(now + LEASE / 2),
+            "an older acknowledgement does not shorten it"
+        );
+        assert!(CLAIM_AFTER > LEASE);
     }
 
     #[test]

@@ -166,7 +166,7 @@ async fn crash(protocol: Protocol, delivery: Delivery, scenario: &str) {
     );
     assert_eq!(
         stats.credits_recharged, 0,
-        "jobs named in the commit metadata are reused, not paid again (seed {seed})"
+        "jobs in flight at a kill are finished from the journal, not paid again (seed {seed})"
     );
     if delivery == Delivery::ExactlyOnce {
         assert_eq!(

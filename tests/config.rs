@@ -141,3 +141,14 @@ fn environment_overrides_file() {
     let missing = Config::load(Some(&dir.path().join("nope.toml"))).unwrap_err();
     assert!(missing.to_string().contains("does not exist"));
 }
+
+#[test]
+fn an_exactly_once_transaction_timeout_shorter_than_the_connectors_commit_retries_is_refused() {
+    let with = |ms: &str| {
+        MINIMAL.replacen("[kafka]\n", "[kafka]\nexactly_once = true\n", 1)
+            + &format!("[kafka.producer]\n\"transaction.timeout.ms\" = \"{ms}\"\n")
+    };
+    let all = errors(&with("10000")).join("\n");
+    assert!(all.contains("kafka.producer.\"transaction.timeout.ms\""), "{all}");
+    assert!(Config::from_toml(&with("90000")).is_ok());
+}

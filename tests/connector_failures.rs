@@ -242,7 +242,8 @@ async fn sigkill_with_jobs_in_flight_does_not_pay_twice() {
         sim.stats().submits_accepted >= 3
     })
     .await;
-    // Let a commit carry the jobs' ids in its metadata, then kill.
+    // Let the jobs get under way, then kill: the restart (a new member)
+    // claims them from the journal once their owner has been silent.
     tokio::time::sleep(Duration::from_millis(800)).await;
     child.kill();
     let killed_with = sim.stats().submits_accepted;

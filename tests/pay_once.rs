@@ -10,7 +10,9 @@
 //! - three replicas in one group, each seeing identifiers another resolved;
 //! - API faults on accepted jobs: 500s on status and downloads, a 30-second
 //!   status outage, truncated and corrupt files, expired links, lost submit
-//!   answers.
+//!   answers;
+//! - the store topic refusing every write for 20 s, then a SIGKILL;
+//! - a new pod after 10,000 closed jobs and 3 in flight whose owner is gone.
 //!
 //! The random moments come from a seed, printed; `PAY_ONCE_SEED=N` replays.
 //! The scenarios run one at a time (they share two cores with the broker).
@@ -251,14 +253,14 @@ async fn api_faults_on_accepted_jobs_pay_nothing_twice() {
     let audit = common::audit(&topics);
     println!("{}", audit.result_line("api_faults_pay_once", 0.0));
     println!(
-        "api_faults_pay_once: jobs={} lost_answers={} damaged_downloads={} injected_500s={} credits_charged={} credits_recharged={} adopted_lost_submits={}",
+        "api_faults_pay_once: jobs={} lost_answers={} damaged_downloads={} injected_500s={} credits_charged={} credits_recharged={} lost_submits_found={}",
         stats.submits_accepted,
         stats.submit_answers_lost,
         stats.downloads_damaged,
         stats.injected_500s,
         stats.credits_charged,
         stats.credits_recharged,
-        common::metric(&metrics, "identify_jobs_adopted_total"),
+        common::metric(&metrics, "identify_lost_submits_total"),
     );
     audit.assert_nothing_lost("api faults");
     audit.assert_all_valid_resolved(N);
@@ -267,4 +269,181 @@ async fn api_faults_on_accepted_jobs_pay_nothing_twice() {
         "the faults happened"
     );
     assert_eq!(stats.credits_recharged, 0, "no credit charged twice");
+}
+
+/// The store topic of `topics`' connectors (the default `cache.topic`).
+fn store_topic(topics: &Topics) -> String {
+    format!("{}.identify-cache", topics.group)
+}
+
+/// The store topic refuses every write for 20 s (a record batch larger than
+/// its `max.message.bytes`) while five 8-second jobs run: they complete,
+/// their results cannot be stored, so they cannot close, and no new job is
+/// submitted (its journal record cannot be written ahead). Then a SIGKILL,
+/// the topic takes writes again, a restart, and the same identifiers
+/// again: the open jobs are finished from the journal, their results
+/// stored, and nothing is paid twice (earlier versions wrote such a job
+/// done although its results were not stored: the identifiers came back,
+/// were found neither in the store nor in flight, and were paid again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_writes_refused_then_a_sigkill_and_a_restart_pay_nothing_twice() {
+    let _serial = SERIAL.lock().await;
+    const N: usize = 3_000;
+    let sim = common::start_sim(|c| {
+        c.base_time = Duration::from_secs(8);
+        c.jitter = Duration::ZERO;
+    })
+    .await;
+    let topics = Topics::create("payonce-refused", 3).await;
+    let events = common::emails(N, "refused");
+    kafka::produce(&topics.input, 3, &events).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &topics, &sim.base_url());
+    let log = dir.path().join("connector.log");
+    let env = [("IDENTIFY_KAFKA__INSTANCE_ID", "refused-pod")];
+    let proc = common::connector_proc(&cfg, &log, "warn", &env);
+    kafka::wait_for("the first five jobs", Duration::from_secs(60), || {
+        sim.stats().submits_accepted >= 5
+    })
+    .await;
+    let store = store_topic(&topics);
+    kafka::set_topic_config(&store, "max.message.bytes", Some("512")).await;
+    let refused_at = sim.stats();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let during = sim.stats();
+    proc.kill();
+    kafka::set_topic_config(&store, "max.message.bytes", None).await;
+    println!(
+        "store_refused: jobs before the refusal {}, completed during it {}, submitted during it {}",
+        refused_at.submits_accepted,
+        during.jobs_completed - refused_at.jobs_completed,
+        during.submits_accepted - refused_at.submits_accepted
+    );
+    assert!(
+        during.jobs_completed >= 5,
+        "the first jobs completed during the refusal"
+    );
+    let proc = common::connector_proc(&cfg, &log, "warn", &env);
+    common::wait_done(&topics, Duration::from_secs(180)).await;
+    let first_round = sim.stats();
+    // The same identifiers again: every one of them was resolved once.
+    kafka::produce(&topics.input, 3, &events).await;
+    common::wait_done(&topics, Duration::from_secs(180)).await;
+    assert!(proc.terminate(Duration::from_secs(60)).success());
+    let stats = sim.stats();
+    let audit = common::audit(&topics);
+    println!("{}", audit.result_line("store_writes_refused", 0.0));
+    println!(
+        "store_refused: jobs={} (for the same identifiers again {}) credits_charged={} credits_recharged={} identifiers_submitted_twice={}",
+        stats.submits_accepted,
+        stats.submits_accepted - first_round.submits_accepted,
+        stats.credits_charged,
+        stats.credits_recharged,
+        stats.identifiers_submitted_more_than_once
+    );
+    audit.assert_nothing_lost("store refused");
+    assert_eq!(audit.inputs, 2 * N);
+    assert!(audit.dlq.is_empty());
+    assert_eq!(stats.credits_recharged, 0, "no credit charged twice");
+    assert_eq!(
+        stats.submits_accepted, first_round.submits_accepted,
+        "the same identifiers again need no job: every result reached the store"
+    );
+    assert_eq!(
+        during.submits_accepted, refused_at.submits_accepted,
+        "no job is submitted while its journal record cannot be written ahead"
+    );
+}
+
+/// A journal record as another pod wrote it (the store topic's format,
+/// docs/DESIGN.md).
+fn journal_record(job: &str, value: serde_json::Value) -> (Option<String>, Vec<u8>) {
+    (Some(format!("j/{job}")), serde_json::to_vec(&value).unwrap())
+}
+
+/// A new pod with an empty disk, after 10,000 closed jobs and 3 in flight
+/// whose owner is gone: it reads the whole journal, resumes exactly the 3
+/// (by claiming them), and pays for none of their identifiers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_pod_resumes_only_the_jobs_in_flight_among_ten_thousand_closed_ones() {
+    let _serial = SERIAL.lock().await;
+    const CLOSED: usize = 10_000;
+    let sim = common::start_sim(|c| c.base_time = Duration::from_secs(1)).await;
+    let topics = Topics::create("payonce-journal", 3).await;
+    let store = store_topic(&topics);
+    kafka::create_topics(&[(&store, 6)]).await;
+    kafka::set_topic_config(&store, "cleanup.policy", Some("compact,delete")).await;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut records: Vec<(Option<String>, Vec<u8>)> = (0..CLOSED)
+        .map(|i| {
+            journal_record(
+                &format!("00000000-0000-4000-8000-{i:012}"),
+                serde_json::json!({"v": 2, "identifier_type": "business_email", "owner": "pod-gone",
+                    "stage": "closed", "outcome": "published", "batch_id": format!("old-{i}"), "at_ms": now_ms - 1000}),
+            )
+        })
+        .collect();
+    // Three jobs the gone pod had in flight: really submitted to the API.
+    let client = reqwest::Client::new();
+    let mut in_flight = Vec::new();
+    for j in 0..3 {
+        let ids: Vec<String> = (0..100).map(|i| format!("inflight{j}-{i}@example.com")).collect();
+        let answer: serde_json::Value = client
+            .post(format!("{}/batch/person/identify", sim.base_url()))
+            .bearer_auth(common::KEY)
+            .header("x-api-version", crustdata_sim::API_VERSION)
+            .json(&serde_json::json!({ "business_emails": ids }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let batch = answer["batch_id"].as_str().unwrap().to_string();
+        records.push(journal_record(
+            &format!("10000000-0000-4000-8000-00000000000{j}"),
+            serde_json::json!({"v": 2, "identifier_type": "business_email", "ids": ids, "owner": "pod-gone",
+                "stage": "accepted", "attempt": 1, "batch_id": batch, "at_ms": now_ms}),
+        ));
+        in_flight.extend(ids);
+    }
+    kafka::produce(&store, 6, &records).await;
+    let events: kafka::Records = in_flight.iter().map(|e| (None, common::event(e))).collect();
+    kafka::produce(&topics.input, 3, &events).await;
+    let before = sim.stats();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &topics, &sim.base_url());
+    let addr = format!("127.0.0.1:{}", testkit::free_port());
+    let proc = common::connector_proc(
+        &cfg,
+        &dir.path().join("connector.log"),
+        "info",
+        &[("IDENTIFY_SERVER__LISTEN", &addr)],
+    );
+    common::wait_done(&topics, Duration::from_secs(120)).await;
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(proc.terminate(Duration::from_secs(60)).success());
+    let claimed = testkit::metrics::metric_with(&text, "identify_jobs_adopted_total", r#"source="claim""#);
+    let applied = common::metric(&text, "identify_store_records_applied_total");
+    let restore = common::metric(&text, "identify_store_restore_seconds");
+    let stats = sim.stats();
+    println!(
+        "journal_restore: closed={CLOSED} in_flight=3 records_read={applied} restore_seconds={restore:.2} resumed={claimed:?} new_jobs={}",
+        stats.submits_accepted - before.submits_accepted
+    );
+    assert_eq!(claimed, Some(3.0), "exactly the jobs in flight were taken up");
+    assert!(applied >= (CLOSED + 3) as f64, "{applied}");
+    assert_eq!(
+        stats.submits_accepted, before.submits_accepted,
+        "nothing submitted again"
+    );
+    assert_eq!(stats.identifiers_submitted_more_than_once, 0);
+    let audit = common::audit(&topics);
+    audit.assert_nothing_lost("journal restore");
+    audit.assert_all_valid_resolved(300);
 }

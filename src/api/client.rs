@@ -185,6 +185,17 @@ impl ApiClient {
 
     async fn send(&self, endpoint: Endpoint, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
         self.limiter.until_ready().await;
+        self.send_now(endpoint, req).await
+    }
+
+    /// Waits until the request-rate limiter lets one request go (for
+    /// [`Self::submit`], which does not wait again).
+    pub(crate) async fn ready(&self) {
+        self.limiter.until_ready().await;
+    }
+
+    /// Sends `req` at once (its permit already taken).
+    async fn send_now(&self, endpoint: Endpoint, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
         let started = Instant::now();
         let result = req.send().await;
         let elapsed = started.elapsed();
@@ -215,7 +226,9 @@ impl ApiClient {
     }
 
     /// `POST /batch/person/identify`; returns the new job's `batch_id` and
-    /// what the rate-limit headers said.
+    /// what the rate-limit headers said. Sent at once: the caller took its
+    /// permit from the rate limiter ([`Self::ready`]) before it wrote the
+    /// submit ahead, so that the request leaves right after that record.
     pub(crate) async fn submit(
         &self,
         kind: IdentifierType,
@@ -232,7 +245,7 @@ impl ApiClient {
             .post(self.url("/batch/person/identify"))
             .header(CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(&body).expect("JSON of strings"));
-        let resp = self.send(Endpoint::Submit, req).await?;
+        let resp = self.send_now(Endpoint::Submit, req).await?;
         let h = resp.headers();
         let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
         let remaining = header("x-ratelimit-remaining")

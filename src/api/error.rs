@@ -27,7 +27,10 @@ pub enum ApiError {
     /// The request timed out.
     #[error("request timed out")]
     Timeout,
-    /// Connecting or transferring failed.
+    /// Connecting failed: the request never left.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// Transferring failed (the request may have reached the API).
     #[error("transport error: {0}")]
     Transport(String),
     /// 401: the key is wrong or missing.
@@ -82,7 +85,7 @@ impl ApiError {
     /// Classifies the error (a pure decision, unit-tested).
     pub(crate) fn class(&self) -> ErrorClass {
         match self {
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Timeout | Self::Transport(_) => {
+            Self::RateLimited { .. } | Self::Server { .. } | Self::Timeout | Self::Connect(_) | Self::Transport(_) => {
                 ErrorClass::Retryable
             }
             Self::Unauthorized(_) | Self::PaymentRequired(_) | Self::Forbidden(_) => ErrorClass::Auth,
@@ -110,6 +113,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Server { .. } => "server",
             Self::Timeout => "timeout",
+            Self::Connect(_) => "connect",
             Self::Transport(_) => "transport",
             Self::Unauthorized(_) => "unauthorized",
             Self::PaymentRequired(_) => "payment_required",
@@ -144,7 +148,9 @@ impl ApiError {
     /// credentials in the query string).
     pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
         let e = e.without_url();
-        if e.is_timeout() {
+        if e.is_connect() {
+            Self::Connect(e.to_string())
+        } else if e.is_timeout() {
             Self::Timeout
         } else {
             Self::Transport(e.to_string())

@@ -193,6 +193,8 @@ pub(crate) struct JobPage {
     pub(crate) jobs: Vec<JobStatus>,
     /// Where the next page starts, if there is one.
     pub(crate) next_cursor: Option<String>,
+    /// Items that could not be read (skipped).
+    pub(crate) unreadable: usize,
 }
 
 /// Parses a list response: `{jobs, next_cursor, has_more}` (or the items
@@ -208,12 +210,14 @@ pub(crate) fn parse_list(body: &[u8]) -> Result<JobPage, ApiError> {
         _ => None,
     }
     .ok_or_else(|| ApiError::Malformed("list body without a list of jobs".into()))?;
-    let jobs = items.iter().filter_map(|j| job_view(j).ok()).collect();
+    let jobs: Vec<JobStatus> = items.iter().filter_map(|j| job_view(j).ok()).collect();
+    let unreadable = items.len() - jobs.len();
     let cursor = v.get("next_cursor").or_else(|| v.get("cursor")).and_then(text);
     let more = v.get("has_more").and_then(Value::as_bool).unwrap_or(cursor.is_some());
     Ok(JobPage {
         jobs,
         next_cursor: cursor.filter(|_| more),
+        unreadable,
     })
 }
 

@@ -21,6 +21,13 @@ mod validate;
 pub use output::{DeadLetterHeaders, OutputConfig, OutputKey, OutputMode};
 pub use types::{duration, Properties, Secret};
 
+/// `transaction.timeout.ms` of the exactly-once producer unless
+/// `kafka.producer` sets it: longer than the sink's retries of one commit
+/// (50 s), which a setting must exceed too.
+pub(crate) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// What `transaction.timeout.ms` must exceed (the sink's test checks it).
+pub(crate) const TRANSACTION_MIN: Duration = Duration::from_secs(50);
+
 /// Errors while loading or validating configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -247,6 +254,12 @@ pub struct ApiConfig {
     /// Timeout of each HTTP request. Default `30s`.
     #[serde(deserialize_with = "duration::deserialize")]
     pub request_timeout: Duration,
+    /// How far the API's clock (its `created_at`) and the clocks of the
+    /// pods may disagree. A submit whose answer was lost is called never
+    /// created only by a listing that started this long after the request
+    /// could still have created a job. Default `5s`.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub clock_skew: Duration,
     /// First status poll after a submit (until durations are learnt). Default `1s`.
     #[serde(deserialize_with = "duration::deserialize")]
     pub poll_initial: Duration,
@@ -281,6 +294,7 @@ impl Default for ApiConfig {
             requests_per_minute: 600,
             job_timeout: Duration::from_secs(30 * 60),
             request_timeout: Duration::from_secs(30),
+            clock_skew: Duration::from_secs(5),
             poll_initial: Duration::from_secs(1),
             poll_max: Duration::from_secs(30),
             max_request_retries: 8,

@@ -98,6 +98,17 @@ impl KafkaConfig {
                 format!("kafka.consumer.\"{key}\" is managed by the connector and must not be set"),
             );
         }
+        if let Some(v) = self.producer.get("transaction.timeout.ms") {
+            let ms: u64 = v.trim().parse().unwrap_or(0);
+            p.need(
+                !self.exactly_once || ms > super::TRANSACTION_MIN.as_millis() as u64,
+                format!(
+                    "kafka.producer.\"transaction.timeout.ms\" = {v:?} must exceed {} (the connector retries a commit for up to {} s; a shorter timeout lets the broker abort it meanwhile)",
+                    super::TRANSACTION_MIN.as_millis(),
+                    super::TRANSACTION_MIN.as_secs()
+                ),
+            );
+        }
         for key in ["enable.idempotence", "bootstrap.servers", "transactional.id"] {
             p.need(
                 !self.producer.contains_key(key),
@@ -157,6 +168,10 @@ impl ApiConfig {
         p.need(
             !self.request_timeout.is_zero(),
             "api.request_timeout must be greater than 0",
+        );
+        p.need(
+            self.clock_skew <= std::time::Duration::from_secs(600),
+            "api.clock_skew must be at most 10m",
         );
         p.need(!self.poll_initial.is_zero(), "api.poll_initial must be greater than 0");
         p.need(

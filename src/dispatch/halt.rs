@@ -70,7 +70,7 @@ impl Refusals {
             .min_by_key(|s| s.at)
             .cloned();
         let since = lineage.as_ref().map_or(now, |s| s.at);
-        let accepted_since = self.last_accept.is_some_and(|a| a >= since);
+        let accepted_since = self.last_accept.is_some_and(|a| a > since);
         for id in ids {
             self.suspects.entry(id.clone()).or_insert_with(|| Suspect {
                 message: message.to_string(),

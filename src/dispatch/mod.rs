@@ -1,14 +1,13 @@
 //! Dispatch: the single owner of every pending identifier. It answers from
 //! the result store, attaches repeats to the identifier already pending (in
-//! an open batch or a running job) and identifiers an open job of any pod
-//! covers to that job (adopting it), hands batches to jobs while a job slot
-//! is free ([`table`]), fans each job's results out to every record that
-//! carried the identifier and into the store ([`outcome`]), and records
-//! which jobs cover which offsets so that commit metadata can name them.
-//! At start-up the API's job list is reconciled with the journal first;
-//! jobs of unknown coverage (from that list, or named in the commit
-//! metadata of newly assigned partitions but not journaled) are adopted
-//! before any new job is submitted.
+//! an open batch or a running job) and identifiers a journaled job covers
+//! to that job (following it, when another pod runs it), hands batches to
+//! jobs while a job slot is free ([`table`]), and fans each job's results
+//! out to every record that carried the identifier and into the store
+//! ([`outcome`]). Jobs of the journal that nobody drives (this pod's from
+//! before a restart, those of a pod that fell silent) are picked up at
+//! start-up and every [`ORPHANS_EVERY`]: the journal is the one recovery
+//! path.
 //!
 //! It talks to the API only through a [`Runner`], to Kafka only through a
 //! [`Publish`]er and a [`ResultStore`], so its decisions are unit-tested
@@ -34,13 +33,14 @@ use crate::batch::Batcher;
 use crate::config::Config;
 use crate::health::Health;
 use crate::jobs::{JobEvent, Runner};
+use crate::lifecycle::{new_job_id, JobId, Phase, Record};
 use crate::metrics::Metrics;
 use crate::model::{has_matches, IdentifierType, InputRecord, JobSpec};
 use crate::offsets::OffsetTracker;
 use crate::share::Team;
 use crate::sink::{Fatal, Publish, Resolution, SinkError};
 use crate::source::{SourceEvent, Work};
-use crate::store::{Cached, Journaled, ResultStore};
+use crate::store::{Cached, ResultStore};
 use halt::Refusals;
 use pending::Pending;
 use table::JobTable;
@@ -73,8 +73,6 @@ pub(crate) struct Parts<P, R, S> {
     pub(crate) sink: Arc<P>,
     /// What was resolved, and the job journal.
     pub(crate) store: Arc<S>,
-    /// Reconcile with the API's job list before the first submit.
-    pub(crate) reconcile: bool,
     /// The shared offset tracker.
     pub(crate) tracker: Arc<Mutex<OffsetTracker>>,
     /// Metrics.
@@ -86,6 +84,9 @@ pub(crate) struct Parts<P, R, S> {
     /// The pods sharing the key (this pod's share of its slots).
     pub(crate) team: Arc<Team>,
 }
+
+/// How often the journal is looked at for jobs nobody drives.
+pub(crate) const ORPHANS_EVERY: Duration = Duration::from_secs(5);
 
 /// Dispatcher state.
 pub(crate) struct Dispatcher<P, R, S> {
@@ -103,6 +104,8 @@ pub(crate) struct Dispatcher<P, R, S> {
     /// The key's active-job slots (`api.max_active_jobs`), shared with the
     /// other pods of the team.
     key_slots: usize,
+    /// Job tasks that panicked, by journal id.
+    panics: std::collections::HashMap<JobId, u32>,
     parts: Parts<P, R, S>,
 }
 
@@ -118,6 +121,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             free_probe: None,
             max_job_attempts: cfg.api.max_job_attempts,
             key_slots: cfg.api.max_active_jobs,
+            panics: std::collections::HashMap::new(),
             parts,
         }
     }
@@ -133,11 +137,8 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     ) -> Result<Stopped, DispatchError> {
         tokio::pin!(stop);
         let fatal = self.parts.fatal.clone();
-        if self.parts.reconcile {
-            let seq = self.jobs.next_seq();
-            let task = self.parts.runner.reconcile(seq);
-            self.jobs.hold(seq, task);
-        }
+        self.adopt_orphans();
+        let mut orphans = tokio::time::interval_at(Instant::now() + ORPHANS_EVERY, ORPHANS_EVERY);
         let team = self.parts.team.clone();
         let stopped = loop {
             self.tell_team();
@@ -171,7 +172,6 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                             self.accept(w).await?;
                         }
                     }
-                    Some(SourceEvent::Recover(ids)) => self.recover(ids),
                     Some(SourceEvent::Revoked) => self.drop_revoked(),
                     None => break Stopped::SourceClosed,
                 },
@@ -179,7 +179,9 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 _ = tokio::time::sleep_until(probe.unwrap_or_else(Instant::now)), if probe.is_some() => {}
                 _ = tokio::time::sleep_until(key_full.unwrap_or_else(Instant::now)), if key_full.is_some() => {
                     self.key_full_until = None;
+                    self.jobs.key_free_again();
                 }
+                _ = orphans.tick() => self.adopt_orphans(),
                 _ = team.peers_changed.notified(), if share_bound => {}
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {}
             }
@@ -214,9 +216,9 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         DispatchError::Fatal(self.parts.fatal.get().expect("a fatal error was set"))
     }
 
-    /// Whether a new job may start now: a slot is free, nothing of unknown
-    /// coverage is being adopted, submitting is not halted, and the key is
-    /// not refused (while it is, only the job already retrying probes it).
+    /// Whether a new job may start now: a slot is free, submitting is not
+    /// halted, and the key is not refused (while it is, only the job
+    /// already retrying probes it).
     fn may_submit(&self) -> bool {
         self.jobs.can_start()
             && self.has_room()
@@ -294,91 +296,78 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     fn start_job(&mut self, spec: JobSpec) {
         self.parts.metrics.batch_submitted(spec.kind.as_str(), spec.ids.len());
         let seq = self.jobs.next_seq();
-        let early = self.jobs.starts_early();
-        let task = self.parts.runner.run(seq, spec.clone(), early);
-        self.jobs.start(seq, spec, task);
+        let id = new_job_id();
+        self.pending.assign(&spec, seq);
+        let task = self.parts.runner.run(seq, id.clone(), spec.clone());
+        self.jobs.start(seq, id, spec, Phase::Planned, task);
         self.parts.metrics.set_active_jobs(self.jobs.active());
     }
 
-    /// Adopts jobs named in commit metadata (submitted by a previous owner
-    /// of the partitions): their results are fetched instead of paying for
-    /// the same identifiers again. A journaled job covers known identifiers;
-    /// one the journal does not know holds every new submit back until its
-    /// results are in.
-    fn recover(&mut self, ids: Vec<String>) {
-        for id in ids {
-            let batch_id: Arc<str> = id.into();
-            match self.parts.store.job(&batch_id) {
-                Journaled::Done => continue,
-                Journaled::Open(open) => {
-                    self.adopt(batch_id, Some(open.spec), "journal");
-                }
-                Journaled::Unknown => {
-                    self.adopt(batch_id, None, "commit_metadata");
-                }
+    /// Journaled jobs nobody drives: this pod's own from before a restart,
+    /// and those whose owner has been silent long enough to be claimed.
+    fn adopt_orphans(&mut self) {
+        for (id, rec) in self.parts.store.orphans() {
+            if self.jobs.seq_of(&id).is_none() {
+                self.adopt(id, rec);
             }
         }
     }
 
-    /// Starts adopting `batch_id` unless it runs here; returns its job number.
-    fn adopt(&mut self, batch_id: Arc<str>, spec: Option<JobSpec>, source: &'static str) -> u64 {
-        if let Some(seq) = self.jobs.seq_of(&batch_id) {
+    /// Starts driving or following journaled job `id`, unless it runs
+    /// here already; returns its job number.
+    fn adopt(&mut self, id: JobId, rec: Record) -> u64 {
+        if let Some(seq) = self.jobs.seq_of(&id) {
             return seq;
         }
-        info!(%batch_id, source, known_identifiers = spec.as_ref().map_or(0, |s| s.ids.len()), "adopting a job");
+        let spec = rec.spec().unwrap_or(JobSpec {
+            kind: IdentifierType::BusinessEmail,
+            ids: Vec::new(),
+        });
+        info!(job = %id, owner = %rec.owner, stage = ?rec.stage, identifiers = spec.ids.len(), "taking up a journaled job");
+        // This pod's own job holds its slot from now (it may run at the
+        // API); another pod's is followed until claimed.
+        let phase = if rec.owner == self.parts.team.me() && rec.in_flight() {
+            Phase::of(&rec.stage)
+        } else {
+            Phase::Following
+        };
         let seq = self.jobs.next_seq();
-        let task = self.parts.runner.recover(seq, batch_id.clone(), spec.clone());
-        self.jobs.adopt(seq, batch_id, spec, task);
-        self.parts.metrics.job_adopted(source);
+        let task = self.parts.runner.adopt(seq, id.clone(), rec);
+        self.jobs.start(seq, id, spec, phase, task);
         self.parts.metrics.set_active_jobs(self.jobs.active());
         seq
     }
 
     fn event(&mut self, ev: JobEvent) {
         match ev {
-            JobEvent::Submitted {
+            JobEvent::Phase { seq, phase } => {
+                if self.jobs.set_phase(seq, phase) {
+                    if !phase.holds_slot() {
+                        // A slot freed: whatever the key said is past.
+                        self.key_full_until = None;
+                    }
+                    self.parts.metrics.set_active_jobs(self.jobs.active());
+                }
+            }
+            JobEvent::Accepted {
                 seq,
-                batch_id,
+                remaining,
                 key_full_for,
             } => {
                 self.key_full_until = key_full_for.map(|d| Instant::now() + d);
+                self.jobs.accepted(seq, remaining);
                 if self.refusals.accepted(Instant::now()) {
                     info!("the API accepts submits again; resuming");
                     self.parts.health.set_halted(None);
                     self.parts.metrics.set_halted(false);
                 }
-                let Some(spec) = self.jobs.submitted(seq, batch_id.clone()) else {
-                    return;
-                };
-                let mut t = self.parts.tracker.lock().expect("tracker");
-                self.pending.assign(spec, seq, |r| t.add_job(&r.pos, &batch_id));
-            }
-            JobEvent::Ended { seq } => {
-                if self.jobs.ended(seq) {
-                    self.key_full_until = None;
-                    self.parts.metrics.set_active_jobs(self.jobs.active());
-                }
-            }
-            JobEvent::Due { seq } => {
-                if self.jobs.due(seq) {
-                    self.key_full_until = None;
-                    self.parts.metrics.set_active_jobs(self.jobs.active());
-                }
-            }
-            JobEvent::StillRunning { seq } => {
-                self.jobs.still_running(seq);
-                self.parts.metrics.set_active_jobs(self.jobs.active());
-            }
-            JobEvent::Resubmitting { seq } => {
-                self.jobs.resubmitting(seq);
-                self.parts.metrics.set_active_jobs(self.jobs.active());
             }
             JobEvent::RateLimited { seq } => {
                 let (before, after) = self.jobs.rate_limited(seq);
                 if after < before {
                     warn!(
                         limit = after,
-                        "429 on submit: the key's job allowance is shared; fewer job slots"
+                        "429 on submit: the key's slots are shared with jobs this pod does not see; holding at the jobs it has"
                     );
                 }
             }
@@ -386,12 +375,11 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     }
 
     /// Takes one decoded record: a repeat of a pending identifier waits
-    /// with it, a stored one is answered at once, one an open job covers
-    /// waits for that job, a new one is batched.
+    /// with it, a stored one is answered at once, one a journaled job
+    /// covers waits for that job, a new one is batched.
     async fn accept(&mut self, w: Work) -> Result<(), DispatchError> {
         let (kind, key, rec) = (w.id.kind, w.id.value, w.rec);
-        if let Some(job) = self.pending.job_of(&key) {
-            self.cover(&rec, job);
+        if self.pending.contains(&key) {
             self.pending.push(&key, rec);
             self.parts.metrics.credits_saved("dedupe", 1);
             return Ok(());
@@ -400,14 +388,35 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             self.parts.metrics.credits_saved(found.label(), 1);
             return self.publish_one(&rec, kind, &key, &hit).await;
         }
-        if let Some(open) = self.parts.store.covering(&key) {
-            let seq = self.adopt(open.batch_id, Some(open.spec), "journal");
-            self.cover(&rec, Some(seq));
-            self.pending.insert(kind, key, rec, Some(seq));
+        self.pending.insert(kind, key.clone(), rec, None);
+        self.place(kind, key);
+        Ok(())
+    }
+
+    /// Pending identifier `key` (with no job): a journaled job covering it
+    /// (it waits for that job), else a batch.
+    fn place(&mut self, kind: IdentifierType, key: String) {
+        if let Some((id, rec)) = self.parts.store.covering(&key) {
+            let seq = self.adopt(id, rec);
+            self.pending.set_job(&key, seq);
+            return;
+        }
+        self.batcher.push(kind, key, Instant::now());
+    }
+
+    /// Pending identifier `key`, whose job ended without answering it:
+    /// the store may have it by now (published at once), else
+    /// [`Self::place`].
+    async fn route(&mut self, kind: IdentifierType, key: String) -> Result<(), DispatchError> {
+        if let Some((hit, found)) = self.parts.store.get(kind, &key) {
+            let recs = self.pending.take(&key);
+            self.parts.metrics.credits_saved(found.label(), recs.len() as u64);
+            for rec in &recs {
+                self.publish_one(rec, kind, &key, &hit).await?;
+            }
             return Ok(());
         }
-        self.batcher.push(kind, key.clone(), Instant::now());
-        self.pending.insert(kind, key, rec, None);
+        self.place(kind, key);
         Ok(())
     }
 
@@ -422,13 +431,6 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             let pending = &self.pending;
             self.batcher.retain(|_, id| pending.contains(id));
             info!(identifiers = dropped, "identifiers of revoked partitions dropped");
-        }
-    }
-
-    /// Notes in the tracker that job `job` (once accepted) covers `rec`.
-    fn cover(&self, rec: &InputRecord, job: Option<u64>) {
-        if let Some(bid) = job.and_then(|seq| self.jobs.batch_id(seq)) {
-            self.parts.tracker.lock().expect("tracker").add_job(&rec.pos, bid);
         }
     }
 

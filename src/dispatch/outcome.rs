@@ -1,19 +1,20 @@
 //! What the dispatcher does with a finished job: publish its results (one
-//! fan-out path, [`Dispatcher::resolve`], for jobs and adoptions alike) and
-//! store them, split a batch the API refused with 400, queue again the
-//! identifiers a result file missed, dead-letter what failed for good,
-//! adopt what the start-up reconciliation found.
+//! fan-out path, [`Dispatcher::resolve`], for its own jobs and followed
+//! ones alike) and store them, split a batch the API refused with 400,
+//! queue again the identifiers a result file missed, dead-letter what
+//! failed for good, close the job in the journal, resume a job whose task
+//! panicked.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use super::halt::Verdict;
-use super::table::Finished;
+use super::table::{Finished, Job};
 use super::{DispatchError, Dispatcher};
-use crate::decode::{detect, match_key, normalize};
-use crate::jobs::{JobOutcome, ResultRow, Runner};
+use crate::jobs::{JobOutcome, Runner};
+use crate::lifecycle::{JobId, Outcome};
 use crate::model::{has_matches, IdentifierType, JobSpec, Matches};
 use crate::sink::{refused_reason, Failure, Publish};
 use crate::store::{Cached, ResultStore};
@@ -24,15 +25,16 @@ type Resolved = Vec<(IdentifierType, String, Arc<Cached>)>;
 impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     /// Acts on a finished job; its slot is free from now on.
     pub(super) async fn finished(&mut self, f: Finished) -> Result<(), DispatchError> {
+        let id = f.job.as_ref().map(|j| j.id.clone());
         let result = match f.outcome {
             Err(e) => {
                 if e.is_panic() {
-                    error!(error = %e, "job task panicked; requeueing its batch");
-                    if let Some(spec) = f.job.and_then(|j| j.spec) {
-                        self.batcher.push_ready_front(spec);
-                    }
+                    self.panicked(f.seq, f.job).await?;
+                } else {
+                    // Aborted (shutdown): its journal record stays, and its
+                    // records stay uncommitted.
+                    self.requeue_detached(f.seq).await?;
                 }
-                self.requeue_detached(f.seq);
                 Ok(())
             }
             Ok(JobOutcome::Done {
@@ -40,52 +42,73 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 batch_id,
                 results,
                 missing,
-                adopted,
+                followed,
             }) => {
-                if !adopted && !f.job.is_some_and(|j| j.rate_limited) {
+                if !followed && !f.job.is_some_and(|j| j.rate_limited) {
                     self.jobs.succeeded();
                 }
-                self.publish(spec, batch_id, results, missing, adopted).await
+                let own = if followed { None } else { id };
+                self.publish(spec, own, batch_id, results, missing).await
             }
-            Ok(JobOutcome::Rejected { spec, status, message }) => self.rejected(spec, status, &message).await,
-            Ok(JobOutcome::NotStarted { spec }) => {
-                // Its batch goes first once a slot is confirmed free; until
-                // then, no slot is lent early again.
-                self.jobs.stop_lending();
-                self.batcher.push_ready_front(spec);
-                Ok(())
+            Ok(JobOutcome::Rejected { spec, status, message }) => {
+                if let Some(id) = id {
+                    self.parts.store.close(id, Outcome::Rejected);
+                }
+                self.rejected(spec, status, &message).await
             }
             Ok(JobOutcome::Failed { spec, error }) => {
+                if let Some(id) = id {
+                    self.parts.store.close(id, Outcome::Failed);
+                }
                 warn!(size = spec.ids.len(), %error, "job failed after every attempt; dead-lettering its records");
                 let batch_id = error.batch_id().map(str::to_owned);
                 self.dead_letter(spec, "job_failed", &error.to_string(), batch_id.as_deref())
                     .await
             }
-            Ok(JobOutcome::Recovered { batch_id, rows }) => self.use_recovered(batch_id, rows).await,
-            Ok(JobOutcome::RecoveryFailed { batch_id, error }) => {
-                info!(%batch_id, %error, "adopted job not usable; its identifiers go through new jobs");
-                self.parts.store.job_done(batch_id);
-                self.requeue_detached(f.seq);
-                Ok(())
-            }
-            Ok(JobOutcome::Reconciled(adoptions)) => {
-                for a in adoptions {
-                    let source = if a.spec.is_some() { "journal" } else { "reconciliation" };
-                    self.adopt(a.batch_id, a.spec, source);
-                }
-                Ok(())
-            }
+            Ok(JobOutcome::Released) => self.requeue_detached(f.seq).await,
         };
         self.parts.metrics.set_active_jobs(self.jobs.active());
         result
     }
 
-    /// Identifiers that waited for job `seq`, which ended without answering
-    /// them, go into batches of their own.
-    fn requeue_detached(&mut self, seq: u64) {
-        for (kind, key) in self.pending.detach(seq) {
-            self.batcher.push(kind, key, tokio::time::Instant::now());
+    /// A job task panicked. If its journal record is in flight, the job
+    /// may exist at the API: a new task resumes it from the journal (never
+    /// submitting what may have been accepted). A job that never got a
+    /// record sent nothing: its identifiers go through new jobs.
+    async fn panicked(&mut self, seq: u64, job: Option<Job>) -> Result<(), DispatchError> {
+        let Some(job) = job else {
+            return self.requeue_detached(seq).await;
+        };
+        let tries = self.panics.entry(job.id.clone()).or_insert(0);
+        *tries += 1;
+        let rec = self.parts.store.record(&job.id).filter(|r| r.in_flight());
+        match rec {
+            Some(rec) if *tries < self.max_job_attempts => {
+                error!(job = %job.id, "job task panicked; resuming the job from its journal record");
+                let next = self.adopt(job.id, rec);
+                self.pending.move_job(seq, next);
+                Ok(())
+            }
+            Some(_) => {
+                error!(job = %job.id, "job task panicked again; dead-lettering its records");
+                self.parts.store.close(job.id, Outcome::Failed);
+                self.dead_letter(job.spec, "job_failed", "the job's task failed repeatedly", None)
+                    .await
+            }
+            None => {
+                error!(job = %job.id, "job task panicked before its submit was written; its identifiers go through new jobs");
+                self.requeue_detached(seq).await
+            }
         }
+    }
+
+    /// Identifiers that waited for job `seq`, which ended without answering
+    /// them, are routed again (the store may have them by now).
+    async fn requeue_detached(&mut self, seq: u64) -> Result<(), DispatchError> {
+        for (kind, key) in self.pending.detach(seq) {
+            self.route(kind, key).await?;
+        }
+        Ok(())
     }
 
     /// Answers every record waiting for `key` with `cached` and adds it to
@@ -110,14 +133,17 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         Ok(recs.len())
     }
 
+    /// Publishes what job `own` (this pod's; `None`: another pod's, whose
+    /// owner stores the results) resolved, and stores it.
     async fn publish(
         &mut self,
         spec: JobSpec,
+        own: Option<JobId>,
         batch_id: Arc<str>,
         results: HashMap<String, Matches>,
         missing: Vec<String>,
-        adopted: bool,
     ) -> Result<(), DispatchError> {
+        let followed = own.is_none();
         let (resolved_at, resolved_at_ms) = now();
         let mut resolved = Vec::with_capacity(results.len());
         let mut answered = 0;
@@ -129,13 +155,15 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 resolved_at_ms,
             });
             answered += self.resolve(spec.kind, key, cached, &mut resolved).await?;
+            failpoint!("publish.halfway", answered * 2 >= spec.ids.len());
         }
-        self.parts.store.put(Some(batch_id.clone()), resolved);
+        self.parts.store.put(own, resolved);
+        failpoint!("publish.after_store_handoff");
         tracing::debug!(%batch_id, answered, "job results handed to the producer");
-        if adopted {
+        if followed {
             self.parts.metrics.credits_saved("recovery", answered as u64);
         }
-        // Of an adopted job, only the identifiers pending here are ours.
+        // Of a followed job, only the identifiers pending here are ours.
         let missing: Vec<String> = missing.into_iter().filter(|id| self.pending.contains(id)).collect();
         if missing.is_empty() {
             return Ok(());
@@ -158,45 +186,6 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             };
             self.dead_letter(spec, "missing_result", &msg, Some(&batch_id)).await?;
         }
-        Ok(())
-    }
-
-    /// Answers pending records from the rows of an adopted job whose
-    /// identifiers were unknown, and stores every row. A row's identifier
-    /// is normalised as the decoder normalises input; one the API echoed in
-    /// another form is found by its [`match_key`].
-    async fn use_recovered(&mut self, batch_id: Arc<str>, rows: Vec<ResultRow>) -> Result<(), DispatchError> {
-        let (resolved_at, resolved_at_ms) = now();
-        let mut loose: Option<HashMap<String, String>> = None;
-        let mut resolved = Vec::with_capacity(rows.len());
-        let mut answered = 0;
-        for row in rows {
-            let kind = row.kind.unwrap_or_else(|| detect(row.matched_on.trim()));
-            let mut key = normalize(kind, row.matched_on.trim()).unwrap_or_else(|_| row.matched_on.trim().to_string());
-            if !self.pending.contains(&key) {
-                let index = loose.get_or_insert_with(|| {
-                    self.pending
-                        .keys()
-                        .map(|(k, id)| (match_key(Some(k), id), id.to_string()))
-                        .collect()
-                });
-                if let Some(pending) = index.get(&match_key(Some(kind), &key)) {
-                    key = pending.clone();
-                }
-            }
-            let cached = Arc::new(Cached {
-                matches: row.matches,
-                batch_id: batch_id.clone(),
-                resolved_at: resolved_at.clone(),
-                resolved_at_ms,
-            });
-            answered += self.resolve(kind, key, cached, &mut resolved).await?;
-        }
-        self.parts.store.put(Some(batch_id.clone()), resolved);
-        let pending = &self.pending;
-        self.batcher.retain(|_, id| pending.contains(id));
-        self.parts.metrics.credits_saved("recovery", answered as u64);
-        info!(%batch_id, answered, "adopted job's results reused");
         Ok(())
     }
 

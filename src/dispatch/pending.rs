@@ -28,11 +28,6 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// `Some` if `key` is pending: the job resolving it, if one does.
-    pub(super) fn job_of(&self, key: &str) -> Option<Option<u64>> {
-        self.waiters.get(key).map(|w| w.job)
-    }
-
     /// Adds `rec` to the records waiting for `key` (which is pending).
     pub(super) fn push(&mut self, key: &str, rec: InputRecord) {
         if let Some(w) = self.waiters.get_mut(key) {
@@ -66,9 +61,13 @@ impl Pending {
         out
     }
 
-    /// Every pending identifier.
-    pub(super) fn keys(&self) -> impl Iterator<Item = (IdentifierType, &str)> {
-        self.waiters.iter().map(|(k, w)| (w.kind, k.as_str()))
+    /// The identifiers waiting for job `from` wait for job `to` instead.
+    pub(super) fn move_job(&mut self, from: u64, to: u64) {
+        for w in self.waiters.values_mut() {
+            if w.job == Some(from) {
+                w.job = Some(to);
+            }
+        }
     }
 
     /// Whether `key` is pending.
@@ -81,14 +80,17 @@ impl Pending {
         self.waiters.remove(key).map(|w| w.recs).unwrap_or_default()
     }
 
-    /// Notes that job `seq` resolves the identifiers of `spec`; calls
-    /// `each` with every record they carry.
-    pub(super) fn assign(&mut self, spec: &JobSpec, seq: u64, mut each: impl FnMut(&InputRecord)) {
+    /// Notes that job `seq` resolves the identifiers of `spec`.
+    pub(super) fn assign(&mut self, spec: &JobSpec, seq: u64) {
         for id in &spec.ids {
-            if let Some(w) = self.waiters.get_mut(id.as_str()) {
-                w.job = Some(seq);
-                w.recs.iter().for_each(&mut each);
-            }
+            self.set_job(id, seq);
+        }
+    }
+
+    /// Notes that job `seq` resolves `key`.
+    pub(super) fn set_job(&mut self, key: &str, seq: u64) {
+        if let Some(w) = self.waiters.get_mut(key) {
+            w.job = Some(seq);
         }
     }
 

@@ -1,20 +1,43 @@
-//! Job slots: how many jobs may be active at once. The limit is
-//! `api.max_active_jobs`, adapted AIMD-style: a 429 on submit means the key's
-//! active-job allowance is shared (other replicas or users), so the limit
-//! halves; every job that completes without one grows it back by one.
+//! Job slots: how many of the key's active-job slots this pod's jobs may
+//! hold (`api.max_active_jobs` at most). The key may be shared with other
+//! tools, whose jobs hold slots this pod cannot see, so the limit learns
+//! the slots that are free instead of collapsing on every 429:
+//!
+//! - until the first answer, one job at a time: its answer tells what is
+//!   free (a key whose other user holds slots costs no 429 at start-up);
+//! - an accepted submit that says how many slots remain
+//!   (`x-ratelimit-remaining`) sets the limit to the jobs held plus those;
+//!   one that does not say lets every slot be used;
+//! - a 429 holds the limit at the jobs held when it came (the level that
+//!   worked), never below one;
+//! - without those headers, the limit grows back by one only after
+//!   [`PROBE_AFTER`] jobs completed without a 429, so a key whose other
+//!   user holds its slots for minutes costs a 429 every few jobs at most.
 
-/// The adaptive job-slot limit.
+/// Jobs completed without a 429 before the limit tries one slot more.
+pub(super) const PROBE_AFTER: u32 = 10;
+
+/// The learnt job-slot limit.
 #[derive(Debug, Clone)]
 pub(super) struct SlotLimit {
     max: usize,
     current: usize,
+    /// Jobs completed since the limit last moved down.
+    quiet: u32,
+    /// No submit has been answered yet.
+    unanswered: bool,
 }
 
 impl SlotLimit {
-    /// Starts at `max`.
+    /// One job until the first answer, then up to `max`.
     pub(super) fn new(max: usize) -> Self {
         let max = max.max(1);
-        Self { max, current: max }
+        Self {
+            max,
+            current: 1,
+            quiet: 0,
+            unanswered: true,
+        }
     }
 
     /// The limit now.
@@ -22,15 +45,44 @@ impl SlotLimit {
         self.current
     }
 
-    /// A submit was refused with 429 while `running` jobs held slots:
-    /// multiplicative decrease, never below one.
-    pub(super) fn on_rate_limited(&mut self, running: usize) {
-        self.current = (running.min(self.current) / 2).max(1);
+    /// A submit was accepted while `held` jobs (this one included) hold
+    /// slots, and the API said `remaining` slots are left.
+    pub(super) fn on_accepted(&mut self, held: usize, remaining: Option<u32>) {
+        match remaining {
+            Some(r) => {
+                self.current = (held + r as usize).clamp(1, self.max);
+                self.quiet = 0;
+            }
+            None if self.unanswered => self.current = self.max,
+            None => {}
+        }
+        self.unanswered = false;
     }
 
-    /// A job completed without a 429: additive increase up to the maximum.
-    pub(super) fn on_success(&mut self) {
+    /// A submit was refused with 429 while `held` jobs held slots: what
+    /// worked is what is held.
+    pub(super) fn on_rate_limited(&mut self, held: usize) {
+        self.current = held.clamp(1, self.max);
+        self.quiet = 0;
+        self.unanswered = false;
+    }
+
+    /// The key said it was full until now: one slot more may be free.
+    pub(super) fn probe(&mut self) {
         self.current = (self.current + 1).min(self.max);
+    }
+
+    /// A job completed without a 429: after [`PROBE_AFTER`] of those, one
+    /// slot more.
+    pub(super) fn on_success(&mut self) {
+        if self.current >= self.max {
+            return;
+        }
+        self.quiet += 1;
+        if self.quiet >= PROBE_AFTER {
+            self.current += 1;
+            self.quiet = 0;
+        }
     }
 }
 
@@ -38,27 +90,79 @@ impl SlotLimit {
 mod tests {
     use super::*;
 
-    #[test]
-    fn halves_on_429_and_grows_back_by_one() {
+    /// A key of 5 slots, `foreign` of them held by another tool for the
+    /// whole run: how many 429s `jobs` jobs of this pod meet, and the
+    /// limit at the end. Each round the pod fills its limit; a submit
+    /// beyond the free slots gets 429; one job completes per round.
+    fn run(foreign: usize, jobs: u32, headers: bool) -> (u32, usize) {
         let mut l = SlotLimit::new(5);
-        assert_eq!(l.get(), 5);
-        l.on_rate_limited(5);
-        assert_eq!(l.get(), 2);
-        l.on_rate_limited(2);
-        assert_eq!(l.get(), 1);
-        l.on_rate_limited(1);
-        assert_eq!(l.get(), 1, "never below one");
-        for want in [2, 3, 4, 5, 5] {
-            l.on_success();
-            assert_eq!(l.get(), want);
+        if !headers {
+            // Without headers the first answer opens every slot.
+            l.on_accepted(0, None);
         }
+        let free = 5 - foreign;
+        let (mut held, mut done, mut refused) = (0usize, 0u32, 0u32);
+        while done < jobs {
+            while held < l.get() {
+                if held < free {
+                    held += 1;
+                    l.on_accepted(held, headers.then(|| (free - held) as u32));
+                } else {
+                    refused += 1;
+                    l.on_rate_limited(held);
+                    break;
+                }
+            }
+            held -= 1;
+            done += 1;
+            l.on_success();
+        }
+        (refused, l.get())
     }
 
     #[test]
-    fn decrease_is_relative_to_what_actually_runs() {
+    fn the_limit_settles_on_the_free_slots_instead_of_cycling() {
+        // The old rule halved the limit on each 429 and grew it back by
+        // one per job: 1, 2, 3, 4, 429, 1, ... with two foreign jobs.
+        let (refused, limit) = run(2, 100, true);
+        assert_eq!((refused, limit), (0, 3), "the headers say what is free");
+        let (refused, limit) = run(2, 100, false);
+        assert!(refused <= 10, "{refused} 429s in 100 jobs");
+        assert!(limit >= 3, "{limit}");
+        let (refused, limit) = run(0, 100, false);
+        assert_eq!((refused, limit), (0, 5), "a key of its own");
+    }
+
+    #[test]
+    fn one_job_until_the_first_answer_says_what_is_free() {
         let mut l = SlotLimit::new(5);
-        l.on_rate_limited(2);
         assert_eq!(l.get(), 1);
+        l.on_accepted(1, Some(2));
+        assert_eq!(l.get(), 3, "another user holds two");
+        let mut silent = SlotLimit::new(5);
+        silent.on_accepted(1, None);
+        assert_eq!(silent.get(), 5, "an API that does not say: every slot");
+        silent.on_rate_limited(4);
+        silent.on_accepted(4, None);
+        assert_eq!(silent.get(), 4, "after that, only what was learnt");
+    }
+
+    #[test]
+    fn a_429_holds_what_worked_never_below_one() {
+        let mut l = SlotLimit::new(5);
+        l.on_accepted(1, None);
+        l.on_rate_limited(3);
+        assert_eq!(l.get(), 3);
+        l.on_rate_limited(0);
+        assert_eq!(l.get(), 1);
+        for _ in 0..PROBE_AFTER {
+            l.on_success();
+        }
+        assert_eq!(l.get(), 2);
+        l.on_accepted(2, Some(3));
+        assert_eq!(l.get(), 5);
+        l.on_accepted(4, Some(9));
+        assert_eq!(l.get(), 5, "never above the maximum");
         assert_eq!(SlotLimit::new(0).get(), 1);
     }
 }

@@ -1,28 +1,30 @@
-//! The running jobs and their slots: which job task is which job, what each
-//! covers and which API job it became, how many may run (AIMD, see
-//! [`SlotLimit`]; a steady job at its first poll lends its slot early),
-//! and the adoptions of unknown coverage (and the start-up
-//! reconciliation) that hold new submits back.
+//! The jobs this pod runs or follows, one value per job ([`Job`]: its
+//! journal id, what it covers, its [`Phase`]); the slots they hold follow
+//! from their phases, and the learnt slot limit ([`SlotLimit`]) bounds
+//! them. The task of each job is in a `JoinSet`; nothing else is kept
+//! beside the jobs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 
 use tokio::task::{Id, JoinError, JoinSet};
+use tracing::warn;
 
 use super::slots::SlotLimit;
 use crate::jobs::JobOutcome;
+use crate::lifecycle::{JobId, Phase};
 use crate::model::JobSpec;
 
-/// One running job (or adoption, or reconciliation).
-pub(super) struct RunningJob {
-    /// What it covers, when known (a job, or an adoption of a journaled job).
-    pub(super) spec: Option<JobSpec>,
-    /// It holds new submits back until it ends (its coverage is unknown).
-    pub(super) blocking: bool,
-    /// The API's id, once accepted.
-    pub(super) batch_id: Option<Arc<str>>,
-    /// A submit of this job got 429.
+/// One job of this pod (its own, or one it follows).
+#[derive(Debug)]
+pub(super) struct Job {
+    /// Its journal id.
+    pub(super) id: JobId,
+    /// What it covers.
+    pub(super) spec: JobSpec,
+    /// Where it is.
+    pub(super) phase: Phase,
+    /// A submit of it got 429.
     pub(super) rate_limited: bool,
 }
 
@@ -31,49 +33,33 @@ pub(super) struct Finished {
     /// Its job number.
     pub(super) seq: u64,
     /// The job, if it was known.
-    pub(super) job: Option<RunningJob>,
+    pub(super) job: Option<Job>,
     /// Its outcome, or why the task did not return one.
     pub(super) outcome: Result<JobOutcome, JoinError>,
 }
 
-/// The running jobs.
+/// The jobs.
 pub(super) struct JobTable {
     set: JoinSet<JobOutcome>,
     tasks: HashMap<Id, u64>,
-    jobs: HashMap<u64, RunningJob>,
-    /// Jobs holding one of the key's active-job slots: from their submit
-    /// until the API reports them completed or failed.
-    holding: HashSet<u64>,
-    /// Steady jobs at their first poll, which have most likely ended: their
-    /// slots go to the next batches before the poll's answer confirms it.
-    due: HashSet<u64>,
-    /// Whether due jobs lend their slots: not after an early start met a
-    /// 429, until a job's end is confirmed.
-    lending: bool,
-    known_batches: HashSet<Arc<str>>,
-    recovering: usize,
+    jobs: HashMap<u64, Job>,
     next_seq: u64,
     limit: SlotLimit,
 }
 
 impl JobTable {
-    /// No job yet; at most `max_active` at once.
+    /// No job yet; at most `max_active` slots held at once.
     pub(super) fn new(max_active: usize) -> Self {
         Self {
             set: JoinSet::new(),
             tasks: HashMap::new(),
             jobs: HashMap::new(),
-            holding: HashSet::new(),
-            due: HashSet::new(),
-            lending: true,
-            known_batches: HashSet::new(),
-            recovering: 0,
             next_seq: 0,
             limit: SlotLimit::new(max_active),
         }
     }
 
-    /// Jobs (and recoveries) running.
+    /// Jobs running or followed.
     pub(super) fn len(&self) -> usize {
         self.jobs.len()
     }
@@ -83,62 +69,14 @@ impl JobTable {
         self.set.is_empty()
     }
 
-    /// A new job may start: a slot is free and no recovery is running
-    /// (its identifiers are unknown until its results are in).
-    pub(super) fn can_start(&self) -> bool {
-        self.holding.len() < self.limit.get() && self.recovering == 0
-    }
-
-    /// Jobs holding a slot (the API's active jobs of this pod).
+    /// Slots this pod's jobs hold (the API's active jobs of this pod).
     pub(super) fn active(&self) -> usize {
-        self.holding.len()
+        self.jobs.values().filter(|j| j.phase.holds_slot()).count()
     }
 
-    /// The API reports job `seq` ended: its slot is free, whatever remains
-    /// to be done with its results. Returns whether it held one (or was due).
-    pub(super) fn ended(&mut self, seq: u64) -> bool {
-        let held = self.holding.remove(&seq) | self.due.remove(&seq);
-        self.lending |= held;
-        held
-    }
-
-    /// Job `seq` has most likely ended (a steady job at its first poll):
-    /// its slot may be taken before that is confirmed, unless lending
-    /// stopped. Returns whether it lends its slot.
-    pub(super) fn due(&mut self, seq: u64) -> bool {
-        let lent = self.lending && self.holding.remove(&seq);
-        if lent {
-            self.due.insert(seq);
-        }
-        lent
-    }
-
-    /// An early start met a 429: the due jobs still run, most likely. They
-    /// hold their slots again, and lend none until an end is confirmed.
-    pub(super) fn stop_lending(&mut self) {
-        self.lending = false;
-        self.holding.extend(self.due.drain());
-    }
-
-    /// Job `seq` was due but still runs: it holds its slot again.
-    pub(super) fn still_running(&mut self, seq: u64) {
-        if self.due.remove(&seq) {
-            self.holding.insert(seq);
-        }
-    }
-
-    /// Whether a job started now may take the slot of a due job (one not
-    /// yet confirmed free, here or in the pod's share of the key).
-    pub(super) fn starts_early(&self) -> bool {
-        !self.due.is_empty()
-    }
-
-    /// Job `seq` submits again: it holds a slot again.
-    pub(super) fn resubmitting(&mut self, seq: u64) {
-        if self.jobs.contains_key(&seq) {
-            self.due.remove(&seq);
-            self.holding.insert(seq);
-        }
+    /// A new job may start: the limit leaves a slot.
+    pub(super) fn can_start(&self) -> bool {
+        self.active() < self.limit.get()
     }
 
     /// The next job number.
@@ -147,95 +85,87 @@ impl JobTable {
         self.next_seq
     }
 
-    /// Starts job `seq` covering `spec`.
-    pub(super) fn start(&mut self, seq: u64, spec: JobSpec, task: impl Future<Output = JobOutcome> + Send + 'static) {
-        self.spawn(seq, Some(spec), None, false, task);
-        self.holding.insert(seq);
-    }
-
-    /// Starts adopting `batch_id` as `seq` (covering `spec` when known;
-    /// an adoption of unknown coverage holds new submits back), unless that
-    /// job is already running or adopted here; returns whether it started.
-    pub(super) fn adopt(
+    /// Starts `task`, job `seq` (`id`, covering `spec`), at `phase`.
+    pub(super) fn start(
         &mut self,
         seq: u64,
-        batch_id: Arc<str>,
-        spec: Option<JobSpec>,
-        task: impl Future<Output = JobOutcome> + Send + 'static,
-    ) -> bool {
-        if self.known_batches.contains(&batch_id) {
-            return false;
-        }
-        self.known_batches.insert(batch_id.clone());
-        let blocking = spec.is_none();
-        self.spawn(seq, spec, Some(batch_id), blocking, task);
-        self.holding.insert(seq);
-        true
-    }
-
-    /// Starts `task`, which holds new submits back until it ends (the
-    /// start-up reconciliation).
-    pub(super) fn hold(&mut self, seq: u64, task: impl Future<Output = JobOutcome> + Send + 'static) {
-        self.spawn(seq, None, None, true, task);
-    }
-
-    /// The job number of `batch_id`, if it runs here.
-    pub(super) fn seq_of(&self, batch_id: &str) -> Option<u64> {
-        self.jobs
-            .iter()
-            .find(|(_, j)| j.batch_id.as_deref() == Some(batch_id))
-            .map(|(seq, _)| *seq)
-    }
-
-    fn spawn(
-        &mut self,
-        seq: u64,
-        spec: Option<JobSpec>,
-        batch_id: Option<Arc<str>>,
-        blocking: bool,
+        id: JobId,
+        spec: JobSpec,
+        phase: Phase,
         task: impl Future<Output = JobOutcome> + Send + 'static,
     ) {
         let handle = self.set.spawn(task);
         self.tasks.insert(handle.id(), seq);
-        if blocking {
-            self.recovering += 1;
-        }
         self.jobs.insert(
             seq,
-            RunningJob {
+            Job {
+                id,
                 spec,
-                blocking,
-                batch_id,
+                phase,
                 rate_limited: false,
             },
         );
     }
 
-    /// The API accepted job `seq` as `batch_id`; returns what it covers.
-    pub(super) fn submitted(&mut self, seq: u64, batch_id: Arc<str>) -> Option<&JobSpec> {
-        let job = self.jobs.get_mut(&seq)?;
-        job.batch_id = Some(batch_id.clone());
-        self.known_batches.insert(batch_id);
-        job.spec.as_ref()
+    /// The job number of journal job `id`, if it runs here.
+    pub(super) fn seq_of(&self, id: &str) -> Option<u64> {
+        self.jobs.iter().find(|(_, j)| &*j.id == id).map(|(seq, _)| *seq)
     }
 
-    /// The API id of job `seq`, once accepted.
-    pub(super) fn batch_id(&self, seq: u64) -> Option<&Arc<str>> {
-        self.jobs.get(&seq)?.batch_id.as_ref()
+    /// Job `seq` moved to `phase`; returns whether that changed the slots
+    /// it holds. A move that is not part of a job's life is logged (and
+    /// taken: the task knows where its job is).
+    pub(super) fn set_phase(&mut self, seq: u64, phase: Phase) -> bool {
+        let Some(job) = self.jobs.get_mut(&seq) else {
+            return false;
+        };
+        if job.phase == phase {
+            return false;
+        }
+        if let Err(e) = job.phase.to(phase) {
+            warn!(job = %job.id, error = %e, "unexpected job phase change");
+        }
+        let changed = job.phase.holds_slot() != phase.holds_slot();
+        job.phase = phase;
+        changed
     }
 
-    /// A submit of job `seq` got 429: multiplicative decrease relative to
-    /// what runs. Returns the limit before and after.
+    /// A submit of job `seq` was accepted; the API said `remaining` slots
+    /// are left besides the jobs it has of this pod: job `seq` and those
+    /// running (or unresolved: they may run), not those whose submit is
+    /// still on its way.
+    pub(super) fn accepted(&mut self, seq: u64, remaining: Option<u32>) {
+        let at_api = self
+            .jobs
+            .iter()
+            .filter(|(s, j)| **s == seq || matches!(j.phase, Phase::Running | Phase::Unresolved))
+            .count();
+        self.limit.on_accepted(at_api, remaining);
+    }
+
+    /// A submit of job `seq` got 429: the limit holds at what is held.
+    /// Returns the limit before and after.
     pub(super) fn rate_limited(&mut self, seq: u64) -> (usize, usize) {
         let before = self.limit.get();
-        self.limit.on_rate_limited(self.holding.len());
+        // The refused job holds no slot at the API.
+        let held = self
+            .jobs
+            .iter()
+            .filter(|(s, j)| **s != seq && j.phase.holds_slot())
+            .count();
+        self.limit.on_rate_limited(held);
         if let Some(job) = self.jobs.get_mut(&seq) {
             job.rate_limited = true;
         }
         (before, self.limit.get())
     }
 
-    /// A job completed without a 429: additive increase.
+    /// The time the key said it was full is over: try one slot more.
+    pub(super) fn key_free_again(&mut self) {
+        self.limit.probe();
+    }
+
+    /// A job completed without a 429.
     pub(super) fn succeeded(&mut self) {
         self.limit.on_success();
     }
@@ -252,16 +182,6 @@ impl JobTable {
         };
         let seq = self.tasks.remove(&task).unwrap_or_default();
         let job = self.jobs.remove(&seq);
-        self.holding.remove(&seq);
-        self.due.remove(&seq);
-        if let Some(j) = &job {
-            if let Some(bid) = &j.batch_id {
-                self.known_batches.remove(bid);
-            }
-            if j.blocking {
-                self.recovering -= 1;
-            }
-        }
         Finished { seq, job, outcome }
     }
 

@@ -1,7 +1,8 @@
 //! The dispatcher's decisions, without Kafka or HTTP: a scripted [`Runner`]
 //! whose jobs the test finishes by hand, a recording [`Publish`]er that
-//! acknowledges at once, and paused time.
+//! acknowledges at once, an in-memory store and journal, and paused time.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,32 +12,45 @@ use tokio::task::JoinHandle;
 use super::{DispatchError, Dispatcher, Parts, Stopped};
 use crate::config::Config;
 use crate::health::Health;
-use crate::jobs::{JobError, JobEvent, JobOutcome, ResultRow, Runner};
+use crate::jobs::{JobError, JobEvent, JobOutcome, Runner};
+use crate::lifecycle::{JobId, Outcome, Phase, Record, Stage};
 use crate::metrics::Metrics;
 use crate::model::{no_matches, Identifier, IdentifierType, InputRecord, JobSpec, Matches};
 use crate::offsets::OffsetTracker;
 use crate::share::Team;
 use crate::sink::{Failure, Fatal, Publish, Resolution, SinkError};
 use crate::source::{SourceEvent, Work};
-use crate::store::{Cached, Found, Journaled, OpenJob, ResultStore};
+use crate::store::{Cached, Found, ResultStore};
 
 /// What a job asked of the fake runner.
 #[derive(Debug, PartialEq)]
 enum Asked {
+    /// A new job of these identifiers.
     Run(Vec<String>),
-    Recover(String, Option<Vec<String>>),
-    Reconcile,
+    /// A journaled job taken up.
+    Adopt(String),
+}
+
+/// How the test ends a job's task.
+enum Reply {
+    Outcome(JobOutcome),
+    Panic,
 }
 
 /// One job started by the dispatcher, finished by the test.
 struct Call {
     seq: u64,
+    job: JobId,
     asked: Asked,
-    /// Started on the slot of a job that was due, not confirmed ended.
-    early: bool,
-    reply: oneshot::Sender<JobOutcome>,
-    /// What the job tells the dispatcher while it runs (`Submitted`).
+    reply: oneshot::Sender<Reply>,
+    /// What the job tells the dispatcher while it runs.
     events: mpsc::UnboundedSender<JobEvent>,
+}
+
+impl Call {
+    fn finish(self, outcome: JobOutcome) {
+        let _ = self.reply.send(Reply::Outcome(outcome));
+    }
 }
 
 struct FakeRunner {
@@ -48,22 +62,23 @@ impl FakeRunner {
     fn call(
         &self,
         seq: u64,
+        job: JobId,
         asked: Asked,
-        early: bool,
     ) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let events = self.events.clone();
         let _ = self.calls.send(Call {
             seq,
+            job,
             asked,
-            early,
             reply,
             events,
         });
         // A dropped reply is a job that never ends.
         async move {
             match rx.await {
-                Ok(outcome) => outcome,
+                Ok(Reply::Outcome(outcome)) => outcome,
+                Ok(Reply::Panic) => panic!("the job's task fails"),
                 Err(_) => std::future::pending().await,
             }
         }
@@ -74,32 +89,48 @@ impl Runner for FakeRunner {
     fn run(
         &self,
         seq: u64,
+        job: JobId,
         spec: JobSpec,
-        early: bool,
     ) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
-        self.call(seq, Asked::Run(spec.ids), early)
+        self.call(seq, job, Asked::Run(spec.ids))
     }
 
-    fn recover(
+    fn adopt(
         &self,
         seq: u64,
-        batch_id: Arc<str>,
-        spec: Option<JobSpec>,
+        job: JobId,
+        _rec: Record,
     ) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
-        self.call(seq, Asked::Recover(batch_id.to_string(), spec.map(|s| s.ids)), false)
-    }
-
-    fn reconcile(&self, seq: u64) -> impl std::future::Future<Output = JobOutcome> + Send + 'static {
-        self.call(seq, Asked::Reconcile, false)
+        let asked = Asked::Adopt(job.to_string());
+        self.call(seq, job, asked)
     }
 }
 
-/// The store in memory: results, the jobs marked done, the open jobs.
+/// The store and the journal in memory.
 #[derive(Default)]
 struct MemoryStore {
-    results: Mutex<std::collections::HashMap<String, Arc<Cached>>>,
-    done: Mutex<Vec<String>>,
-    open: Mutex<Vec<OpenJob>>,
+    results: Mutex<HashMap<String, Arc<Cached>>>,
+    /// Job id -> record (the journal).
+    journal: Mutex<HashMap<String, Record>>,
+    /// Jobs closed, with how.
+    closed: Mutex<Vec<(String, Outcome)>>,
+    /// Owners whose jobs may be taken up.
+    silent: Mutex<Vec<String>>,
+}
+
+impl MemoryStore {
+    fn journaled(&self, job: &str, owner: &str, ids: &[&str], stage: Stage) {
+        let rec = Record {
+            owner: owner.into(),
+            stage,
+            ..Record::submitting(&spec(&ids.iter().map(|s| s.to_string()).collect::<Vec<_>>()), owner, 0)
+        };
+        self.journal.lock().unwrap().insert(job.into(), rec);
+    }
+
+    fn closed(&self) -> Vec<(String, Outcome)> {
+        self.closed.lock().unwrap().clone()
+    }
 }
 
 impl ResultStore for MemoryStore {
@@ -111,39 +142,43 @@ impl ResultStore for MemoryStore {
             .map(|c| (c.clone(), Found::Disk))
     }
 
-    fn put(&self, batch_id: Option<Arc<str>>, resolved: Vec<(IdentifierType, String, Arc<Cached>)>) {
+    fn put(&self, job: Option<JobId>, resolved: Vec<(IdentifierType, String, Arc<Cached>)>) {
         let mut r = self.results.lock().unwrap();
         for (_, k, c) in resolved {
             r.insert(k, c);
         }
-        if let Some(b) = batch_id {
-            self.job_done(b);
+        if let Some(job) = job {
+            self.close(job, Outcome::Published);
         }
     }
 
-    fn job_done(&self, batch_id: Arc<str>) {
-        self.open.lock().unwrap().retain(|o| o.batch_id != batch_id);
-        self.done.lock().unwrap().push(batch_id.to_string());
+    fn close(&self, job: JobId, outcome: Outcome) {
+        self.journal.lock().unwrap().remove(&*job);
+        self.closed.lock().unwrap().push((job.to_string(), outcome));
     }
 
-    fn covering(&self, value: &str) -> Option<OpenJob> {
-        self.open
+    fn record(&self, job: &str) -> Option<Record> {
+        self.journal.lock().unwrap().get(job).cloned()
+    }
+
+    fn covering(&self, value: &str) -> Option<(JobId, Record)> {
+        self.journal
             .lock()
             .unwrap()
             .iter()
-            .find(|o| o.spec.ids.iter().any(|i| i == value))
-            .cloned()
+            .find(|(_, r)| r.ids.iter().any(|i| i == value))
+            .map(|(j, r)| (JobId::from(j.as_str()), r.clone()))
     }
 
-    fn job(&self, batch_id: &str) -> Journaled {
-        if let Some(o) = self.open.lock().unwrap().iter().find(|o| &*o.batch_id == batch_id) {
-            return Journaled::Open(o.clone());
-        }
-        if self.done.lock().unwrap().iter().any(|d| d == batch_id) {
-            Journaled::Done
-        } else {
-            Journaled::Unknown
-        }
+    fn orphans(&self) -> Vec<(JobId, Record)> {
+        let silent = self.silent.lock().unwrap().clone();
+        self.journal
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, r)| r.owner == "me" || silent.contains(&r.owner))
+            .map(|(j, r)| (JobId::from(j.as_str()), r.clone()))
+            .collect()
     }
 }
 
@@ -211,11 +246,25 @@ const TP: (&str, i32) = ("in", 0);
 impl Harness {
     /// A dispatcher with `tune`d settings (default here: 2 s linger).
     fn start(tune: impl FnOnce(&mut Config)) -> Self {
-        Self::with(tune, Arc::default(), false)
+        Self::with(tune, Arc::default())
     }
 
-    /// A dispatcher over `store`, reconciling at start when asked.
-    fn with(tune: impl FnOnce(&mut Config), store: Arc<MemoryStore>, reconcile: bool) -> Self {
+    /// A dispatcher over `store`, whose API already answered a submit
+    /// (without rate-limit headers: every slot may be used).
+    fn with(tune: impl FnOnce(&mut Config), store: Arc<MemoryStore>) -> Self {
+        let h = Self::fresh(tune, store);
+        h.events
+            .send(JobEvent::Accepted {
+                seq: 0,
+                remaining: None,
+                key_full_for: None,
+            })
+            .unwrap();
+        h
+    }
+
+    /// A dispatcher over `store` that has not heard from the API yet.
+    fn fresh(tune: impl FnOnce(&mut Config), store: Arc<MemoryStore>) -> Self {
         let mut cfg = Config::default();
         cfg.batch.linger = Duration::from_secs(2);
         tune(&mut cfg);
@@ -239,7 +288,6 @@ impl Harness {
                 },
                 sink: sink.clone(),
                 store: store.clone(),
-                reconcile,
                 tracker: tracker.clone(),
                 metrics: metrics.clone(),
                 health: health.clone(),
@@ -329,6 +377,15 @@ impl Harness {
         self.sink.sent.lock().unwrap().clone()
     }
 
+    /// What reached the sink, by input offset.
+    fn sent_in_order(&self) -> Vec<Sent> {
+        let mut sent = self.sent();
+        sent.sort_by_key(|s| match s {
+            Sent::Output { offset, .. } | Sent::DeadLetter { offset, .. } => *offset,
+        });
+        sent
+    }
+
     fn saved(&self, source: &str) -> f64 {
         let text = self.metrics.render();
         let line = format!("identify_credits_saved_total{{source=\"{source}\"}} ");
@@ -368,25 +425,36 @@ fn ids_of(call: &Call) -> Vec<String> {
 /// Finishes `call` with results for every identifier but `missing`,
 /// matched when listed in `matched`.
 fn done(call: Call, batch_id: &str, matched: &[&str], missing: &[&str]) {
-    let _ = call.events.send(JobEvent::Submitted {
-        seq: call.seq,
-        batch_id: Arc::from(batch_id),
-        key_full_for: None,
-    });
     let ids = ids_of(&call);
+    finish_with(call, &ids, batch_id, matched, missing, false);
+}
+
+fn finish_with(call: Call, ids: &[String], batch_id: &str, matched: &[&str], missing: &[&str], followed: bool) {
+    if !followed {
+        // The API accepted its submit.
+        let _ = call.events.send(JobEvent::Accepted {
+            seq: call.seq,
+            remaining: None,
+            key_full_for: None,
+        });
+    }
     let results = ids
         .iter()
         .filter(|id| !missing.contains(&id.as_str()))
         .map(|id| (id.clone(), matches(matched.contains(&id.as_str()))))
         .collect();
-    let outcome = JobOutcome::Done {
-        spec: spec(&ids),
+    call.finish(JobOutcome::Done {
+        spec: spec(ids),
         batch_id: Arc::from(batch_id),
         results,
         missing: missing.iter().map(|s| s.to_string()).collect(),
-        adopted: false,
-    };
-    call.reply.send(outcome).unwrap();
+        followed,
+    });
+}
+
+/// Tells the dispatcher that `call`'s job moved to `phase`.
+fn phase(h: &Harness, call: &Call, phase: Phase) {
+    h.events.send(JobEvent::Phase { seq: call.seq, phase }).unwrap();
 }
 
 fn output(offset: i64, identifier: &str, batch_id: &str, matched: bool) -> Sent {
@@ -396,6 +464,10 @@ fn output(offset: i64, identifier: &str, batch_id: &str, matched: bool) -> Sent 
         batch_id: batch_id.into(),
         matched,
     }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -421,32 +493,17 @@ async fn a_full_batch_goes_at_once_and_a_partial_one_after_its_linger() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn repeats_wait_for_the_pending_identifier_and_its_job_is_named_in_commit_metadata() {
+async fn repeats_wait_for_the_pending_identifier() {
     let mut h = Harness::start(|_| {});
     h.send(&["a@x.co", "a@x.co", "b@x.co"]);
     let call = h.next_call().await;
     assert_eq!(ids_of(&call), ["a@x.co", "b@x.co"], "one lookup per identifier");
-    h.events
-        .send(JobEvent::Submitted {
-            seq: call.seq,
-            batch_id: Arc::from("job-1"),
-            key_full_for: None,
-        })
-        .unwrap();
     h.send(&["a@x.co"]);
-    h.settle().await;
-    let meta = h.tracker.lock().unwrap().commit_candidates();
-    assert_eq!(meta.len(), 1);
-    assert_eq!(crate::offsets::decode_jobs(&meta[0].metadata), ["job-1"]);
     h.assert_no_call().await;
     done(call, "job-1", &["a@x.co"], &[]);
     h.settle().await;
-    let mut sent = h.sent();
-    sent.sort_by_key(|s| match s {
-        Sent::Output { offset, .. } | Sent::DeadLetter { offset, .. } => *offset,
-    });
     assert_eq!(
-        sent,
+        h.sent_in_order(),
         [
             output(0, "a@x.co", "job-1", true),
             output(1, "a@x.co", "job-1", true),
@@ -459,16 +516,17 @@ async fn repeats_wait_for_the_pending_identifier_and_its_job_is_named_in_commit_
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_resolved_identifier_is_stored_and_answered_from_the_store() {
+async fn a_resolved_identifier_is_stored_the_job_closed_and_then_answered_from_the_store() {
     let mut h = Harness::start(|_| {});
     h.send(&["a@x.co"]);
     let call = h.next_call().await;
+    let job = call.job.to_string();
     done(call, "job-1", &["a@x.co"], &[]);
     h.settle().await;
     assert_eq!(
-        *h.store.done.lock().unwrap(),
-        ["job-1"],
-        "the job is marked done once stored"
+        h.store.closed(),
+        [(job, Outcome::Published)],
+        "closed once its results are stored"
     );
     h.send(&["a@x.co"]);
     h.settle().await;
@@ -477,148 +535,124 @@ async fn a_resolved_identifier_is_stored_and_answered_from_the_store() {
     assert_eq!(h.saved("store"), 1.0);
 }
 
-fn open_job(batch_id: &str, ids: &[&str]) -> OpenJob {
-    OpenJob {
-        batch_id: Arc::from(batch_id),
-        spec: spec(&ids.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
-        at_ms: 0,
+fn accepted(batch: &str) -> Stage {
+    Stage::Accepted {
+        attempt: 1,
+        batch_id: batch.into(),
+        at_ms: 1,
     }
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_identifier_an_open_job_covers_waits_for_that_job_instead_of_being_paid_again() {
+async fn an_identifier_another_pods_job_covers_waits_for_that_job_instead_of_being_paid_again() {
     let store = Arc::new(MemoryStore::default());
-    store
-        .open
-        .lock()
-        .unwrap()
-        .push(open_job("other-pod", &["a@x.co", "b@x.co"]));
-    let mut h = Harness::with(|c| c.batch.max_size = 1, store, false);
+    store.journaled("peer-job", "peer", &["a@x.co", "b@x.co"], accepted("b-peer"));
+    let mut h = Harness::with(|c| c.batch.max_size = 1, store);
     h.send(&["a@x.co", "a@x.co", "new@x.co"]);
-    let adoption = h.next_call().await;
-    assert_eq!(
-        adoption.asked,
-        Asked::Recover("other-pod".into(), Some(vec!["a@x.co".into(), "b@x.co".into()]))
-    );
+    let follower = h.next_call().await;
+    assert_eq!(follower.asked, Asked::Adopt("peer-job".into()));
     let fresh = h.next_call().await;
-    assert_eq!(
-        ids_of(&fresh),
-        ["new@x.co"],
-        "a journaled adoption holds nothing else back"
-    );
+    assert_eq!(ids_of(&fresh), ["new@x.co"], "following holds nothing else back");
+    h.send(&["b@x.co"]);
     h.assert_no_call().await;
-    let results = [
-        ("a@x.co".to_string(), matches(true)),
-        ("b@x.co".to_string(), matches(false)),
-    ];
-    adoption
-        .reply
-        .send(JobOutcome::Done {
-            spec: spec(&["a@x.co".into(), "b@x.co".into()]),
-            batch_id: Arc::from("other-pod"),
-            results: results.into_iter().collect(),
-            missing: Vec::new(),
-            adopted: true,
-        })
-        .unwrap();
+    let ids = strings(&["a@x.co", "b@x.co"]);
+    finish_with(follower, &ids, "b-peer", &["a@x.co"], &[], true);
     h.settle().await;
     assert_eq!(
-        h.sent(),
+        h.sent_in_order(),
         [
-            output(0, "a@x.co", "other-pod", true),
-            output(1, "a@x.co", "other-pod", true)
-        ]
+            output(0, "a@x.co", "b-peer", true),
+            output(1, "a@x.co", "b-peer", true),
+            output(3, "b@x.co", "b-peer", false)
+        ],
+        "both identifiers of the one followed job answered"
     );
-    assert_eq!(h.saved("recovery"), 2.0);
-    assert!(
-        h.store.results.lock().unwrap().contains_key("b@x.co"),
-        "all its results are stored"
-    );
+    assert_eq!(h.saved("recovery"), 3.0);
+    assert!(h.store.closed().is_empty(), "its owner closes it, not a follower");
     h.assert_no_call().await;
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_identifiers_of_an_adopted_job_that_failed_go_to_new_jobs() {
+async fn a_followed_job_that_ends_without_results_sends_its_identifiers_through_new_jobs() {
     let store = Arc::new(MemoryStore::default());
-    store.open.lock().unwrap().push(open_job("lost", &["a@x.co"]));
-    let mut h = Harness::with(|_| {}, store, false);
-    h.send(&["a@x.co"]);
-    let adoption = h.next_call().await;
-    adoption
-        .reply
-        .send(JobOutcome::RecoveryFailed {
-            batch_id: Arc::from("lost"),
-            error: JobError::TimedOut {
-                batch_id: Arc::from("lost"),
-            },
-        })
-        .unwrap();
-    assert_eq!(ids_of(&h.next_call().await), ["a@x.co"]);
-    assert_eq!(*h.store.done.lock().unwrap(), ["lost"], "nobody adopts it again");
-}
-
-#[tokio::test(start_paused = true)]
-async fn reconciliation_holds_submits_back_until_the_jobs_it_found_are_in() {
-    let mut h = Harness::with(|_| {}, Arc::default(), true);
-    let reconcile = h.next_call().await;
-    assert_eq!(reconcile.asked, Asked::Reconcile);
+    store.journaled("peer-job", "peer", &["a@x.co", "b@x.co"], accepted("b-peer"));
+    let mut h = Harness::with(|_| {}, store);
     h.send(&["a@x.co", "b@x.co"]);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    h.assert_no_call().await;
-    reconcile
-        .reply
-        .send(JobOutcome::Reconciled(vec![crate::jobs::Adoption {
-            batch_id: Arc::from("forgotten"),
-            spec: None,
-        }]))
-        .unwrap();
-    let adoption = h.next_call().await;
-    assert_eq!(adoption.asked, Asked::Recover("forgotten".into(), None));
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    h.assert_no_call().await;
-    adoption
-        .reply
-        .send(JobOutcome::Recovered {
-            batch_id: Arc::from("forgotten"),
-            rows: vec![ResultRow {
-                matched_on: "b@x.co".into(),
-                kind: Some(IdentifierType::BusinessEmail),
-                matches: matches(true),
-            }],
-        })
-        .unwrap();
-    assert_eq!(ids_of(&h.next_call().await), ["a@x.co"], "b was in the forgotten job");
-    assert_eq!(h.sent(), [output(1, "b@x.co", "forgotten", true)]);
+    let follower = h.next_call().await;
+    // Meanwhile its owner stored b's result (and closed the job without a).
+    h.store.journal.lock().unwrap().clear();
+    let stored = Arc::new(Cached {
+        matches: matches(true),
+        batch_id: Arc::from("b-peer"),
+        resolved_at: Arc::from("t"),
+        resolved_at_ms: 0,
+    });
+    h.store.results.lock().unwrap().insert("b@x.co".into(), stored);
+    follower.finish(JobOutcome::Released);
+    let next = h.next_call().await;
+    assert_eq!(ids_of(&next), ["a@x.co"], "b is in the store by then");
+    assert_eq!(h.sent(), [output(1, "b@x.co", "b-peer", true)]);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_journaled_job_named_in_commit_metadata_is_adopted_with_its_identifiers() {
+async fn jobs_of_this_pod_left_in_flight_are_taken_up_at_start_and_hold_nothing_back() {
     let store = Arc::new(MemoryStore::default());
-    store.open.lock().unwrap().push(open_job("prev-owner", &["a@x.co"]));
-    store.done.lock().unwrap().push("finished-long-ago".into());
-    let mut h = Harness::with(|_| {}, store, false);
-    h.records
-        .send(SourceEvent::Recover(vec![
-            "prev-owner".into(),
-            "finished-long-ago".into(),
-        ]))
-        .unwrap();
-    let adoption = h.next_call().await;
+    store.journaled("mine-before-restart", "me", &["a@x.co"], accepted("b-old"));
+    store.journaled("peer-alive", "peer", &["c@x.co"], accepted("b-peer"));
+    store.journaled("peer-silent", "gone", &["d@x.co"], accepted("b-gone"));
+    store.silent.lock().unwrap().push("gone".into());
+    let mut h = Harness::with(|_| {}, store);
+    let mut taken = vec![h.next_call().await.asked, h.next_call().await.asked];
+    taken.sort_by_key(|a| format!("{a:?}"));
     assert_eq!(
-        adoption.asked,
-        Asked::Recover("prev-owner".into(), Some(vec!["a@x.co".into()]))
+        taken,
+        [
+            Asked::Adopt("mine-before-restart".into()),
+            Asked::Adopt("peer-silent".into())
+        ],
+        "a live peer's job is left to it"
     );
-    h.assert_no_call().await;
     h.send(&["z@x.co"]);
-    assert_eq!(
-        ids_of(&h.next_call().await),
-        ["z@x.co"],
-        "no hold: its coverage is known"
-    );
+    assert_eq!(ids_of(&h.next_call().await), ["z@x.co"]);
+    h.send(&["a@x.co"]);
+    h.assert_no_call().await;
 }
 
 #[tokio::test(start_paused = true)]
-async fn slots_bound_running_jobs_and_a_429_halves_them() {
+async fn a_task_that_panics_before_its_submit_was_written_requeues_its_identifiers_once() {
+    let mut h = Harness::start(|c| c.batch.max_size = 2);
+    h.send(&["a@x.co", "b@x.co"]);
+    let call = h.next_call().await;
+    let _ = call.reply.send(Reply::Panic);
+    // Before: the batch went back to the queue and its identifiers were
+    // queued again too: two jobs of the same identifiers.
+    let again = h.next_call().await;
+    assert_eq!(ids_of(&again), ["a@x.co", "b@x.co"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    h.assert_no_call().await;
+    done(again, "j1", &[], &[]);
+    h.settle().await;
+    assert_eq!(h.sent().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_panics_after_its_submit_was_written_is_resumed_from_the_journal() {
+    let mut h = Harness::start(|_| {});
+    h.send(&["a@x.co"]);
+    let call = h.next_call().await;
+    let job = call.job.to_string();
+    h.store.journaled(&job, "me", &["a@x.co"], accepted("b1"));
+    let _ = call.reply.send(Reply::Panic);
+    let resumed = h.next_call().await;
+    assert_eq!(resumed.asked, Asked::Adopt(job), "never submitted again: it may exist");
+    h.assert_no_call().await;
+    finish_with(resumed, &strings(&["a@x.co"]), "b1", &[], &[], false);
+    h.settle().await;
+    assert_eq!(h.sent(), [output(0, "a@x.co", "b1", false)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slots_bound_the_jobs_and_a_429_holds_what_worked() {
     let mut h = Harness::start(|c| {
         c.batch.max_size = 1;
         c.api.max_active_jobs = 4;
@@ -629,16 +663,49 @@ async fn slots_bound_running_jobs_and_a_429_halves_them() {
         calls.push(h.next_call().await);
     }
     h.assert_no_call().await;
-    // A 429 while 4 run: the limit halves to 2.
-    h.events.send(JobEvent::RateLimited { seq: calls[0].seq }).unwrap();
+    for c in &calls[..3] {
+        phase(&h, c, Phase::Running);
+    }
+    // The fourth submit got 429 while three ran: the key has three for us.
+    h.events.send(JobEvent::RateLimited { seq: calls[3].seq }).unwrap();
     h.settle().await;
     let mut calls = calls.into_iter();
     done(calls.next().unwrap(), "j1", &[], &[]);
     h.assert_no_call().await;
-    // A job done without a 429 grows the limit by one (to 3), 2 run: one more.
     done(calls.next().unwrap(), "j2", &[], &[]);
     assert_eq!(ids_of(&h.next_call().await), ["e@x.co"]);
     h.assert_no_call().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_job_goes_first_and_its_answer_says_how_many_slots_are_free() {
+    let mut h = Harness::fresh(|c| c.batch.max_size = 1, Arc::default());
+    h.send(&["a@x.co", "b@x.co", "c@x.co", "d@x.co", "e@x.co"]);
+    let first = h.next_call().await;
+    h.assert_no_call().await;
+    // Another tool holds two of the key's slots: two are left after this one.
+    h.events
+        .send(JobEvent::Accepted {
+            seq: first.seq,
+            remaining: Some(2),
+            key_full_for: None,
+        })
+        .unwrap();
+    let (second, third) = (h.next_call().await, h.next_call().await);
+    h.assert_no_call().await;
+    // The second is accepted while the third's submit is on its way: the
+    // API counts two of this pod's jobs, and says one is left (the third's).
+    phase(&h, &first, Phase::Running);
+    h.events
+        .send(JobEvent::Accepted {
+            seq: second.seq,
+            remaining: Some(1),
+            key_full_for: None,
+        })
+        .unwrap();
+    phase(&h, &second, Phase::Running);
+    h.assert_no_call().await;
+    drop(third);
 }
 
 #[tokio::test(start_paused = true)]
@@ -653,13 +720,15 @@ async fn a_job_frees_its_slot_when_the_api_reports_it_ended_not_when_it_is_publi
     // The API reports the first job completed; its results are still to be
     // downloaded and published, but the key's slot is free: the next batch
     // goes in the same turn.
-    h.events.send(JobEvent::Ended { seq: first.seq }).unwrap();
+    phase(&h, &first, Phase::Running);
+    phase(&h, &first, Phase::Collecting);
     let third = h.next_call().await;
     assert_eq!(ids_of(&third), ["c@x.co"]);
     h.assert_no_call().await;
     // A job that must submit again holds a slot again.
-    h.events.send(JobEvent::Resubmitting { seq: first.seq }).unwrap();
-    h.events.send(JobEvent::Ended { seq: second.seq }).unwrap();
+    phase(&h, &first, Phase::Submitting);
+    phase(&h, &second, Phase::Running);
+    phase(&h, &second, Phase::Collecting);
     h.assert_no_call().await;
     done(first, "j1", &[], &[]);
     assert_eq!(ids_of(&h.next_call().await), ["d@x.co"]);
@@ -670,90 +739,16 @@ async fn a_job_frees_its_slot_when_the_api_reports_it_ended_not_when_it_is_publi
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_due_job_lends_its_slot_to_an_early_start() {
-    let mut h = Harness::start(|c| {
-        c.batch.max_size = 1;
-        c.api.max_active_jobs = 2;
-    });
-    h.send(&["a@x.co", "b@x.co", "c@x.co", "d@x.co"]);
-    let (first, second) = (h.next_call().await, h.next_call().await);
-    assert!(!first.early && !second.early, "free slots are no early start");
-    h.assert_no_call().await;
-    // The first job is steady and its first poll goes out: its slot goes to
-    // the next batch now, before the poll's answer, even though the key
-    // said it was full.
-    h.events
-        .send(JobEvent::Submitted {
-            seq: second.seq,
-            batch_id: Arc::from("j2"),
-            key_full_for: Some(Duration::from_secs(60)),
-        })
-        .unwrap();
-    h.events.send(JobEvent::Due { seq: first.seq }).unwrap();
-    let third = h.next_call().await;
-    assert_eq!(ids_of(&third), ["c@x.co"]);
-    assert!(third.early, "it is told its 429 would mean nothing");
-    h.assert_no_call().await;
-    // The poll found it ended: nothing more starts, the slot was used.
-    h.events.send(JobEvent::Ended { seq: first.seq }).unwrap();
-    h.assert_no_call().await;
-    for (c, id) in [(first, "j1"), (second, "j2"), (third, "j3")] {
-        done(c, id, &[], &[]);
-    }
-    assert_eq!(ids_of(&h.next_call().await), ["d@x.co"]);
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_early_start_refused_hands_its_batch_back_and_lending_stops_until_an_end() {
-    let mut h = Harness::start(|c| {
-        c.batch.max_size = 1;
-        c.api.max_active_jobs = 2;
-    });
-    h.send(&["a@x.co", "b@x.co", "c@x.co", "d@x.co"]);
-    let (first, second) = (h.next_call().await, h.next_call().await);
-    h.events.send(JobEvent::Due { seq: first.seq }).unwrap();
-    let early = h.next_call().await;
-    assert!(early.early);
-    // The first job still ran: the early submit got 429, nothing was
-    // submitted, and the batch is the next to go.
-    early
-        .reply
-        .send(JobOutcome::NotStarted {
-            spec: spec(&["c@x.co".into()]),
-        })
-        .unwrap();
-    h.events.send(JobEvent::StillRunning { seq: first.seq }).unwrap();
-    h.assert_no_call().await;
-    // No more lending until an end is confirmed: the second job being due
-    // starts nothing (its poll's answer would be the only news).
-    h.events.send(JobEvent::Due { seq: second.seq }).unwrap();
-    h.assert_no_call().await;
-    h.events.send(JobEvent::Ended { seq: first.seq }).unwrap();
-    let retried = h.next_call().await;
-    assert_eq!(ids_of(&retried), ["c@x.co"], "the handed-back batch first");
-    assert!(!retried.early);
-    // Lending again: the second job, due now, lends its slot.
-    h.events.send(JobEvent::Due { seq: second.seq }).unwrap();
-    let fourth = h.next_call().await;
-    assert_eq!(ids_of(&fourth), ["d@x.co"]);
-    assert!(fourth.early);
-    for (c, id) in [(first, "j1"), (second, "j2"), (retried, "j3"), (fourth, "j4")] {
-        done(c, id, &[], &[]);
-    }
-    h.settle().await;
-    assert_eq!(h.sent().len(), 4, "every record once");
-}
-
-#[tokio::test(start_paused = true)]
 async fn a_submit_that_leaves_the_key_full_holds_the_next_back_until_the_reset_or_an_end() {
     let mut h = Harness::start(|c| c.batch.max_size = 1);
     h.send(&["a@x.co"]);
     let first = h.next_call().await;
     // x-ratelimit-remaining: 0 and reset in 3 s: other pods hold the rest.
+    phase(&h, &first, Phase::Running);
     h.events
-        .send(JobEvent::Submitted {
+        .send(JobEvent::Accepted {
             seq: first.seq,
-            batch_id: Arc::from("j1"),
+            remaining: Some(0),
             key_full_for: Some(Duration::from_secs(3)),
         })
         .unwrap();
@@ -766,17 +761,18 @@ async fn a_submit_that_leaves_the_key_full_holds_the_next_back_until_the_reset_o
         waited >= Duration::from_millis(2900) && waited < Duration::from_millis(3100),
         "{waited:?}"
     );
+    phase(&h, &second, Phase::Running);
     h.events
-        .send(JobEvent::Submitted {
+        .send(JobEvent::Accepted {
             seq: second.seq,
-            batch_id: Arc::from("j2"),
+            remaining: Some(0),
             key_full_for: Some(Duration::from_secs(60)),
         })
         .unwrap();
     h.send(&["c@x.co"]);
     h.assert_no_call().await;
     // One of this pod's jobs ending frees a slot of the key at once.
-    h.events.send(JobEvent::Ended { seq: first.seq }).unwrap();
+    phase(&h, &first, Phase::Collecting);
     assert_eq!(ids_of(&h.next_call().await), ["c@x.co"]);
 }
 
@@ -819,22 +815,16 @@ async fn while_the_key_is_refused_only_the_running_job_probes_it() {
 async fn a_refused_batch_is_halved_until_the_bad_identifier_is_dead_lettered() {
     let mut h = Harness::start(|c| c.batch.max_size = 4);
     h.send(&["a@x.co", "b@x.co", "c@x.co", "bad@x.co"]);
-    let reject = |call: Call| {
-        let ids = ids_of(&call);
-        call.reply
-            .send(JobOutcome::Rejected {
-                spec: spec(&ids),
-                status: 400,
-                message: "invalid identifier".into(),
-            })
-            .unwrap();
-    };
+    let reject = |call: Call| refuse(call, 400, "invalid identifier");
     reject(h.next_call().await);
     let left = h.next_call().await;
     let right = h.next_call().await;
     assert_eq!(ids_of(&left), ["a@x.co", "b@x.co"]);
     assert_eq!(ids_of(&right), ["c@x.co", "bad@x.co"]);
+    // The good half is accepted after its batch was first refused.
+    tokio::time::sleep(Duration::from_millis(1)).await;
     done(left, "j-left", &[], &[]);
+    h.settle().await;
     reject(right);
     let c = h.next_call().await;
     let bad = h.next_call().await;
@@ -885,13 +875,13 @@ async fn a_job_failed_for_good_dead_letters_its_records() {
     let error = JobError::TimedOut {
         batch_id: Arc::from("j1"),
     };
-    call.reply
-        .send(JobOutcome::Failed {
-            spec: spec(&ids),
-            error,
-        })
-        .unwrap();
+    let job = call.job.to_string();
+    call.finish(JobOutcome::Failed {
+        spec: spec(&ids),
+        error,
+    });
     h.settle().await;
+    assert_eq!(h.store.closed(), [(job, Outcome::Failed)]);
     let reasons: Vec<_> = h
         .sent()
         .into_iter()
@@ -901,43 +891,6 @@ async fn a_job_failed_for_good_dead_letters_its_records() {
         })
         .collect();
     assert_eq!(reasons, ["job_failed", "job_failed"]);
-}
-
-#[tokio::test(start_paused = true)]
-async fn recovered_jobs_answer_their_identifiers_before_any_new_submit() {
-    let mut h = Harness::start(|_| {});
-    h.records
-        .send(SourceEvent::Recover(vec!["old-job".into(), "old-job".into()]))
-        .unwrap();
-    let recovery = h.next_call().await;
-    assert_eq!(
-        recovery.asked,
-        Asked::Recover("old-job".into(), None),
-        "not journaled: coverage unknown"
-    );
-    h.assert_no_call().await;
-    h.send(&["a@x.co", "new@x.co"]);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    h.assert_no_call().await;
-    recovery
-        .reply
-        .send(JobOutcome::Recovered {
-            batch_id: Arc::from("old-job"),
-            rows: vec![ResultRow {
-                matched_on: " A@X.co".into(),
-                kind: None,
-                matches: matches(true),
-            }],
-        })
-        .unwrap();
-    let next = h.next_call().await;
-    assert_eq!(
-        ids_of(&next),
-        ["new@x.co"],
-        "the recovered identifier is not paid again"
-    );
-    assert_eq!(h.sent(), [output(0, "a@x.co", "old-job", true)]);
-    assert_eq!(h.saved("recovery"), 1.0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1007,13 +960,11 @@ async fn shutdown_abandons_jobs_still_running_after_the_grace() {
 
 fn refuse(call: Call, status: u16, message: &str) {
     let ids = ids_of(&call);
-    call.reply
-        .send(JobOutcome::Rejected {
-            spec: spec(&ids),
-            status,
-            message: message.into(),
-        })
-        .unwrap();
+    call.finish(JobOutcome::Rejected {
+        spec: spec(&ids),
+        status,
+        message: message.into(),
+    });
 }
 
 #[tokio::test(start_paused = true)]

@@ -25,9 +25,11 @@ const LINKLESS_POLLS: u32 = 5;
 const NOT_FOUND_REFRESHES: u32 = 3;
 
 /// What one pass over a job's result parts gave.
-struct Fetched {
-    rows: Vec<ResultRow>,
-    damaged: bool,
+pub(super) struct Fetched {
+    /// Every complete line read.
+    pub(super) rows: Vec<ResultRow>,
+    /// A part was damaged (truncated, corrupt).
+    pub(super) damaged: bool,
 }
 
 /// Result lines matched back to submitted identifiers: exactly first, then
@@ -68,10 +70,29 @@ impl Matcher {
 }
 
 impl JobContext {
+    /// Reads the results of completed job `batch_id` (its status, for the
+    /// links, unless given), with `api.job_timeout` from now: the time an
+    /// accepted job's submit and wait took does not shorten it.
+    pub(super) async fn collect_job(
+        &self,
+        seq: u64,
+        spec: &JobSpec,
+        batch_id: &str,
+        status: Option<JobStatus>,
+        ours: bool,
+    ) -> Result<(HashMap<String, Matches>, Vec<String>), ApiError> {
+        let deadline = Instant::now() + self.cfg.job_timeout;
+        let status = match status {
+            Some(s) => s,
+            None => self.fresh_links(seq, batch_id, deadline).await?,
+        };
+        self.collect(seq, spec, batch_id, status, deadline, ours).await
+    }
+
     /// Downloads and decodes the results of a completed job and matches
     /// them to the submitted identifiers: (results, missing). Counts the
     /// credits the job spent when `ours`.
-    pub(super) async fn collect(
+    async fn collect(
         &self,
         seq: u64,
         spec: &JobSpec,
@@ -118,31 +139,8 @@ impl JobContext {
         Ok((results, missing))
     }
 
-    /// Every row of a completed job whose identifiers are not known (a job
-    /// adopted from the API's list): fetched again while damaged.
-    pub(super) async fn rows(
-        &self,
-        seq: u64,
-        batch_id: &str,
-        mut status: JobStatus,
-        deadline: Instant,
-    ) -> Result<Vec<ResultRow>, ApiError> {
-        let mut best = Vec::new();
-        for fetch in 1..=FETCHES {
-            let fetched = self.fetch(seq, batch_id, &mut status, deadline).await?;
-            if fetched.rows.len() >= best.len() {
-                best = fetched.rows;
-            }
-            if !fetched.damaged || fetch == FETCHES {
-                break;
-            }
-            status = self.fresh_links(seq, batch_id, deadline).await?;
-        }
-        Ok(best)
-    }
-
     /// The job's status again, for fresh links.
-    async fn fresh_links(&self, seq: u64, batch_id: &str, deadline: Instant) -> Result<JobStatus, ApiError> {
+    pub(super) async fn fresh_links(&self, seq: u64, batch_id: &str, deadline: Instant) -> Result<JobStatus, ApiError> {
         self.persist(Endpoint::Status, seq, deadline, || self.api.status(batch_id))
             .await
     }
@@ -150,7 +148,7 @@ impl JobContext {
     /// One pass over every part of the results (`download_urls`, else
     /// `download_url`). An expired or missing link renews them all (until
     /// the deadline); a damaged part keeps its complete lines.
-    async fn fetch(
+    pub(super) async fn fetch(
         &self,
         seq: u64,
         batch_id: &str,

@@ -1,42 +1,43 @@
-//! Job lifecycle: submit a batch, learn when it finishes ([`wait`]: polling
-//! on an adaptive schedule, woken early by a webhook callback), download and
-//! decode its results ([`collect`]). Failed, timed-out and unreadable jobs
-//! are resubmitted a bounded number of times; auth refusals are retried
-//! slowly forever while the service reports itself unready. Jobs named in
-//! commit metadata after a crash or rebalance are recovered: their results
-//! are fetched instead of paying for the same identifiers again.
+//! Jobs: one task per job drives it through its life
+//! ([`crate::lifecycle`]): the journal record written ahead of every
+//! submit ([`submit`]), a lost answer resolved by content ([`lost`]),
+//! waiting for the end (adaptive polling or a webhook, [`wait`] and
+//! [`poll`]), reading the results ([`collect`], [`results`]), and another
+//! submission after a failure or a time-out. A job of another pod is
+//! followed until its results are in, and claimed when its owner falls
+//! silent ([`follow`]).
 //!
 //! The dispatcher runs jobs through the [`Runner`] trait, so that its own
 //! tests can script outcomes without HTTP.
 
 mod collect;
+mod follow;
+mod lost;
 mod outcome;
 mod poll;
-mod reconcile;
 mod results;
+mod submit;
 mod wait;
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
-use tracing::{debug, error, info, warn};
+use tracing::{info, warn};
 
 use crate::api::{with_retries, ApiClient, ApiError, Backoff, Endpoint, ErrorClass, RetryHooks, RetryPolicy};
 use crate::config::ApiConfig;
 use crate::health::Health;
+use crate::lifecycle::{JobId, Phase, Record, Stage};
 use crate::metrics::Metrics;
-use crate::model::{JobSpec, Matches};
+use crate::model::JobSpec;
 use crate::store::KafkaStore;
 use crate::wake::WakeRegistry;
 pub(crate) use outcome::{JobError, JobEvent, JobOutcome};
 pub(crate) use poll::DurationEstimator;
-pub(crate) use reconcile::Adoption;
-pub(crate) use results::ResultRow;
+use submit::Submitted;
 
 /// The pause between two rounds of retries of a request that must not be
 /// given up (a status or download of an accepted job).
@@ -44,20 +45,12 @@ pub(crate) const RETRY_PAUSE: Duration = Duration::from_secs(2);
 
 /// How the dispatcher runs jobs: the seam between its decisions and the API.
 pub(crate) trait Runner: Send + Sync + 'static {
-    /// Runs job `seq` (submit, wait, results, resubmissions) to its
-    /// outcome; `early` when it starts on the slot of a job not yet
-    /// confirmed ended (a 429 then ends it [`JobOutcome::NotStarted`]).
-    fn run(&self, seq: u64, spec: JobSpec, early: bool) -> impl Future<Output = JobOutcome> + Send + 'static;
-    /// Fetches the results of `batch_id`, a job submitted before a crash or
-    /// rebalance, or by another pod; `spec` when its identifiers are known.
-    fn recover(
-        &self,
-        seq: u64,
-        batch_id: Arc<str>,
-        spec: Option<JobSpec>,
-    ) -> impl Future<Output = JobOutcome> + Send + 'static;
-    /// Compares the API's list of jobs with the journal: what to adopt.
-    fn reconcile(&self, seq: u64) -> impl Future<Output = JobOutcome> + Send + 'static;
+    /// Runs new job `seq` (journal id `job`, covering `spec`) to its outcome.
+    fn run(&self, seq: u64, job: JobId, spec: JobSpec) -> impl Future<Output = JobOutcome> + Send + 'static;
+    /// Drives journaled job `job` on from `rec`: as its owner (this pod's
+    /// own, from before a restart), or waiting for its owner and claiming
+    /// it if the owner falls silent.
+    fn adopt(&self, seq: u64, job: JobId, rec: Record) -> impl Future<Output = JobOutcome> + Send + 'static;
 }
 
 /// Everything a job needs; shared by all jobs.
@@ -83,59 +76,21 @@ pub(crate) struct JobContext {
     pub(crate) events: UnboundedSender<JobEvent>,
     /// The result store and its job journal.
     pub(crate) store: Arc<KafkaStore>,
-    /// Jobs a task of this process runs or adopts now.
-    pub(crate) claimed: Mutex<HashSet<Arc<str>>>,
-    /// Whether a webhook callback means its job ended (and lends the job's
-    /// slot at once): until a callback finds its job still running (an API
-    /// that calls back on other changes too).
-    pub(crate) callbacks_end_jobs: AtomicBool,
 }
 
 impl Runner for Arc<JobContext> {
-    fn run(&self, seq: u64, spec: JobSpec, early: bool) -> impl Future<Output = JobOutcome> + Send + 'static {
-        let ctx = self.clone();
-        async move { ctx.run_job(seq, spec, early).await }
-    }
-
-    fn recover(
-        &self,
-        seq: u64,
-        batch_id: Arc<str>,
-        spec: Option<JobSpec>,
-    ) -> impl Future<Output = JobOutcome> + Send + 'static {
+    fn run(&self, seq: u64, job: JobId, spec: JobSpec) -> impl Future<Output = JobOutcome> + Send + 'static {
         let ctx = self.clone();
         async move {
-            let _claim = ctx.claim(&batch_id);
-            ctx.recover_job(seq, batch_id, spec).await
+            let rec = Record::submitting(&spec, ctx.store.me(), 0);
+            ctx.drive(seq, &job, spec, rec, Step::Submit).await
         }
     }
 
-    fn reconcile(&self, seq: u64) -> impl Future<Output = JobOutcome> + Send + 'static {
+    fn adopt(&self, seq: u64, job: JobId, rec: Record) -> impl Future<Output = JobOutcome> + Send + 'static {
         let ctx = self.clone();
-        async move { JobOutcome::Reconciled(ctx.reconcile_jobs(seq).await) }
+        async move { ctx.adopt_job(seq, job, rec).await }
     }
-}
-
-/// A job claimed by a task of this process, released when dropped.
-struct Claim<'a> {
-    claimed: &'a Mutex<HashSet<Arc<str>>>,
-    batch_id: Arc<str>,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        self.claimed.lock().expect("claimed").remove(&self.batch_id);
-    }
-}
-
-/// What one submission ended in.
-enum Attempt {
-    Done(Arc<str>, HashMap<String, Matches>, Vec<String>),
-    /// An early start's submit got 429.
-    NotStarted,
-    Rejected(u16, String),
-    Retry(JobError),
-    GiveUp(JobError),
 }
 
 /// The side effects of job `seq`'s request retries.
@@ -153,9 +108,9 @@ impl RetryHooks for Hooks<'_> {
 
     fn refused(&self, endpoint: Endpoint, err: &ApiError, wait: Duration) {
         if self.ctx.health.set_api_refused(true) {
-            error!(request = endpoint.as_str(), error = %err, "the API refuses the key: no new jobs, /readyz 503, retried slowly until it accepts it");
+            tracing::error!(request = endpoint.as_str(), error = %err, "the API refuses the key: no new jobs, /readyz 503, retried slowly until it accepts it");
         } else {
-            debug!(request = endpoint.as_str(), error = %err, retry_in = ?wait, "the key is still refused");
+            tracing::debug!(request = endpoint.as_str(), error = %err, retry_in = ?wait, "the key is still refused");
         }
         self.ctx.metrics.api_retry(endpoint.as_str(), err.label());
     }
@@ -167,9 +122,33 @@ impl RetryHooks for Hooks<'_> {
     }
 
     fn retrying(&self, endpoint: Endpoint, err: &ApiError, attempt: u32, wait: Duration) {
-        debug!(request = endpoint.as_str(), error = %err, attempt, retry_in = ?wait, "retrying");
+        tracing::debug!(request = endpoint.as_str(), error = %err, attempt, retry_in = ?wait, "retrying");
         self.ctx.metrics.api_retry(endpoint.as_str(), err.label());
     }
+}
+
+/// Where a job's task goes next.
+#[derive(Debug)]
+enum Step {
+    /// Submit (the record's attempt number, or the next one).
+    Submit,
+    /// The answer of the submit sent at `sent_at_ms` was lost;
+    /// `unanswered` when no answer came at all (the request may still be
+    /// on its way: it is waited out before anything is called never
+    /// created).
+    Resolve { sent_at_ms: i64, unanswered: bool },
+    /// Accepted as `batch_id`: wait for its end (from `from`; `sent` when
+    /// this pod's own submit, to learn from).
+    Wait {
+        batch_id: Arc<str>,
+        from: Instant,
+        sent: Option<wait::Sent>,
+    },
+    /// Ended: read its results.
+    Collect {
+        batch_id: Arc<str>,
+        status: Option<crate::api::JobStatus>,
+    },
 }
 
 impl JobContext {
@@ -226,258 +205,203 @@ impl JobContext {
         }
     }
 
-    fn claim(&self, batch_id: &Arc<str>) -> Claim<'_> {
-        self.claimed.lock().expect("claimed").insert(batch_id.clone());
-        Claim {
-            claimed: &self.claimed,
-            batch_id: batch_id.clone(),
-        }
+    /// Tells the dispatcher that job `seq` moved to `phase`.
+    fn phase(&self, seq: u64, phase: Phase) {
+        let _ = self.events.send(JobEvent::Phase { seq, phase });
     }
 
-    /// Runs job `seq` to its outcome.
-    async fn run_job(&self, seq: u64, spec: JobSpec, mut early: bool) -> JobOutcome {
-        let mut last = None;
-        for attempt in 1..=self.cfg.max_job_attempts {
-            if let Some(why) = &last {
-                let _ = self.events.send(JobEvent::Resubmitting { seq });
-                self.metrics.job_resubmitted();
-                info!(attempt, kind = spec.kind.as_str(), size = spec.ids.len(), reason = %why, "resubmitting job");
-            }
-            match self.attempt(seq, &spec, std::mem::take(&mut early)).await {
-                Attempt::Done(batch_id, results, missing) => {
-                    return JobOutcome::Done {
-                        spec,
-                        batch_id,
-                        results,
-                        missing,
-                        adopted: false,
+    /// Drives job `job` (this pod owns it; `rec` is its latest record)
+    /// from `step` to its outcome. Every submission is written ahead; a
+    /// failed or timed-out job is submitted again (up to
+    /// `api.max_job_attempts` submissions); an accepted job is never given
+    /// up for a transient reason.
+    async fn drive(&self, seq: u64, job: &JobId, spec: JobSpec, mut rec: Record, mut step: Step) -> JobOutcome {
+        let mut last: Option<JobError> = None;
+        // Submitting again (or first after a restart or a claim) is a
+        // decision: made only once this pod's record is confirmed the
+        // job's latest in the log (no claim came first).
+        let mut confirm = !matches!(step, Step::Submit);
+        let hook = self.webhook.as_ref().map(|(base, _)| {
+            let (token, wake) = self.wakers.register();
+            (format!("{base}/{token}"), token, wake)
+        });
+        let outcome = loop {
+            step = match step {
+                Step::Submit => {
+                    let attempt = rec.attempt().max(1) + u32::from(last.is_some());
+                    if attempt > self.cfg.max_job_attempts {
+                        break JobOutcome::Failed {
+                            spec,
+                            error: last.expect("a failed attempt"),
+                        };
+                    }
+                    if let Some(why) = &last {
+                        self.metrics.job_resubmitted();
+                        info!(%job, attempt, size = spec.ids.len(), reason = %why, "submitting the job again");
+                    }
+                    if std::mem::take(&mut confirm) && !self.still_own(job, &mut rec).await {
+                        break JobOutcome::Released;
+                    }
+                    self.phase(seq, Phase::Submitting);
+                    let hook_url = hook.as_ref().map(|(url, _, _)| url.as_str());
+                    match self.submit(seq, job, &mut rec, attempt, hook_url).await {
+                        Submitted::Accepted { batch_id, sent } => {
+                            last = None;
+                            Step::Wait {
+                                batch_id,
+                                from: sent.at,
+                                sent: Some(sent),
+                            }
+                        }
+                        Submitted::Lost { sent_at_ms, unanswered } => {
+                            self.phase(seq, Phase::Unresolved);
+                            Step::Resolve { sent_at_ms, unanswered }
+                        }
+                        Submitted::Rejected(status, message) => break JobOutcome::Rejected { spec, status, message },
+                        Submitted::GaveUp(e) => {
+                            last = Some(JobError::Submit(e));
+                            Step::Submit
+                        }
                     }
                 }
-                Attempt::NotStarted => return JobOutcome::NotStarted { spec },
-                Attempt::Rejected(status, message) => return JobOutcome::Rejected { spec, status, message },
-                Attempt::GiveUp(error) => return JobOutcome::Failed { spec, error },
-                Attempt::Retry(why) => last = Some(why),
-            }
-        }
-        let error = last.expect("at least one attempt");
-        JobOutcome::Failed { spec, error }
-    }
-
-    /// Fetches the results of an adopted job: with its identifiers when
-    /// the journal knows them, else every row of its file.
-    async fn recover_job(&self, seq: u64, batch_id: Arc<str>, spec: Option<JobSpec>) -> JobOutcome {
-        let started = Instant::now();
-        let deadline = started + self.cfg.job_timeout;
-        let status = match self.wait(seq, &batch_id, started, None, &Notify::new(), false).await {
-            Ok(s) => s,
-            Err(error) => return JobOutcome::RecoveryFailed { batch_id, error },
-        };
-        let failed = |batch_id: Arc<str>, source| JobOutcome::RecoveryFailed {
-            error: JobError::Results {
-                batch_id: batch_id.clone(),
-                source,
-            },
-            batch_id,
-        };
-        match spec {
-            Some(spec) => match self.collect(seq, &spec, &batch_id, status, deadline, false).await {
-                Ok((results, missing)) => JobOutcome::Done {
-                    spec,
-                    batch_id,
-                    results,
-                    missing,
-                    adopted: true,
-                },
-                Err(source) => failed(batch_id, source),
-            },
-            None if status.result_count == Some(0) => JobOutcome::Recovered {
-                batch_id,
-                rows: Vec::new(),
-            },
-            None => match self.rows(seq, &batch_id, status, deadline).await {
-                Ok(rows) => JobOutcome::Recovered { batch_id, rows },
-                Err(source) => failed(batch_id, source),
-            },
-        }
-    }
-
-    async fn attempt(&self, seq: u64, spec: &JobSpec, early: bool) -> Attempt {
-        let Some((base, _)) = &self.webhook else {
-            return self.submit_and_collect(seq, spec, None, &Notify::new(), early).await;
-        };
-        let (token, wake) = self.wakers.register();
-        let hook_url = format!("{base}/{token}");
-        let result = self.submit_and_collect(seq, spec, Some(&hook_url), &wake, early).await;
-        self.wakers.remove(&token);
-        result
-    }
-
-    /// Submits `spec`; after an error that may have hidden an acceptance
-    /// (a timeout, a 5xx, a broken connection), the API's list is checked
-    /// for the job before the submit is tried again. An early start's 429
-    /// is not retried (`Ok(None)`): the job whose slot it took still runs,
-    /// which says nothing about other pods.
-    async fn submit(
-        &self,
-        seq: u64,
-        spec: &JobSpec,
-        hook_url: Option<&str>,
-        early: bool,
-    ) -> Result<Option<Accepted>, ApiError> {
-        if early {
-            match self.submit_once(seq, spec, hook_url).await {
-                Err(ApiError::RateLimited { .. }) => return Ok(None),
-                // Anything else is the usual policy's to retry and report.
-                Err(_) => {}
-                Ok(accepted) => return Ok(Some(accepted)),
-            }
-        }
-        let policy = self.policy(Endpoint::Submit);
-        let hooks = Hooks { ctx: self, seq };
-        with_retries(&policy, &hooks, Endpoint::Submit, || {
-            self.submit_once(seq, spec, hook_url)
-        })
-        .await
-        .map(Some)
-    }
-
-    /// One submit request, and after an error that may have hidden an
-    /// acceptance, a look for the job in the API's list.
-    async fn submit_once(&self, seq: u64, spec: &JobSpec, hook_url: Option<&str>) -> Result<Accepted, ApiError> {
-        let (at, sent_at) = (Instant::now(), chrono::Utc::now());
-        let sent = |answered: bool| Sent {
-            at,
-            utc: sent_at,
-            rtt: answered.then(|| at.elapsed()),
-        };
-        match self.api.submit(spec.kind, &spec.ids, hook_url).await {
-            Ok(s) => {
-                let full = (s.remaining == Some(0)).then(|| s.reset.unwrap_or(RETRY_PAUSE));
-                Ok((Arc::from(s.batch_id), full, sent(true)))
-            }
-            Err(e) if maybe_accepted(&e) => match self.find_lost_submit(seq, spec, sent_at).await {
-                Some(id) => {
-                    self.metrics.job_adopted("lost_submit");
-                    Ok((id, None, sent(false)))
+                Step::Resolve { sent_at_ms, unanswered } => {
+                    match self.resolve_lost(seq, &spec, &rec, sent_at_ms, unanswered).await {
+                        lost::Resolved::Ours(status) => {
+                            let batch_id: Arc<str> = Arc::from(status.batch_id.clone().unwrap_or_default());
+                            rec = self.accepted(job, &rec, &batch_id).await;
+                            self.metrics.lost_submit("ours");
+                            self.phase(seq, Phase::Running);
+                            Step::Wait {
+                                batch_id,
+                                from: Instant::now(),
+                                sent: None,
+                            }
+                        }
+                        lost::Resolved::NotCreated => Step::Submit,
+                        lost::Resolved::Undecided(why) => {
+                            last = Some(JobError::Undecided(why));
+                            Step::Submit
+                        }
+                    }
                 }
-                None => Err(e),
-            },
-            Err(e) => Err(e),
+                Step::Wait { batch_id, from, sent } => {
+                    let wake = hook.as_ref().filter(|_| sent.is_some()).map(|(_, _, w)| w.clone());
+                    match self.wait(seq, &batch_id, from, sent, wake.as_deref()).await {
+                        Ok(status) => Step::Collect {
+                            batch_id,
+                            status: Some(status),
+                        },
+                        Err(why) => {
+                            rec.earlier.push(batch_id.to_string());
+                            last = Some(why);
+                            confirm = true;
+                            Step::Submit
+                        }
+                    }
+                }
+                Step::Collect { batch_id, status } => {
+                    self.phase(seq, Phase::Collecting);
+                    match self.collect_job(seq, &spec, &batch_id, status, true).await {
+                        Ok((results, missing)) => {
+                            failpoint!("collect.after_download");
+                            let credits = results.values().filter(|m| crate::model::has_matches(m)).count() as u64;
+                            let completed = rec.at(Stage::Completed {
+                                attempt: rec.attempt(),
+                                batch_id: batch_id.to_string(),
+                                credits,
+                                at_ms: now_ms(),
+                            });
+                            self.store.journal(job, &completed).await;
+                            break JobOutcome::Done {
+                                spec,
+                                batch_id,
+                                results,
+                                missing,
+                                followed: false,
+                            };
+                        }
+                        // The job completed and billed: submitting it again
+                        // would pay again for results that can be fetched.
+                        // Links the allowlist refuses, files above the
+                        // bound, and errors that outlasted the deadline end
+                        // the job instead.
+                        Err(source) => {
+                            break JobOutcome::Failed {
+                                spec,
+                                error: JobError::Results { batch_id, source },
+                            }
+                        }
+                    }
+                }
+            };
+        };
+        if let Some((_, token, _)) = &hook {
+            self.wakers.remove(token);
         }
+        outcome
     }
 
-    async fn submit_and_collect(
-        &self,
-        seq: u64,
-        spec: &JobSpec,
-        hook_url: Option<&str>,
-        wake: &Notify,
-        early: bool,
-    ) -> Attempt {
-        let submitted = Instant::now();
-        let (batch_id, key_full_for, sent) = match self.submit(seq, spec, hook_url, early).await {
-            Ok(Some(submitted)) => submitted,
-            Ok(None) => {
-                debug!(
-                    size = spec.ids.len(),
-                    "early submit refused: the job whose slot it took still runs"
-                );
-                return Attempt::NotStarted;
+    /// Writes `rec` again (the next revision) and waits until the log has
+    /// it: whether this pod still owns job `job` (a claim of a pod that
+    /// took this one for gone may have come first). `rec` follows.
+    async fn still_own(&self, job: &JobId, rec: &mut Record) -> bool {
+        let again = rec.at(rec.stage.clone());
+        let written = self.store.journal(job, &again).await;
+        match self.store.confirmed(job, written).await {
+            Some(now) if now.owner == self.store.me() && now.rev == again.rev => {
+                *rec = again;
+                true
             }
-            Err(ApiError::BadRequest(m)) => return Attempt::Rejected(400, m),
-            Err(ApiError::NotFound(m)) => return Attempt::Rejected(404, m),
-            Err(ApiError::Unexpected {
-                status: s @ (405 | 415),
-                message,
-            }) => return Attempt::Rejected(s, message),
-            Err(e) => return Attempt::Retry(JobError::Submit(e)),
-        };
-        let _claim = self.claim(&batch_id);
-        // Write-ahead: the journal has the job before anything can forget it.
-        if let Err(e) = self.store.journal_open(&batch_id, spec).await {
-            warn!(%batch_id, error = %e, "job not written to the journal; a crash now would be caught by reconciliation only");
+            other => {
+                info!(%job, owner = other.as_ref().map(|r| r.owner.as_str()), "the job changed hands; leaving it to its owner");
+                false
+            }
         }
-        self.metrics.job_submitted();
-        let _ = self.events.send(JobEvent::Submitted {
-            seq,
-            batch_id: batch_id.clone(),
-            key_full_for,
+    }
+
+    /// Writes that job `job` was accepted as `batch_id`.
+    async fn accepted(&self, job: &JobId, rec: &Record, batch_id: &str) -> Record {
+        let accepted = rec.at(Stage::Accepted {
+            attempt: rec.attempt().max(1),
+            batch_id: batch_id.to_string(),
+            at_ms: now_ms(),
         });
-        debug!(%batch_id, size = spec.ids.len(), "job submitted");
-        let status = match self.wait(seq, &batch_id, sent.at, Some(sent), wake, true).await {
-            Ok(s) => s,
-            Err(why) => return Attempt::Retry(why),
+        self.store.journal(job, &accepted).await;
+        accepted
+    }
+
+    /// Resumes this pod's job `job` from its record (after a restart, or a
+    /// claim).
+    async fn resume(&self, seq: u64, job: &JobId, spec: JobSpec, rec: Record) -> JobOutcome {
+        let step = match &rec.stage {
+            Stage::Submitting { sent_at_ms, .. } => Step::Resolve {
+                sent_at_ms: *sent_at_ms,
+                unanswered: true,
+            },
+            Stage::Accepted { batch_id, .. } => Step::Wait {
+                batch_id: Arc::from(batch_id.as_str()),
+                from: Instant::now(),
+                sent: None,
+            },
+            Stage::Completed { batch_id, .. } => Step::Collect {
+                batch_id: Arc::from(batch_id.as_str()),
+                status: None,
+            },
+            Stage::Closed { .. } => return JobOutcome::Released,
         };
-        self.metrics.job_finished("completed", submitted.elapsed());
-        let deadline = submitted + self.cfg.job_timeout;
-        match self.collect(seq, spec, &batch_id, status, deadline, true).await {
-            Ok((results, missing)) => Attempt::Done(batch_id, results, missing),
-            // The job completed and billed: submitting it again would pay
-            // again for results that can be fetched. Links the allowlist
-            // refuses, files above the bound, and errors that outlasted the
-            // job's deadline end the job instead.
-            Err(source) => Attempt::GiveUp(JobError::Results { batch_id, source }),
-        }
+        info!(%job, stage = ?rec.stage, "resuming a job of this pod");
+        self.metrics.job_adopted("journal");
+        self.phase(seq, Phase::of(&rec.stage));
+        self.drive(seq, job, spec, rec, step).await
     }
 }
 
-/// An accepted submit: the job's id, how long the key has no slot left
-/// when the API said so, and when it was sent.
-type Accepted = (Arc<str>, Option<Duration>, Sent);
-
-/// When an accepted submit was sent.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Sent {
-    at: Instant,
-    utc: chrono::DateTime<chrono::Utc>,
-    /// Until its answer; `None` when the answer was lost.
-    rtt: Option<Duration>,
-}
-
-impl Sent {
-    /// How long after the send the API created the job, by its own
-    /// `created_at`, bounded by the round trip (clocks may disagree).
-    fn accept_delay(&self, created_at: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
-        let rtt = self.rtt?;
-        Some((created_at - self.utc).to_std().unwrap_or_default().min(rtt))
-    }
+/// Now, in ms since the epoch.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// An error after which another attempt of the same request may succeed.
 fn may_pass(e: &ApiError) -> bool {
     e.class() == ErrorClass::Retryable || matches!(e, ApiError::Malformed(_))
-}
-
-/// A submit error after which the API may nevertheless have created the job.
-fn maybe_accepted(e: &ApiError) -> bool {
-    matches!(
-        e,
-        ApiError::Timeout | ApiError::Transport(_) | ApiError::Server { .. } | ApiError::Malformed(_)
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_accept_delay_is_the_apis_own_within_the_round_trip() {
-        let utc = chrono::Utc::now();
-        let ms = chrono::Duration::milliseconds;
-        let sent = Sent {
-            at: Instant::now(),
-            utc,
-            rtt: Some(Duration::from_millis(30)),
-        };
-        assert_eq!(sent.accept_delay(utc + ms(4)), Some(Duration::from_millis(4)));
-        // A clock behind ours, or ahead by more than the round trip.
-        assert_eq!(sent.accept_delay(utc - ms(500)), Some(Duration::ZERO));
-        assert_eq!(sent.accept_delay(utc + ms(900)), Some(Duration::from_millis(30)));
-        let lost = Sent { rtt: None, ..sent };
-        assert_eq!(
-            lost.accept_delay(utc + ms(4)),
-            None,
-            "an answer that was lost says nothing"
-        );
-    }
 }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Adoption, ResultRow};
 use crate::api::ApiError;
+use crate::lifecycle::Phase;
 use crate::model::{JobSpec, Matches};
 
 /// Why a job attempt (or a recovery) did not produce results.
@@ -37,6 +37,11 @@ pub(crate) enum JobError {
         /// The job.
         batch_id: Arc<str>,
     },
+    /// A submit whose answer was lost could not be told created or not
+    /// within `api.job_timeout` (a job of the same size that never
+    /// completed, a listing that never became complete).
+    #[error("a lost submit answer stayed undecided for api.job_timeout: {0}")]
+    Undecided(&'static str),
     /// The results could not be downloaded or read.
     #[error("results of {batch_id}: {source}")]
     Results {
@@ -51,7 +56,7 @@ impl JobError {
     /// The job concerned, once the API accepted it.
     pub(crate) fn batch_id(&self) -> Option<&str> {
         match self {
-            Self::Submit(_) => None,
+            Self::Submit(_) | Self::Undecided(_) => None,
             Self::Status { batch_id, .. }
             | Self::Failed { batch_id, .. }
             | Self::TimedOut { batch_id }
@@ -75,11 +80,12 @@ pub(crate) enum JobOutcome {
         results: HashMap<String, Matches>,
         /// Submitted identifiers absent from the results.
         missing: Vec<String>,
-        /// The job was adopted (another pod's, or one a crash forgot).
-        adopted: bool,
+        /// Another pod's job: its owner stores the results and closes it.
+        followed: bool,
     },
     /// The API refused the submit: 400 (the request, or an identifier in
-    /// it), or 404/405/415 (the endpoint: a wrong base URL).
+    /// it), or 404/405/415 (the endpoint: a wrong base URL). Nothing was
+    /// created.
     Rejected {
         /// The batch.
         spec: JobSpec,
@@ -95,70 +101,31 @@ pub(crate) enum JobOutcome {
         /// The last failure.
         error: JobError,
     },
-    /// An adopted job whose identifiers were unknown finished: its rows.
-    Recovered {
-        /// The job.
-        batch_id: Arc<str>,
-        /// Every row of its result file (empty when it had no matches file).
-        rows: Vec<ResultRow>,
-    },
-    /// An adopted job could not be used (failed, forgotten, unreadable).
-    RecoveryFailed {
-        /// The job.
-        batch_id: Arc<str>,
-        /// Why.
-        error: JobError,
-    },
-    /// Start-up reconciliation: the jobs to adopt.
-    Reconciled(Vec<Adoption>),
-    /// An early start's submit got 429 (the job whose slot it took still
-    /// runs): nothing was submitted; the batch waits for a confirmed slot.
-    NotStarted {
-        /// The batch.
-        spec: JobSpec,
-    },
+    /// Another pod's job ended without results for this pod (it failed
+    /// there, or was proven never created): its identifiers go through
+    /// jobs of this pod.
+    Released,
 }
 
 /// What running jobs tell the dispatcher while they run.
 #[derive(Debug)]
 pub(crate) enum JobEvent {
-    /// The API accepted job `seq` as `batch_id`.
-    Submitted {
+    /// Job `seq` moved to `phase` (see [`Phase`]: whether it holds a slot).
+    Phase {
         /// The dispatcher's job number.
         seq: u64,
-        /// The API's id.
-        batch_id: Arc<str>,
-        /// The API said the key has no active-job slot left, until about
-        /// this long from now (`x-ratelimit-remaining: 0`, `-reset`).
+        /// Where it is now.
+        phase: Phase,
+    },
+    /// The API accepted a submit of job `seq` (its answer said so): what
+    /// it said of the key's active-job slots.
+    Accepted {
+        /// The dispatcher's job number.
+        seq: u64,
+        /// `x-ratelimit-remaining`: slots left after this job.
+        remaining: Option<u32>,
+        /// The key has no slot left, until about this long from now.
         key_full_for: Option<Duration>,
-    },
-    /// The API reports job `seq` completed or failed (or it timed out): it
-    /// no longer holds one of the key's active-job slots, whatever remains
-    /// to be done with its results.
-    Ended {
-        /// The dispatcher's job number.
-        seq: u64,
-    },
-    /// Job `seq` has most likely ended: it is steady and its first poll is
-    /// going out now, when jobs like it have ended, or a webhook callback
-    /// came for it. Its slot may be given to the next batch at once,
-    /// before the poll's answer confirms it (an early start: if that
-    /// job still runs, the next one's submit gets 429 and it ends
-    /// [`JobOutcome::NotStarted`]).
-    Due {
-        /// The dispatcher's job number.
-        seq: u64,
-    },
-    /// The first poll after [`JobEvent::Due`] found job `seq` still
-    /// running: it holds its slot again.
-    StillRunning {
-        /// The dispatcher's job number.
-        seq: u64,
-    },
-    /// Job `seq` is about to submit its batch again: it holds a slot again.
-    Resubmitting {
-        /// The dispatcher's job number.
-        seq: u64,
     },
     /// A submit of job `seq` got 429.
     RateLimited {

@@ -10,13 +10,6 @@
 //! when the API has read it, a few milliseconds later. That delay is learnt
 //! too (the API's `created_at` against the send, within the submit's round
 //! trip), so a steady job's first poll does not arrive before it ends.
-//!
-//! When recent jobs are [`steady`](DurationEstimator::steady), the first
-//! poll's moment is the job's end: the next batch is submitted then, not
-//! after the poll's answer (see `JobEvent::Due`). A first poll that still
-//! finds the job running widens that moment's margin; polls that find it
-//! done narrow it again, so a clock or network that skews the learnt accept
-//! delay costs a few early submits, not one per job.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -27,9 +20,6 @@ pub(crate) struct DurationEstimator {
     recent: VecDeque<f64>,
     /// Send-to-creation delays of recent submits (seconds).
     accept: VecDeque<f64>,
-    /// Extra wait before a steady job's first poll (seconds), learnt from
-    /// first polls that came too early.
-    extra: f64,
 }
 
 /// What the estimator says about the jobs to come (seconds).
@@ -43,10 +33,6 @@ struct Spread {
     high: f64,
     /// The 90th percentile of send-to-creation delays (0 when unknown).
     accept: f64,
-    /// The longest send-to-creation delay seen (0 when unknown).
-    accept_max: f64,
-    /// Recent jobs are steady (see [`DurationEstimator::steady`]).
-    steady: bool,
 }
 
 impl DurationEstimator {
@@ -69,30 +55,6 @@ impl DurationEstimator {
         self.recent.is_empty()
     }
 
-    /// Whether recent jobs are steady: at least [`Self::STEADY_AFTER`]
-    /// learnt, and all of them within 5 ms or a quarter percent of the
-    /// median of each other. A steady job is ended when its first poll is
-    /// due, well enough to submit the next batch at that moment.
-    pub(crate) fn steady(&self) -> bool {
-        self.spread().is_some_and(|s| s.steady)
-    }
-
-    /// How many jobs must be learnt before they can count as steady.
-    pub(crate) const STEADY_AFTER: usize = 5;
-
-    /// A steady job's first poll found it still running: wait longer
-    /// before the next ones (double the extra wait, plus 2 ms, at most
-    /// 100 ms).
-    pub(crate) fn first_poll_early(&mut self) {
-        self.extra = (self.extra * 2.0 + 0.002).min(0.1);
-    }
-
-    /// A steady job's first poll found it ended: the extra wait shrinks by
-    /// 3 %, so it settles just above what the API needs.
-    pub(crate) fn first_poll_on_time(&mut self) {
-        self.extra *= 0.97;
-    }
-
     fn spread(&self) -> Option<Spread> {
         if self.recent.is_empty() {
             return None;
@@ -100,14 +62,11 @@ impl DurationEstimator {
         let v = sorted(&self.recent);
         let a = sorted(&self.accept);
         let (low, median, high) = (quantile(&v, 0.05), quantile(&v, 0.5), quantile(&v, 1.0));
-        let (min, max) = (v[0], high);
         Some(Spread {
             low,
             median,
             high,
             accept: if a.is_empty() { 0.0 } else { quantile(&a, 0.9) },
-            accept_max: a.last().copied().unwrap_or(0.0),
-            steady: v.len() >= Self::STEADY_AFTER && max - min <= (median * 0.0025).max(0.005),
         })
     }
 }
@@ -142,9 +101,7 @@ fn quantile(v: &[f64], q: f64) -> f64 {
 /// - First poll: at the 5th percentile of recent durations plus 0.1% of
 ///   the median, at least 2 ms, after the usual accept delay (a job of a
 ///   steady length is not polled a moment too early; the API's own
-///   timestamps make the estimate exact). For steady jobs, whose first
-///   poll's moment is also the next submit's: at the longest duration, after
-///   the longest accept delay, plus the extra wait learnt from early polls.
+///   timestamps make the estimate exact).
 /// - Up to the longest duration seen: steps of a 40th of the range
 ///   (at least `min_step`), so a job that varies is seen within a small
 ///   fraction of its length.
@@ -169,11 +126,7 @@ pub(crate) fn next_delay(
             .max(min_step),
         Some(s) => {
             let margin = (s.median * 0.001).max(0.002);
-            let first = if s.steady {
-                secs(s.accept_max + s.high + margin + est.extra)
-            } else {
-                secs(s.accept + s.low + margin)
-            };
+            let first = secs(s.accept + s.low + margin);
             if index == 0 && elapsed < first {
                 first - elapsed
             } else {
@@ -284,50 +237,6 @@ mod tests {
         assert!(worst <= 0.1, "a job was seen {worst} s late");
         let mean = f64::from(total_polls) / 25.0;
         assert!(mean < 24.0, "{mean} polls per job");
-    }
-
-    #[test]
-    fn only_enough_jobs_within_a_few_milliseconds_are_steady() {
-        assert!(!learnt([2.0; 4]).steady(), "too few to tell");
-        assert!(learnt([2.0; 5]).steady());
-        assert!(learnt((0..40).map(|i| 2.0 + 0.005 * f64::from(i) / 39.0)).steady());
-        assert!(!learnt((0..40).map(|i| 2.0 + 0.006 * f64::from(i) / 39.0)).steady());
-        // A quarter percent of the median: 50 ms for 20-second jobs.
-        assert!(learnt((0..40).map(|i| 20.0 + 0.05 * f64::from(i) / 39.0)).steady());
-        let mut e = learnt([2.0; 39]);
-        e.observe(S(2.3));
-        assert!(!e.steady(), "one slower job ends it");
-        assert!(!learnt((0..40).map(|i| 1.4 + 1.2 * f64::from(i) / 39.0)).steady());
-    }
-
-    #[test]
-    fn early_first_polls_of_steady_jobs_push_the_next_ones_later() {
-        let mut e = learnt([2.0; 40]);
-        let first = |e: &DurationEstimator| next_delay(0, S(0.0), e, S(1.0), STEP, S(30.0));
-        let close = |a: Duration, b: f64| (a.as_secs_f64() - b).abs() < 1e-6;
-        assert!(close(first(&e), 2.002));
-        // An API whose clock runs 20 ms behind: every created_at looks
-        // earlier than the send, so the accept delay learnt is 0 while the
-        // jobs really start 20 ms after it.
-        let mut early = 0;
-        for _ in 0..100 {
-            if first(&e) < S(2.020) {
-                early += 1;
-                e.first_poll_early();
-            } else {
-                e.first_poll_on_time();
-            }
-        }
-        assert!(early <= 12, "{early} of 100 first polls early");
-        assert!(first(&e) < S(2.060), "{:?}", first(&e));
-        for _ in 0..1000 {
-            e.first_poll_early();
-        }
-        assert!(close(first(&e), 2.102), "the extra wait is bounded");
-        let unsteady = learnt((0..40).map(|i| 1.4 + 1.2 * f64::from(i) / 39.0));
-        let mut pushed = unsteady.clone();
-        pushed.first_poll_early();
-        assert_eq!(first(&unsteady), first(&pushed), "only a steady job's first poll moves");
     }
 
     #[test]

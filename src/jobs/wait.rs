@@ -4,42 +4,58 @@
 //! the submit) passes. A status error that may pass is retried on the same
 //! job until then: an accepted job is never given up for a transient
 //! reason. What is learnt is the job's real duration, for the schedule of
-//! later jobs. A steady job's first poll, and a webhook callback, is most
-//! likely its end: the dispatcher hears of it then ([`JobEvent::Due`]) and
-//! starts the next batch without waiting for the status answer.
+//! later jobs. A callback only wakes the job: its status answer decides.
 
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::{poll, JobContext, JobError, JobEvent, Sent};
+use super::{poll, JobContext, JobError};
 use crate::api::{Endpoint, JobState, JobStatus};
+use crate::lifecycle::Phase;
+
+/// When an accepted submit was sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sent {
+    pub(super) at: Instant,
+    pub(super) utc: chrono::DateTime<chrono::Utc>,
+    /// Until its answer.
+    pub(super) rtt: Option<Duration>,
+}
+
+impl Sent {
+    /// How long after the send the API created the job, by its own
+    /// `created_at`, bounded by the round trip (clocks may disagree).
+    pub(super) fn accept_delay(&self, created_at: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+        let rtt = self.rtt?;
+        Some((created_at - self.utc).to_std().unwrap_or_default().min(rtt))
+    }
+}
 
 impl JobContext {
-    /// Polls until the job completes; `Err` for failed, timed out, or a
-    /// status the API refuses for good (404). The schedule runs from
-    /// `submitted`; `sent`: the submit this pod sent, to learn from.
+    /// Polls `batch_id` until it completes; `Err` for failed, timed out,
+    /// or a status the API refuses for good (404). The schedule runs from
+    /// `from`; `sent`: this pod's own accepted submit, to learn from;
+    /// `wake`: the webhook callback that wakes the wait.
     pub(super) async fn wait(
         &self,
         seq: u64,
         batch_id: &str,
-        submitted: Instant,
+        from: Instant,
         sent: Option<Sent>,
-        wake: &Notify,
-        learn: bool,
+        wake: Option<&Notify>,
     ) -> Result<JobStatus, JobError> {
-        let deadline = submitted + self.cfg.job_timeout;
+        let deadline = from + self.cfg.job_timeout;
+        let learn = sent.is_some();
         let mut index = 0u32;
         let mut last_running = None;
         let mut last_asked = None;
-        // Told the dispatcher the job is due (by the schedule, or by a
-        // callback); not yet confirmed.
-        let (mut due, mut scheduled, mut called_back) = (false, false, false);
+        let idle = Notify::new();
+        let wake = wake.unwrap_or(&idle);
         loop {
-            let elapsed = submitted.elapsed();
+            let elapsed = from.elapsed();
             if elapsed >= self.cfg.job_timeout {
-                let _ = self.events.send(JobEvent::Ended { seq });
+                self.phase(seq, Phase::Collecting);
                 self.metrics.job_finished("timed_out", elapsed);
                 return Err(JobError::TimedOut {
                     batch_id: batch_id.into(),
@@ -51,38 +67,24 @@ impl JobContext {
                 _ => {
                     // Polls keep to their schedule from when the last one
                     // was sent: its answer's latency does not add to the step.
-                    let from = last_asked.unwrap_or(elapsed);
+                    let at = last_asked.unwrap_or(elapsed);
                     let step = poll::min_step(self.cfg.max_active_jobs, self.cfg.requests_per_minute);
                     let est = self.estimator.lock().expect("estimator");
-                    let d = poll::next_delay(index, from, &est, self.cfg.poll_initial, step, self.cfg.poll_max);
-                    (from + d).saturating_sub(elapsed)
+                    let d = poll::next_delay(index, at, &est, self.cfg.poll_initial, step, self.cfg.poll_max);
+                    (at + d).saturating_sub(elapsed)
                 }
             };
             let delay = delay.min(self.cfg.job_timeout - elapsed);
-            let (unlearnt, anticipate) = {
-                let est = self.estimator.lock().expect("estimator");
-                let first = index == 0 && learn && self.webhook.is_none();
-                (est.is_empty(), first && est.steady())
-            };
+            let unlearnt = self.estimator.lock().expect("estimator").is_empty();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = wake.notified() => {
-                    self.metrics.webhook_wakeup();
-                    // The API called back: the job most likely ended.
-                    if learn && !due && self.callbacks_end_jobs.load(Ordering::Relaxed) {
-                        due = self.events.send(JobEvent::Due { seq }).is_ok();
-                        called_back = due;
-                    }
-                }
+                _ = wake.notified() => self.metrics.webhook_wakeup(),
                 // The first job's duration is in: plan the next poll with it.
                 _ = self.learnt.notified(), if unlearnt => continue,
             }
-            if anticipate && !due {
-                due = self.events.send(JobEvent::Due { seq }).is_ok();
-                scheduled = due;
-            }
             index += 1;
-            let asked = submitted.elapsed();
+            failpoint!("wait.poll");
+            let asked = from.elapsed();
             last_asked = Some(asked);
             let status = match self
                 .persist(Endpoint::Status, seq, deadline, || self.api.status(batch_id))
@@ -92,22 +94,20 @@ impl JobContext {
                 // Retried until the deadline; the loop reports the timeout.
                 Err(e) if super::may_pass(&e) => continue,
                 Err(source) => {
+                    self.phase(seq, Phase::Collecting);
                     return Err(JobError::Status {
                         batch_id: batch_id.into(),
                         source,
-                    })
+                    });
                 }
             };
             if status.unknown_word {
                 self.metrics.unknown_status();
             }
-            if std::mem::take(&mut due) {
-                let running = status.state == JobState::Running;
-                let (scheduled, called_back) = (std::mem::take(&mut scheduled), std::mem::take(&mut called_back));
-                self.settle_due(seq, batch_id, running, scheduled, called_back);
-            }
             if status.state != JobState::Running {
-                let _ = self.events.send(JobEvent::Ended { seq });
+                // It no longer holds one of the key's slots, whatever
+                // remains to be done with its results.
+                self.phase(seq, Phase::Collecting);
                 tracing::debug!(
                     batch_id,
                     polls = index,
@@ -118,28 +118,14 @@ impl JobContext {
             match status.state {
                 JobState::Running => last_running = Some(asked),
                 JobState::Completed => {
+                    self.metrics.job_finished("completed", from.elapsed());
                     if learn {
-                        // Learn the job's real duration, not when we happened to
-                        // look: the server's own timestamps, else the middle of
-                        // the last "running" and first "completed" observation.
-                        let observed = status.server_duration.unwrap_or_else(|| match last_running {
-                            Some(r) => (r + asked) / 2,
-                            None => asked,
-                        });
-                        let mut est = self.estimator.lock().expect("estimator");
-                        let first = est.is_empty();
-                        est.observe(observed);
-                        if let Some(d) = sent.zip(status.created_at).and_then(|(s, c)| s.accept_delay(c)) {
-                            est.observe_accept(d);
-                        }
-                        if first {
-                            self.learnt.notify_waiters();
-                        }
+                        self.learn(&status, sent, last_running, asked);
                     }
                     return Ok(status);
                 }
                 JobState::Failed => {
-                    self.metrics.job_finished("failed", submitted.elapsed());
+                    self.metrics.job_finished("failed", from.elapsed());
                     return Err(JobError::Failed {
                         batch_id: batch_id.into(),
                         message: status.error_message.unwrap_or_else(|| "no error_message".into()),
@@ -149,27 +135,48 @@ impl JobContext {
         }
     }
 
-    /// The status answer after [`JobEvent::Due`]: a job still running
-    /// takes its slot back; a first poll (`scheduled`) learns whether it
-    /// came early; a callback that came early ends lending by callbacks.
-    fn settle_due(&self, seq: u64, batch_id: &str, running: bool, scheduled: bool, called_back: bool) {
-        if running {
-            let _ = self.events.send(JobEvent::StillRunning { seq });
-            if called_back && self.callbacks_end_jobs.swap(false, Ordering::Relaxed) {
-                tracing::warn!(
-                    batch_id,
-                    "a webhook callback came while its job was still running: callbacks no longer start the next batch before the status confirms the end"
-                );
-            }
+    /// Learns the job's real duration, not when this pod happened to look:
+    /// the server's own timestamps, else the middle of the last "running"
+    /// and the first "completed" observation.
+    fn learn(&self, status: &JobStatus, sent: Option<Sent>, last_running: Option<Duration>, asked: Duration) {
+        let observed = status.server_duration.unwrap_or_else(|| match last_running {
+            Some(r) => (r + asked) / 2,
+            None => asked,
+        });
+        let mut est = self.estimator.lock().expect("estimator");
+        let first = est.is_empty();
+        est.observe(observed);
+        if let Some(d) = sent.zip(status.created_at).and_then(|(s, c)| s.accept_delay(c)) {
+            est.observe_accept(d);
         }
-        if scheduled {
-            let mut est = self.estimator.lock().expect("estimator");
-            if running {
-                est.first_poll_early();
-            } else {
-                est.first_poll_on_time();
-            }
+        if first {
+            self.learnt.notify_waiters();
         }
-        self.metrics.job_due(running);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_accept_delay_is_the_apis_own_within_the_round_trip() {
+        let utc = chrono::Utc::now();
+        let ms = chrono::Duration::milliseconds;
+        let sent = Sent {
+            at: Instant::now(),
+            utc,
+            rtt: Some(Duration::from_millis(30)),
+        };
+        assert_eq!(sent.accept_delay(utc + ms(4)), Some(Duration::from_millis(4)));
+        // A clock behind ours, or ahead by more than the round trip.
+        assert_eq!(sent.accept_delay(utc - ms(500)), Some(Duration::ZERO));
+        assert_eq!(sent.accept_delay(utc + ms(900)), Some(Duration::from_millis(30)));
+        let lost = Sent { rtt: None, ..sent };
+        assert_eq!(
+            lost.accept_delay(utc + ms(4)),
+            None,
+            "an answer that was lost says nothing"
+        );
     }
 }

@@ -42,8 +42,9 @@ pub(super) struct JobMetrics {
     pub(super) credits_saved: IntCounterVec,
     pub(super) result_files_rejected: IntCounter,
     pub(super) adopted: IntCounterVec,
+    pub(super) lost_submits: IntCounterVec,
+    pub(super) journal_jobs: IntGauge,
     pub(super) unknown_status: IntCounter,
-    pub(super) due: IntCounterVec,
     pub(super) halted: IntGauge,
     pub(super) halts: IntCounter,
 }
@@ -174,19 +175,24 @@ impl JobMetrics {
             adopted: counter_vec(
                 r,
                 "jobs_adopted_total",
-                "Jobs this pod did not submit (or whose answer was lost) whose results it fetched, by how it learnt of them.",
+                "Journaled jobs this pod took up without submitting them: journal (its own, from before a restart), claim (another pod's, whose owner fell silent).",
                 &["source"],
+            ),
+            lost_submits: counter_vec(
+                r,
+                "lost_submits_total",
+                "Submits whose answer was lost, by the verdict on their content: ours (the job exists: used), not_created (submitted again), undecided (undecided for api.job_timeout: treated as timed out).",
+                &["verdict"],
+            ),
+            journal_jobs: gauge(
+                r,
+                "journal_jobs",
+                "Jobs in the journal this pod holds (in flight, and closed ones until their record is removed).",
             ),
             unknown_status: counter(
                 r,
                 "api_unknown_status_total",
                 "Status responses with a status word the API does not document.",
-            ),
-            due: counter_vec(
-                r,
-                "jobs_due_total",
-                "Steady jobs whose slot went to the next batch at their first poll, by what that poll found (ended, or still_running: the early submit may get 429).",
-                &["found"],
             ),
             halted: gauge(
                 r,

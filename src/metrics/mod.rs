@@ -186,19 +186,25 @@ impl Metrics {
             .with_label_values(&[if accepted { "accepted" } else { "rejected" }])
             .inc();
     }
+    /// A webhook request answered 429 (the endpoint's rate limit).
+    pub(crate) fn webhook_throttled(&self) {
+        self.webhooks.callbacks.with_label_values(&["throttled"]).inc();
+    }
     /// A status check was woken by a callback.
     pub(crate) fn webhook_wakeup(&self) {
         self.webhooks.wakeups.inc();
     }
-    /// A job was adopted; `source` is `journal`, `reconciliation` or `lost_submit`.
+    /// A journaled job was taken up; `source` is `journal` or `claim`.
     pub(crate) fn job_adopted(&self, source: &str) {
         self.jobs.adopted.with_label_values(&[source]).inc();
     }
-    /// A steady job's first poll, sent as its slot went to the next batch,
-    /// found it `still_running` (else ended).
-    pub(crate) fn job_due(&self, still_running: bool) {
-        let found = if still_running { "still_running" } else { "ended" };
-        self.jobs.due.with_label_values(&[found]).inc();
+    /// A lost submit answer's verdict: `ours`, `not_created` or `undecided`.
+    pub(crate) fn lost_submit(&self, verdict: &str) {
+        self.jobs.lost_submits.with_label_values(&[verdict]).inc();
+    }
+    /// Jobs in the journal.
+    pub(crate) fn set_journal_jobs(&self, n: usize) {
+        self.jobs.journal_jobs.set(n as i64);
     }
     /// Submitting halted (or resumed).
     pub(crate) fn set_halted(&self, halted: bool) {

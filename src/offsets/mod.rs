@@ -8,15 +8,8 @@
 //! Every assignment gets a fresh epoch; completions that carry an older
 //! epoch (work of a partition since revoked) are ignored.
 //!
-//! Each partition also remembers the API jobs covering its uncommitted
-//! records; their ids travel in the commit metadata (see [`encode_jobs`]) so
-//! that whoever owns the partition next can reuse their results instead of
-//! paying for the same identifiers again.
-//!
 //! The tracker is shared (behind a mutex) by the source thread, the
 //! dispatcher and the producer's delivery callbacks.
-
-mod metadata;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,7 +18,6 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
 use crate::model::{SourcePos, TopicPartition};
-pub(crate) use metadata::{decode_jobs, encode_jobs, MAX_META_JOBS};
 
 #[derive(Debug)]
 struct Entry {
@@ -42,31 +34,23 @@ struct PartitionState {
     next: Option<i64>,
     /// Last offset committed (or known committed) in this assignment.
     committed: Option<i64>,
-    /// Jobs covering records of this partition: batch id -> highest offset.
-    jobs: Vec<(Arc<str>, i64)>,
-    /// The job list changed since the last commit.
-    jobs_dirty: bool,
 }
 
-/// A commit to make: partition, offset and metadata.
+/// A commit to make: partition and offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CommitPoint {
     /// The partition.
     pub(crate) tp: TopicPartition,
     /// The offset (next to read).
     pub(crate) offset: i64,
-    /// Commit metadata (see [`encode_jobs`]).
-    pub(crate) metadata: String,
 }
 
-/// The list to commit (to the group, or with a transaction): offsets with
-/// their metadata.
+/// The list to commit (to the group, or with a transaction).
 pub(crate) fn commit_list(points: &[CommitPoint]) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::with_capacity(points.len());
     for c in points {
         let mut e = tpl.add_partition(&c.tp.0, c.tp.1);
         let _ = e.set_offset(Offset::Offset(c.offset));
-        e.set_metadata(c.metadata.as_str());
     }
     tpl
 }
@@ -104,8 +88,6 @@ impl OffsetTracker {
                 pending: VecDeque::new(),
                 next: None,
                 committed: None,
-                jobs: Vec::new(),
-                jobs_dirty: false,
             },
         );
         epoch
@@ -206,92 +188,35 @@ impl OffsetTracker {
         safe_commit_offset(s.pending.front().map(|e| e.offset), s.next)
     }
 
-    /// Partitions whose safe offset moved past what was last committed, or
-    /// whose covering jobs changed, with the metadata to commit.
+    /// Partitions whose safe offset moved past what was last committed.
     pub(crate) fn commit_candidates(&mut self) -> Vec<CommitPoint> {
         let mut out = Vec::new();
-        for (tp, s) in self.parts.iter_mut() {
+        for (tp, s) in self.parts.iter() {
             let Some(safe) = safe_commit_offset(s.pending.front().map(|e| e.offset), s.next).or(s.committed) else {
                 continue;
             };
-            // Jobs whose records are all below the safe offset are done with.
-            let before = s.jobs.len();
-            s.jobs.retain(|(_, max)| *max >= safe);
-            let moved = s.committed.is_none_or(|c| safe > c);
-            if moved || s.jobs_dirty || s.jobs.len() != before {
+            if s.committed.is_none_or(|c| safe > c) {
                 out.push(CommitPoint {
                     tp: tp.clone(),
                     offset: safe,
-                    metadata: encode_jobs(s.jobs.iter().rev().map(|(id, _)| id.as_ref())),
                 });
             }
         }
         out
     }
 
-    /// The commit point of `tp` now (on revoke: offset and covering jobs, so
-    /// the next owner can reuse the jobs' results).
+    /// The commit point of `tp` now (on revoke).
     pub(crate) fn commit_point(&self, tp: &TopicPartition) -> Option<CommitPoint> {
         let s = self.parts.get(tp)?;
         let offset = safe_commit_offset(s.pending.front().map(|e| e.offset), s.next).or(s.committed)?;
-        Some(CommitPoint {
-            tp: tp.clone(),
-            offset,
-            metadata: encode_jobs(
-                s.jobs
-                    .iter()
-                    .rev()
-                    .filter(|(_, max)| *max >= offset)
-                    .map(|(id, _)| id.as_ref()),
-            ),
-        })
+        Some(CommitPoint { tp: tp.clone(), offset })
     }
 
-    /// Records that `point` was committed. The job list stays due for a
-    /// commit if it changed while the commit was on its way.
+    /// Records that `point` was committed.
     pub(crate) fn mark_committed(&mut self, point: &CommitPoint) {
         if let Some(s) = self.parts.get_mut(&point.tp) {
             if s.committed.is_none_or(|c| point.offset > c) {
                 s.committed = Some(point.offset);
-            }
-            if encode_jobs(s.jobs.iter().rev().map(|(id, _)| id.as_ref())) == point.metadata {
-                s.jobs_dirty = false;
-            }
-        }
-    }
-
-    /// Notes that job `batch_id` covers the record at `pos` (current epoch only).
-    pub(crate) fn add_job(&mut self, pos: &SourcePos, batch_id: &Arc<str>) {
-        let Some(s) = self.parts.get_mut(&(pos.topic.clone(), pos.partition)) else {
-            return;
-        };
-        if s.epoch != pos.epoch {
-            return;
-        }
-        Self::cover(s, batch_id, pos.offset);
-    }
-
-    /// Notes that job `batch_id` may cover records of `tp` up to `max_offset`
-    /// (jobs recovered from commit metadata).
-    pub(crate) fn add_recovered_job(&mut self, tp: &TopicPartition, batch_id: &Arc<str>, max_offset: i64) {
-        if let Some(s) = self.parts.get_mut(tp) {
-            Self::cover(s, batch_id, max_offset);
-        }
-    }
-
-    fn cover(s: &mut PartitionState, batch_id: &Arc<str>, offset: i64) {
-        match s.jobs.iter_mut().find(|(id, _)| id == batch_id) {
-            Some((_, max)) => {
-                if offset > *max {
-                    *max = offset;
-                }
-            }
-            None => {
-                s.jobs.push((batch_id.clone(), offset));
-                if s.jobs.len() > MAX_META_JOBS {
-                    s.jobs.remove(0);
-                }
-                s.jobs_dirty = true;
             }
         }
     }

@@ -1,4 +1,6 @@
-//! Unit tests of the offset tracker and the commit metadata.
+//! Unit tests of the offset tracker.
+
+use std::sync::Arc;
 
 use super::*;
 
@@ -17,74 +19,6 @@ fn pos(offset: i64, epoch: u64) -> SourcePos {
 
 fn offsets(t: &mut OffsetTracker) -> Vec<i64> {
     t.commit_candidates().into_iter().map(|c| c.offset).collect()
-}
-
-#[test]
-fn a_job_added_while_a_commit_is_on_its_way_is_committed_next() {
-    let mut t = OffsetTracker::new();
-    let e = t.assign(tp());
-    t.track(&pos(0, e), 1);
-    t.add_job(&pos(0, e), &Arc::from("job-a"));
-    let c = t.commit_candidates();
-    t.add_job(&pos(0, e), &Arc::from("job-b"));
-    t.mark_committed(&c[0]);
-    let next = t.commit_candidates();
-    assert_eq!(next.len(), 1, "the newer job list is still due");
-    assert_eq!(decode_jobs(&next[0].metadata), vec!["job-b", "job-a"]);
-    t.mark_committed(&next[0]);
-    assert!(t.commit_candidates().is_empty());
-}
-
-#[test]
-fn jobs_travel_in_commit_metadata_until_committed_past() {
-    let mut t = OffsetTracker::new();
-    let e = t.assign(tp());
-    for o in 0..10 {
-        t.track(&pos(o, e), 1);
-    }
-    let (a, b): (Arc<str>, Arc<str>) = (Arc::from("job-a"), Arc::from("job-b"));
-    t.add_job(&pos(2, e), &a);
-    t.add_job(&pos(4, e), &a);
-    t.add_job(&pos(7, e), &b);
-    // The job list changed: commit the same position with new metadata.
-    let c = t.commit_candidates();
-    assert_eq!(c.len(), 1);
-    assert_eq!(c[0].offset, 0);
-    assert_eq!(decode_jobs(&c[0].metadata), vec!["job-b", "job-a"]);
-    t.mark_committed(&c[0]);
-    assert!(t.commit_candidates().is_empty());
-    for o in 0..5 {
-        t.complete(&pos(o, e));
-    }
-    let c = t.commit_candidates();
-    assert_eq!(c[0].offset, 5);
-    assert_eq!(
-        decode_jobs(&c[0].metadata),
-        vec!["job-b"],
-        "job-a's records are all committed"
-    );
-    t.mark_committed(&c[0]);
-    for o in 5..10 {
-        t.complete(&pos(o, e));
-    }
-    let c = t.commit_candidates();
-    assert_eq!(c[0].offset, 10);
-    assert!(decode_jobs(&c[0].metadata).is_empty());
-}
-
-#[test]
-fn metadata_round_trip_and_foreign_metadata() {
-    assert_eq!(
-        decode_jobs(&encode_jobs(["a-1", "b_2"].into_iter())),
-        vec!["a-1", "b_2"]
-    );
-    assert!(decode_jobs("").is_empty());
-    assert!(decode_jobs("someone else's metadata").is_empty());
-    assert_eq!(decode_jobs("identify/v1 jobs=ok,bad id,,x;y"), vec!["ok"]);
-    let many: Vec<String> = (0..200).map(|i| format!("{i:036}")).collect();
-    let meta = encode_jobs(many.iter().map(String::as_str));
-    assert!(meta.len() < 4096);
-    assert_eq!(decode_jobs(&meta).len(), MAX_META_JOBS);
 }
 
 #[test]

@@ -9,7 +9,6 @@ pub use probe::check_api;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -109,6 +108,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         metrics: metrics.clone(),
         health: health.clone(),
         wakers: wakers.clone(),
+        webhook_rate: server::webhook_limiter(),
     };
     let (http_addr, server_task) = server::serve(&cfg.server.listen, state, async {
         let _ = server_stop_rx.await;
@@ -142,8 +142,6 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         wakers,
         events: events_tx,
         store: store.clone(),
-        claimed: Mutex::default(),
-        callbacks_end_jobs: AtomicBool::new(true),
     });
     // Stable across restarts with static membership, so that a restarted
     // pod fences its predecessor's open transaction at once.
@@ -187,7 +185,6 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             runner: ctx,
             sink: sink.clone(),
             store: store.clone(),
-            reconcile: true,
             tracker,
             metrics: metrics.clone(),
             health: health.clone(),
@@ -233,6 +230,7 @@ async fn gauges(store: Arc<KafkaStore>, tracker: Arc<Mutex<OffsetTracker>>, metr
     loop {
         tick.tick().await;
         metrics.set_store_hot_bytes(store.hot_bytes());
+        metrics.set_journal_jobs(store.journal_len());
         let assigned = tracker.lock().expect("tracker").assigned();
         team.set_partitions(assigned as u32);
         metrics.set_assigned_partitions(assigned);

@@ -12,9 +12,17 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
 
 /// How long one poll waits for an event.
 const POLL_WAIT: Duration = Duration::from_secs(1);
+/// How long a send waits before trying a full queue again.
+const QUEUE_WAIT: Duration = Duration::from_millis(5);
+
+/// Whether librdkafka refused a record because its queue is full.
+fn queue_full(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
+}
 
 /// A record of a producer whose context is `C`.
 pub(crate) type Record<'a, C> = BaseRecord<'a, [u8], [u8], <C as ProducerContext>::DeliveryOpaque>;
@@ -46,6 +54,42 @@ impl<C: ProducerContext + 'static> PolledProducer<C> {
     #[allow(clippy::result_large_err)]
     pub(crate) fn send<'a>(&self, record: Record<'a, C>) -> Result<(), (KafkaError, Record<'a, C>)> {
         self.producer.send(record)
+    }
+
+    /// Hands `record` to librdkafka, waiting out a full queue: the one
+    /// place where a full queue is waited on, for every producer.
+    #[allow(clippy::result_large_err)]
+    pub(crate) async fn send_when_room<'a>(
+        &self,
+        mut record: Record<'a, C>,
+    ) -> Result<(), (KafkaError, Record<'a, C>)> {
+        loop {
+            match self.producer.send(record) {
+                Err((e, back)) if queue_full(&e) => {
+                    record = back;
+                    tokio::time::sleep(QUEUE_WAIT).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Like [`Self::send_when_room`], for a thread that may block (the
+    /// consumer's, the committer's).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn send_when_room_blocking<'a>(
+        &self,
+        mut record: Record<'a, C>,
+    ) -> Result<(), (KafkaError, Record<'a, C>)> {
+        loop {
+            match self.producer.send(record) {
+                Err((e, back)) if queue_full(&e) => {
+                    record = back;
+                    std::thread::sleep(QUEUE_WAIT);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Waits until every record is acknowledged (or `timeout`).

@@ -75,9 +75,12 @@ impl KafkaSink {
         cc.set("enable.idempotence", "true");
         if let Some(id) = transactional_id {
             if cc.get("transaction.timeout.ms").is_none() {
-                // A crashed instance's open transaction blocks read_committed
-                // consumers until it times out (librdkafka: 60 s).
-                cc.set("transaction.timeout.ms", "10000");
+                // Longer than the connector's own retries of a commit
+                // (`txn::LONGEST_TRANSACTION`). A crashed instance's open
+                // transaction blocks read_committed consumers until then,
+                // unless kafka.instance_id lets its successor fence it at once.
+                let ms = crate::config::TRANSACTION_TIMEOUT.as_millis().to_string();
+                cc.set("transaction.timeout.ms", &ms);
             }
             cc.set("transactional.id", id);
         }
@@ -234,26 +237,17 @@ impl KafkaSink {
 
     /// Hands `record` to librdkafka; a full queue is waited out (sleeping
     /// the thread when `blocking`), any other refusal is an error.
-    async fn enqueue(&self, mut record: Record<'_>, blocking: bool) -> Result<(), SinkError> {
-        loop {
-            match self.producer().send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    if blocking {
-                        std::thread::sleep(Duration::from_millis(5));
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-                Err((e, r)) => {
-                    return Err(SinkError::Produce {
-                        topic: r.topic.to_string(),
-                        source: e,
-                    })
-                }
-            }
-        }
+    async fn enqueue(&self, record: Record<'_>, blocking: bool) -> Result<(), SinkError> {
+        let producer = self.producer();
+        let sent = if blocking {
+            producer.send_when_room_blocking(record)
+        } else {
+            producer.send_when_room(record).await
+        };
+        sent.map_err(|(e, r)| SinkError::Produce {
+            topic: r.topic.to_string(),
+            source: e,
+        })
     }
 
     /// Waits until every enqueued record is acknowledged (or `timeout`).

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer};
 use rustc_hash::FxHashMap;
@@ -33,7 +33,7 @@ use crate::model::TopicPartition;
 use crate::offsets::{commit_list, CommitPoint};
 
 /// How long one transaction step (offsets, commit, abort) may take.
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A record waiting for its transaction.
 pub(crate) struct Staged {
@@ -331,16 +331,7 @@ fn send(
     if let Some(v) = &r.value {
         record = record.payload(v.as_ref());
     }
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
+    producer.send_when_room_blocking(record).map_err(|(e, _)| e)
 }
 
 /// Aborts the open transaction, retrying while the broker times out.
@@ -393,6 +384,16 @@ mod tests {
     }
 
     #[test]
+    fn the_broker_never_aborts_a_transaction_the_connector_still_commits() {
+        // transaction.timeout.ms was 10 s while a commit was retried for up
+        // to 4 x 30 s after 30 s of offsets. The longest a transaction
+        // stays open: its offsets, then every commit attempt.
+        let longest = TXN_TIMEOUT * (1 + COMMIT_ATTEMPTS as u32);
+        assert_eq!(longest, crate::config::TRANSACTION_MIN, "what the configuration checks");
+        assert!(crate::config::TRANSACTION_TIMEOUT > longest);
+    }
+
+    #[test]
     fn only_what_is_below_the_watermark_leaves_the_stage() {
         let tp: TopicPartition = (Arc::from("in"), 0);
         let other: TopicPartition = (Arc::from("in"), 1);
@@ -402,11 +403,7 @@ mod tests {
         }
         s.put(other.clone(), 7, staged(4));
         assert_eq!(s.totals(), (5, 44));
-        let point = |tp: &TopicPartition, offset| CommitPoint {
-            tp: tp.clone(),
-            offset,
-            metadata: String::new(),
-        };
+        let point = |tp: &TopicPartition, offset| CommitPoint { tp: tp.clone(), offset };
         let out = s.remove_below(&[point(&tp, 4)]);
         assert_eq!(out.len(), 3, "offsets 1, 2 and 3");
         assert_eq!(s.totals(), (2, 14), "offset 5 waits, the other partition too");

@@ -144,7 +144,6 @@ mod tests {
         vec![CommitPoint {
             tp: (Arc::from("in"), 0),
             offset,
-            metadata: String::new(),
         }]
     }
 

@@ -11,8 +11,7 @@
 //! Rebalances ([`rebalance`]): on revoke, records of the revoked
 //! partitions get a bounded time to finish, what is safe is committed
 //! synchronously, and the rest is forgotten uncommitted (a lost assignment
-//! is forgotten at once); on assign, each partition starts a fresh epoch
-//! and the jobs named in its commit metadata are handed over for recovery.
+//! is forgotten at once); on assign, each partition starts a fresh epoch.
 
 mod backpressure;
 mod commit;
@@ -72,9 +71,6 @@ pub(crate) struct Work {
 pub(crate) enum SourceEvent {
     /// Decoded records, in consumption order.
     Records(Vec<Work>),
-    /// Jobs named in the commit metadata of newly assigned partitions
-    /// (submitted by a previous owner): reuse their results.
-    Recover(Vec<String>),
     /// Partitions were revoked: records of theirs still pending are dropped
     /// (their new owner reads them again), so memory stays bounded.
     Revoked,

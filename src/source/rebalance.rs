@@ -1,8 +1,9 @@
 //! Rebalances: the consumer's callbacks, which run on the consumer thread
 //! inside `poll`. Each delegates to a plain method: [`SourceContext::on_revoke`]
 //! (drain within a bound, commit what is safe, forget the rest; a lost
-//! assignment at once) and [`SourceContext::on_assign`] (fresh epochs, jobs
-//! of the previous owner handed over for recovery).
+//! assignment at once) and [`SourceContext::on_assign`] (fresh epochs).
+//! Jobs a previous owner left in flight are the journal's to find (see
+//! `crate::jobs`), not the commit's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,7 @@ use super::{SourceControl, SourceEvent, SourceParts};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::model::TopicPartition;
-use crate::offsets::{decode_jobs, CommitPoint, OffsetTracker};
+use crate::offsets::{CommitPoint, OffsetTracker};
 use crate::sink::KafkaSink;
 
 /// Consumer callbacks and what they share with the consumer loop.
@@ -148,9 +149,8 @@ impl SourceContext {
         points
     }
 
-    /// Partitions assigned: each starts a fresh epoch; the jobs named in
-    /// their commit metadata go to the dispatcher for recovery.
-    pub(super) fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+    /// Partitions assigned: each starts a fresh epoch.
+    pub(super) fn on_assign(&self, tpl: &TopicPartitionList) {
         self.metrics.rebalance("assign");
         self.assignments.fetch_add(1, Ordering::Relaxed);
         let assigned = partitions(tpl);
@@ -160,52 +160,8 @@ impl SourceContext {
                 t.assign(tp.clone());
             }
         }
-        if !assigned.is_empty() {
-            self.recover_jobs(consumer, tpl);
-        }
         self.health.set_joined(true);
         info!(partitions = ?names(&assigned), "partitions assigned");
-    }
-
-    /// Reads the commit metadata of newly assigned partitions and hands the
-    /// jobs it names to the dispatcher. Such a job can only cover offsets
-    /// below the partition's current end, so it stays in this instance's
-    /// metadata until the commit passes that end.
-    fn recover_jobs(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        // Stable offsets only: with exactly_once this waits for a transaction a
-        // killed member left open to be aborted (transaction.timeout.ms).
-        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(30)) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "cannot read committed offsets; jobs of a previous owner are not reused");
-                return;
-            }
-        };
-        let mut all = Vec::new();
-        for e in committed.elements() {
-            let ids = decode_jobs(e.metadata());
-            if ids.is_empty() {
-                continue;
-            }
-            let end = consumer
-                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(5))
-                .map_or(i64::MAX, |(_, high)| high - 1);
-            let tp: TopicPartition = (Arc::from(e.topic()), e.partition());
-            let mut t = self.tracker.lock().expect("tracker");
-            for id in &ids {
-                t.add_recovered_job(&tp, &Arc::from(id.as_str()), end);
-            }
-            all.extend(ids);
-        }
-        all.sort();
-        all.dedup();
-        if !all.is_empty() {
-            info!(
-                jobs = all.len(),
-                "commit metadata names jobs of a previous owner; reusing their results"
-            );
-            let _ = self.tx.send(SourceEvent::Recover(all));
-        }
     }
 }
 
@@ -228,9 +184,9 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(tpl) => self.on_assign(consumer, tpl),
+            Rebalance::Assign(tpl) => self.on_assign(tpl),
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }

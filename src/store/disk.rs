@@ -25,6 +25,15 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// redb's page cache.
 const CACHE_BYTES: usize = 8 << 20;
 
+/// The tables the sweep goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    /// Resolved identifiers.
+    Results,
+    /// Journal records.
+    Jobs,
+}
+
 /// One change read from the topic.
 #[derive(Debug)]
 pub(crate) enum Change {
@@ -144,35 +153,54 @@ impl Disk {
         txn.commit().map_err(db_err)
     }
 
-    /// Removes up to `limit` results and job records for which `expired`
-    /// holds (their value says when they were written); returns how many.
-    pub(crate) fn sweep(&self, limit: usize, expired: impl Fn(&[u8]) -> bool) -> Result<usize, StoreError> {
+    /// One step of the sweep of expired entries: scans at most `scan`
+    /// entries of `table` after `after` (from the start when `None`) and
+    /// removes those for which `expired` holds (their value says when they
+    /// were written). Returns how many it removed and the last key scanned
+    /// (`None` once the table's end was reached). Short steps keep the
+    /// write lock, which the tail's transactions wait for, brief.
+    pub(crate) fn sweep_step(
+        &self,
+        table: Table,
+        after: Option<&str>,
+        scan: usize,
+        expired: impl Fn(&[u8]) -> bool,
+    ) -> Result<(usize, Option<String>), StoreError> {
+        let def = match table {
+            Table::Results => RESULTS,
+            Table::Jobs => JOBS,
+        };
         let txn = self.db.begin_write().map_err(db_err)?;
-        let mut removed = 0;
-        {
-            for def in [RESULTS, JOBS] {
-                let mut t = txn.open_table(def).map_err(db_err)?;
-                let keys: Vec<String> = {
-                    let mut keys = Vec::new();
-                    for entry in t.iter().map_err(db_err)? {
-                        let (k, v) = entry.map_err(db_err)?;
-                        if expired(v.value()) {
-                            keys.push(k.value().to_string());
-                            if removed + keys.len() >= limit {
-                                break;
-                            }
-                        }
-                    }
-                    keys
-                };
-                for k in &keys {
-                    t.remove(k.as_str()).map_err(db_err)?;
+        let (removed, last) = {
+            let mut t = txn.open_table(def).map_err(db_err)?;
+            let mut doomed = Vec::new();
+            let mut last = None;
+            let mut scanned = 0;
+            {
+                let range = match after {
+                    Some(a) => t.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
+                    None => t.range::<&str>(..),
                 }
-                removed += keys.len();
+                .map_err(db_err)?;
+                for entry in range {
+                    let (k, v) = entry.map_err(db_err)?;
+                    scanned += 1;
+                    if expired(v.value()) {
+                        doomed.push(k.value().to_string());
+                    }
+                    if scanned == scan {
+                        last = Some(k.value().to_string());
+                        break;
+                    }
+                }
             }
-        }
+            for k in &doomed {
+                t.remove(k.as_str()).map_err(db_err)?;
+            }
+            (doomed.len(), last)
+        };
         txn.commit().map_err(db_err)?;
-        Ok(removed)
+        Ok((removed, last))
     }
 
     /// Results stored.
@@ -212,7 +240,10 @@ mod tests {
         assert_eq!(d.jobs().unwrap(), vec![("j/1".to_string(), b"J".to_vec())]);
         assert_eq!(d.checkpoint().unwrap(), HashMap::from([(0, 4), (1, 1)]));
         assert_eq!(d.result_count().unwrap(), 1);
-        assert_eq!(d.sweep(10, |v| v == b"A").unwrap(), 1);
+        assert_eq!(
+            d.sweep_step(Table::Results, None, 10, |v| v == b"A").unwrap(),
+            (1, None)
+        );
         assert_eq!(d.result_count().unwrap(), 0);
         drop(d);
         let other = Disk::open(dir.path(), "another-topic").unwrap();
@@ -221,6 +252,33 @@ mod tests {
             "a mirror of another topic starts empty"
         );
         assert!(other.jobs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_sweep_step_scans_a_bounded_number_of_entries_and_goes_on_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Disk::open(dir.path(), "t").unwrap();
+        let changes: Vec<Change> = (0..100)
+            .map(|i| Change::Result(format!("r/business_email/{i:03}@x.co"), Some(vec![(i % 2) as u8])))
+            .collect();
+        d.apply(&changes, &HashMap::new(), false).unwrap();
+        let seen = std::cell::Cell::new(0);
+        let odd = |v: &[u8]| {
+            seen.set(seen.get() + 1);
+            v == [1]
+        };
+        let (removed, last) = d.sweep_step(Table::Results, None, 30, odd).unwrap();
+        assert_eq!((removed, seen.get()), (15, 30), "30 scanned, the odd ones removed");
+        let mut after = last;
+        let mut total = removed;
+        while let Some(a) = after {
+            let (n, next) = d.sweep_step(Table::Results, Some(&a), 30, odd).unwrap();
+            total += n;
+            after = next;
+        }
+        assert_eq!(total, 50);
+        assert_eq!(seen.get(), 100, "every entry scanned once");
+        assert_eq!(d.result_count().unwrap(), 50);
     }
 
     #[test]

@@ -1,161 +1,288 @@
-//! The job journal in memory: every job of this key the store topic knows
-//! (open ones with the identifiers they cover, done ones for the
-//! reconciliation window), so that a pod can tell a job nobody tracks from
-//! one another pod runs, and attach an identifier to the job already
-//! resolving it instead of paying for it again.
+//! The job journal in memory: the latest record of every job the store
+//! topic holds, applied in log order by [`lifecycle::apply`] (so every pod
+//! agrees on each job's owner and stage), indexed by the identifiers of
+//! the jobs in flight (to attach a record to the job already resolving
+//! its identifier instead of paying for it again) and by the API's batch
+//! ids (a job some journal owns is never taken for another's lost submit).
+//!
+//! Closed jobs keep their record (without identifiers) until it is
+//! removed; the identifiers of a job closed with published results still
+//! point to it for [`CLOSED_COVER`], while its results may not yet have
+//! reached this pod's local store from other partitions of the topic.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
-use super::record::JobEntry;
-use crate::model::{IdentifierType, JobSpec};
+use crate::lifecycle::{self, Applied, JobId, Outcome, Record, Stage};
 
-/// An open job: accepted by the API, results not yet in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct OpenJob {
-    /// The API's id.
-    pub(crate) batch_id: Arc<str>,
-    /// What it covers.
-    pub(crate) spec: JobSpec,
-    /// When it was accepted (ms since the epoch).
-    pub(crate) at_ms: i64,
-}
+/// How long the identifiers of a job closed with published results still
+/// point to it.
+pub(crate) const CLOSED_COVER: Duration = Duration::from_secs(30);
+/// Removed jobs remembered, so that a late write cannot bring one back.
+const REMOVED_KEPT: usize = 100_000;
 
-/// What the journal knows of a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Journaled {
-    /// Accepted, results not yet stored.
-    Open(OpenJob),
-    /// Its results are stored.
-    Done,
-    /// Not in the journal.
-    Unknown,
-}
-
-/// Jobs by batch id, and open jobs by the identifiers they cover.
+/// Jobs by id, and the indices over them.
 #[derive(Debug, Default)]
 pub(crate) struct Journal {
-    jobs: HashMap<Arc<str>, JobEntry>,
-    covering: HashMap<String, Arc<str>>,
+    jobs: HashMap<JobId, Record>,
+    covering: HashMap<String, JobId>,
+    /// Identifiers of jobs closed with results, until the instant.
+    closed_cover: VecDeque<(Instant, JobId, Vec<String>)>,
+    /// Batch id -> (job, when it was accepted, ms; 0 when unknown).
+    batches: HashMap<String, (JobId, i64)>,
+    removed: HashSet<JobId>,
+    removed_order: VecDeque<JobId>,
+    /// Store-topic partition -> next offset applied by the tail.
+    applied: HashMap<i32, i64>,
 }
 
 impl Journal {
-    /// Applies a job record (`None`: a tombstone).
-    pub(crate) fn apply(&mut self, batch_id: &str, entry: Option<JobEntry>) {
-        let id: Arc<str> = Arc::from(batch_id);
-        if let Some(JobEntry::Open { ids, .. }) = self.jobs.get(&id) {
-            for x in ids {
-                if self.covering.get(x) == Some(&id) {
-                    self.covering.remove(x);
-                }
+    /// Applies job `id`'s next record (`None`: a tombstone) by the
+    /// lifecycle's rule; returns what it did.
+    pub(crate) fn apply(&mut self, id: &str, next: Option<Record>, now: Instant) -> Applied {
+        let current = self.jobs.get(id);
+        let applied = lifecycle::apply(current, next.as_ref(), self.removed.contains(id));
+        match applied {
+            Applied::Ignored => {}
+            Applied::Removed => self.remove(id),
+            Applied::Taken => {
+                let next = next.expect("a taken record");
+                self.take(id, next, now);
             }
         }
-        match entry {
-            Some(e) => {
-                if let JobEntry::Open { ids, .. } = &e {
-                    for x in ids {
-                        self.covering.insert(x.clone(), id.clone());
-                    }
-                }
-                self.jobs.insert(id, e);
+        applied
+    }
+
+    fn take(&mut self, id: &str, next: Record, now: Instant) {
+        let job: JobId = JobId::from(id);
+        for b in &next.earlier {
+            self.batches.entry(b.clone()).or_insert((job.clone(), 0));
+        }
+        if let Some(b) = next.batch_id() {
+            let at = match &next.stage {
+                Stage::Accepted { at_ms, .. } => *at_ms,
+                _ => self.batches.get(b).map_or(0, |(_, at)| *at),
+            };
+            self.batches.insert(b.to_string(), (job.clone(), at));
+        }
+        let published = matches!(
+            next.stage,
+            Stage::Closed {
+                outcome: Outcome::Published,
+                ..
             }
-            None => {
-                self.jobs.remove(&id);
+        );
+        if published {
+            // A closed record has no identifiers; the previous one had them.
+            let ids: Vec<String> = self
+                .covering
+                .iter()
+                .filter(|(_, j)| **j == job)
+                .map(|(k, _)| k.clone())
+                .collect();
+            self.closed_cover.push_back((now + CLOSED_COVER, job.clone(), ids));
+        }
+        self.covering.retain(|_, j| *j != job);
+        if next.in_flight() {
+            for x in &next.ids {
+                self.covering.insert(x.clone(), job.clone());
             }
         }
+        self.jobs.insert(job, next);
+        self.expire_cover(now);
     }
 
-    /// Whether the journal knows `batch_id` (open or done).
-    pub(crate) fn knows(&self, batch_id: &str) -> bool {
-        self.jobs.contains_key(batch_id)
-    }
-
-    /// What the journal knows of `batch_id`.
-    pub(crate) fn lookup(&self, batch_id: &str) -> Journaled {
-        match self.jobs.get_key_value(batch_id) {
-            None => Journaled::Unknown,
-            Some((_, JobEntry::Done { .. })) => Journaled::Done,
-            Some((id, JobEntry::Open { .. })) => self.open_job(id).map_or(Journaled::Unknown, Journaled::Open),
-        }
-    }
-
-    /// The open job covering `id`, if any.
-    pub(crate) fn covering(&self, id: &str) -> Option<OpenJob> {
-        let batch_id = self.covering.get(id)?;
-        self.open_job(batch_id)
-    }
-
-    fn open_job(&self, batch_id: &Arc<str>) -> Option<OpenJob> {
-        let entry = self.jobs.get(batch_id)?;
-        let JobEntry::Open { ids, at_ms, .. } = entry else {
-            return None;
+    fn remove(&mut self, id: &str) {
+        let Some((job, _)) = self.jobs.remove_entry(id) else {
+            return;
         };
-        Some(OpenJob {
-            batch_id: batch_id.clone(),
-            spec: JobSpec {
-                kind: entry.kind().unwrap_or(IdentifierType::BusinessEmail),
-                ids: ids.clone(),
-            },
-            at_ms: *at_ms,
-        })
+        self.covering.retain(|_, j| *j != job);
+        self.batches.retain(|_, (j, _)| *j != job);
+        self.closed_cover.retain(|(_, j, _)| *j != job);
+        if self.removed.insert(job.clone()) {
+            self.removed_order.push_back(job);
+            if self.removed_order.len() > REMOVED_KEPT {
+                if let Some(old) = self.removed_order.pop_front() {
+                    self.removed.remove(&old);
+                }
+            }
+        }
     }
 
-    /// Every open job.
-    pub(crate) fn open_jobs(&self) -> Vec<OpenJob> {
-        let mut out: Vec<OpenJob> = self.jobs.keys().filter_map(|id| self.open_job(id)).collect();
-        out.sort_by_key(|j| j.at_ms);
+    fn expire_cover(&mut self, now: Instant) {
+        while self.closed_cover.front().is_some_and(|(until, _, _)| *until <= now) {
+            self.closed_cover.pop_front();
+        }
+    }
+
+    /// Job `id`'s record.
+    pub(crate) fn get(&self, id: &str) -> Option<Record> {
+        self.jobs.get(id).cloned()
+    }
+
+    /// The job resolving `value`: one in flight, or one closed with
+    /// published results less than [`CLOSED_COVER`] ago.
+    pub(crate) fn covering(&self, value: &str, now: Instant) -> Option<(JobId, Record)> {
+        if let Some(job) = self.covering.get(value) {
+            return self.jobs.get(job).map(|r| (job.clone(), r.clone()));
+        }
+        self.closed_cover
+            .iter()
+            .rev()
+            .filter(|(until, _, _)| *until > now)
+            .find(|(_, _, ids)| ids.iter().any(|x| x == value))
+            .and_then(|(_, job, _)| self.jobs.get(job).map(|r| (job.clone(), r.clone())))
+    }
+
+    /// Whether a journal owns API job `batch_id`: when it was accepted
+    /// (ms, 0 when unknown) and by whom (the clock that time is of).
+    pub(crate) fn batch(&self, batch_id: &str) -> Option<(i64, String)> {
+        let (job, at) = self.batches.get(batch_id)?;
+        let owner = self.jobs.get(job).map(|r| r.owner.clone()).unwrap_or_default();
+        Some((*at, owner))
+    }
+
+    /// Every job in flight.
+    pub(crate) fn in_flight(&self) -> Vec<(JobId, Record)> {
+        let mut out: Vec<(JobId, Record)> = self
+            .jobs
+            .iter()
+            .filter(|(_, r)| r.in_flight())
+            .map(|(j, r)| (j.clone(), r.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
-    /// Forgets done jobs older than `before_ms` (past the reconciliation
-    /// window; the disk keeps them until they expire).
-    pub(crate) fn prune_done(&mut self, before_ms: i64) {
+    /// Closed jobs (id, owner) closed before `before_ms`.
+    pub(crate) fn closed_before(&self, before_ms: i64) -> Vec<(JobId, String)> {
         self.jobs
-            .retain(|_, e| !matches!(e, JobEntry::Done { at_ms } if *at_ms < before_ms));
+            .iter()
+            .filter(|(_, r)| matches!(r.stage, Stage::Closed { at_ms, .. } if at_ms < before_ms))
+            .map(|(j, r)| (j.clone(), r.owner.clone()))
+            .collect()
+    }
+
+    /// Jobs known, in flight and closed.
+    pub(crate) fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// The tail applied `partition` up to `next` (exclusive).
+    pub(crate) fn note_offset(&mut self, partition: i32, next: i64) {
+        let e = self.applied.entry(partition).or_insert(next);
+        *e = (*e).max(next);
+    }
+
+    /// Whether the tail applied `partition` past `offset`.
+    pub(crate) fn applied_past(&self, partition: i32, offset: i64) -> bool {
+        self.applied.get(&partition).is_some_and(|n| *n > offset)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{IdentifierType, JobSpec};
 
-    fn open(ids: &[&str], at_ms: i64) -> Option<JobEntry> {
-        Some(JobEntry::Open {
-            identifier_type: "business_email".into(),
+    fn spec(ids: &[&str]) -> JobSpec {
+        JobSpec {
+            kind: IdentifierType::BusinessEmail,
             ids: ids.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn accepted(r: &Record, batch: &str, at_ms: i64) -> Record {
+        r.at(Stage::Accepted {
+            attempt: 1,
+            batch_id: batch.into(),
             at_ms,
         })
     }
 
-    #[test]
-    fn open_jobs_cover_their_identifiers_until_done() {
-        let mut j = Journal::default();
-        j.apply("b1", open(&["a@x.co", "b@x.co"], 10));
-        j.apply("b2", open(&["c@x.co"], 5));
-        assert_eq!(j.covering("a@x.co").unwrap().batch_id.as_ref(), "b1");
-        assert_eq!(j.covering("a@x.co").unwrap().spec.ids, ["a@x.co", "b@x.co"]);
-        let open_ids: Vec<_> = j.open_jobs().into_iter().map(|o| o.batch_id.to_string()).collect();
-        assert_eq!(open_ids, ["b2", "b1"], "oldest first");
-        j.apply("b1", Some(JobEntry::Done { at_ms: 20 }));
-        assert!(j.covering("a@x.co").is_none());
-        assert!(j.knows("b1"));
-        assert_eq!(j.open_jobs().len(), 1);
-        j.prune_done(15);
-        assert!(j.knows("b1"), "done after the cut");
-        j.prune_done(25);
-        assert!(!j.knows("b1"));
-        assert!(j.knows("b2"), "open jobs are never pruned");
-        j.apply("b2", None);
-        assert!(!j.knows("b2"));
-        assert!(j.covering("c@x.co").is_none());
+    fn closed(r: &Record, outcome: Outcome, batch: Option<&str>) -> Record {
+        r.at(Stage::Closed {
+            outcome,
+            batch_id: batch.map(str::to_string),
+            at_ms: 9,
+        })
     }
 
     #[test]
-    fn a_newer_job_takes_over_an_identifier() {
+    fn jobs_in_flight_cover_their_identifiers_and_own_their_batches() {
+        let now = Instant::now();
         let mut j = Journal::default();
-        j.apply("b1", open(&["a@x.co"], 1));
-        j.apply("b2", open(&["a@x.co"], 2));
-        j.apply("b1", Some(JobEntry::Done { at_ms: 3 }));
-        assert_eq!(j.covering("a@x.co").unwrap().batch_id.as_ref(), "b2");
+        let r = Record::submitting(&spec(&["a@x.co", "b@x.co"]), "pod-a", 1);
+        assert_eq!(j.apply("j1", Some(r.clone()), now), Applied::Taken);
+        assert_eq!(j.covering("a@x.co", now).unwrap().0.as_ref(), "j1");
+        assert_eq!(j.batch("b1"), None);
+        j.apply("j1", Some(accepted(&r, "b1", 5)), now);
+        assert_eq!(j.batch("b1"), Some((5, "pod-a".to_string())));
+        assert_eq!(j.in_flight().len(), 1);
+        j.apply("j1", Some(closed(&r, Outcome::Published, Some("b1"))), now);
+        assert!(j.in_flight().is_empty());
+        assert_eq!(
+            j.covering("b@x.co", now).unwrap().1.batch_id(),
+            Some("b1"),
+            "published a moment ago: its identifiers still point to it"
+        );
+        assert!(j.covering("b@x.co", now + CLOSED_COVER).is_none());
+        assert_eq!(j.batch("b1").map(|b| b.0), Some(5), "a closed job still owns its batch");
+        assert_eq!(j.closed_before(10).len(), 1);
+        j.apply("j1", None, now);
+        assert_eq!(j.len(), 0);
+        assert_eq!(j.batch("b1"), None);
+        assert_eq!(
+            j.apply("j1", Some(r), now),
+            Applied::Ignored,
+            "a late write does not bring a removed job back"
+        );
+    }
+
+    #[test]
+    fn a_failed_or_released_job_covers_nothing() {
+        let now = Instant::now();
+        for outcome in [Outcome::Failed, Outcome::Released, Outcome::Rejected] {
+            let mut j = Journal::default();
+            let r = Record::submitting(&spec(&["a@x.co"]), "pod-a", 1);
+            j.apply("j1", Some(r.clone()), now);
+            j.apply("j1", Some(closed(&r, outcome, None)), now);
+            assert!(j.covering("a@x.co", now).is_none(), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn earlier_batches_of_a_job_stay_owned_and_claims_change_the_owner() {
+        let now = Instant::now();
+        let mut j = Journal::default();
+        let r = Record::submitting(&spec(&["a@x.co"]), "pod-a", 1);
+        j.apply("j1", Some(r.clone()), now);
+        let again = Record {
+            earlier: vec!["b-failed".into()],
+            ..r.at(Stage::Submitting {
+                attempt: 2,
+                sent_at_ms: 7,
+            })
+        };
+        j.apply("j1", Some(again.clone()), now);
+        assert_eq!(j.batch("b-failed").map(|b| b.0), Some(0));
+        assert_eq!(j.apply("j1", Some(again.claimed_by("pod-b")), now), Applied::Taken);
+        assert_eq!(
+            j.apply("j1", Some(again.claimed_by("pod-c")), now),
+            Applied::Ignored,
+            "the second claim loses"
+        );
+        assert_eq!(j.get("j1").unwrap().owner, "pod-b");
+        assert_eq!(j.covering("a@x.co", now).unwrap().1.owner, "pod-b");
+    }
+
+    #[test]
+    fn applied_offsets_only_move_forward() {
+        let mut j = Journal::default();
+        assert!(!j.applied_past(0, 5));
+        j.note_offset(0, 6);
+        j.note_offset(0, 3);
+        assert!(j.applied_past(0, 5));
+        assert!(!j.applied_past(0, 6));
     }
 }

@@ -3,44 +3,47 @@
 //! design: a compacted topic is the changelog and the truth ([`topic`]),
 //! every pod tails all of it ([`tail`]) into an embedded store on disk
 //! ([`disk`]), with a hot set in memory bounded by bytes in front
-//! ([`hot`]). The same topic carries the job journal ([`journal`]): a job
-//! is written as open right after the API accepts it, and as done once its
-//! results are stored.
+//! ([`hot`]). The same topic carries the job journal ([`journal`]: every
+//! job's latest [`Record`], applied by the lifecycle's rule) and the
+//! members sharing the key ([`members`]).
 //!
 //! The dispatcher reads and writes through the [`ResultStore`] trait;
-//! [`KafkaStore`] is the real one.
+//! [`KafkaStore`] is the real one, and the job tasks use its journal
+//! methods directly.
 
 mod disk;
 mod hot;
 mod journal;
+mod lookup;
 mod members;
 mod record;
+mod sweep;
 mod tail;
 mod topic;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext};
-use rdkafka::ClientContext;
-use tokio::sync::{oneshot, watch};
-use tracing::{info, warn};
+use rdkafka::error::KafkaError;
+use tokio::sync::watch;
+use tracing::{debug, info};
 
 use crate::config::Config;
+use crate::lifecycle::{Applied, JobId, Outcome, Record, Stage};
 use crate::metrics::Metrics;
-use crate::model::{IdentifierType, JobSpec, Matches};
-use crate::share::Team;
+use crate::model::{IdentifierType, Matches};
+use crate::share::{Team, CLAIM_AFTER};
 use crate::sink::PolledProducer;
 use disk::Disk;
 use hot::HotSet;
 use journal::Journal;
-pub(crate) use journal::{Journaled, OpenJob};
-use record::JobEntry;
+use lookup::lookup;
 use tail::{Tail, TailParts};
+pub(crate) use writer::Written;
+use writer::{StoreContext, Writer};
 
 /// Why the store cannot work.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -92,74 +95,83 @@ impl Found {
 pub(crate) trait ResultStore: Send + Sync + 'static {
     /// The result of `value`, if resolved within the TTL.
     fn get(&self, kind: IdentifierType, value: &str) -> Option<(Arc<Cached>, Found)>;
-    /// Stores what a job resolved; then marks the job done (if any).
-    fn put(&self, batch_id: Option<Arc<str>>, resolved: Vec<(IdentifierType, String, Arc<Cached>)>);
-    /// Marks a job done without results (failed, or unusable).
-    fn job_done(&self, batch_id: Arc<str>);
-    /// The open job (of any pod) covering `value`, if any.
-    fn covering(&self, value: &str) -> Option<OpenJob>;
-    /// What the journal knows of `batch_id`.
-    fn job(&self, batch_id: &str) -> Journaled;
+    /// Stores what a job resolved. For this pod's own job `job`: durably
+    /// (every write acknowledged, refused ones tried again), and only then
+    /// is the job closed as published. For a job of another pod (`None`):
+    /// in memory only (its owner stores it).
+    fn put(&self, job: Option<JobId>, resolved: Vec<(IdentifierType, String, Arc<Cached>)>);
+    /// Closes this pod's job `job`, which published nothing.
+    fn close(&self, job: JobId, outcome: Outcome);
+    /// Job `job`'s journal record.
+    fn record(&self, job: &str) -> Option<Record>;
+    /// The journaled job resolving `value` (in flight, or published a
+    /// moment ago), with its record.
+    fn covering(&self, value: &str) -> Option<(JobId, Record)>;
+    /// Jobs in flight that this pod should drive: its own (a restart with
+    /// the same member id), and those whose owner has been silent for
+    /// [`CLAIM_AFTER`] (to be claimed).
+    fn orphans(&self) -> Vec<(JobId, Record)>;
 }
 
-/// Delivery reports of store writes go to whoever waits for them.
-struct StoreContext;
+/// How long a closed job's record stays before it is removed: while it
+/// does, its batch id is known to every pod (never taken for another
+/// job's lost submit) and a new pod does not resume it.
+const CLOSED_GRACE: Duration = Duration::from_secs(15 * 60);
+/// How often closed records past their grace are removed.
+const TIDY_EVERY: Duration = Duration::from_secs(60);
 
-/// Kafka's acknowledgement of one store write.
-type Ack = oneshot::Receiver<KafkaResult<()>>;
-
-impl ClientContext for StoreContext {}
-
-impl ProducerContext for StoreContext {
-    type DeliveryOpaque = Box<oneshot::Sender<KafkaResult<()>>>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
-        let _ = ack.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
-    }
+/// Writing journal records: what a job task, and a task that stores a
+/// job's results before closing it, share.
+#[derive(Clone)]
+struct Journaling {
+    journal: Arc<Mutex<Journal>>,
+    writer: Arc<Writer>,
+    metrics: Arc<Metrics>,
+    team: Arc<Team>,
 }
 
-/// The store's producer, shared with the tasks that wait for its acks.
-struct Writer {
-    producer: PolledProducer<StoreContext>,
-    topic: String,
-}
-
-impl Writer {
-    /// Hands one record to librdkafka; its ack arrives on the receiver.
-    fn send(&self, key: &str, value: &[u8]) -> KafkaResult<Ack> {
-        let (tx, rx) = oneshot::channel();
-        let rec = BaseRecord::with_opaque_to(&self.topic, Box::new(tx))
-            .key(key.as_bytes())
-            .payload(value);
-        self.producer.send(rec).map(|()| rx).map_err(|(e, _)| e)
+impl Journaling {
+    fn record(&self, job: &str) -> Option<Record> {
+        self.journal.lock().expect("journal").get(job)
     }
 
-    /// Hands a tombstone of `key` to librdkafka.
-    fn send_tombstone(&self, key: &str) -> KafkaResult<Ack> {
-        let (tx, rx) = oneshot::channel();
-        let rec = BaseRecord::<[u8], [u8], _>::with_opaque_to(&self.topic, Box::new(tx)).key(key.as_bytes());
-        self.producer.send(rec).map(|()| rx).map_err(|(e, _)| e)
-    }
-
-    /// Sends one record and waits (at most 30 s) for Kafka to have it.
-    async fn send_acked(&self, key: &str, value: &[u8]) -> KafkaResult<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.send(key, value) {
-                Ok(ack) => {
-                    return match tokio::time::timeout_at(deadline, ack).await {
-                        Ok(Ok(r)) => r,
-                        _ => Err(KafkaError::Canceled),
-                    }
-                }
-                Err(KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull))
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(5)).await
-                }
-                Err(e) => return Err(e),
-            }
+    /// See [`KafkaStore::journal`].
+    async fn write(&self, job: &JobId, rec: &Record) -> Written {
+        let key = record::job_key(job);
+        let value = record::encode_job(rec);
+        let written = self
+            .writer
+            .write(&key, Some(&value), &self.metrics, "journal record")
+            .await;
+        let applied = self
+            .journal
+            .lock()
+            .expect("journal")
+            .apply(job, Some(rec.clone()), Instant::now());
+        if applied == Applied::Ignored {
+            debug!(%job, "journal record not taken here: the job changed hands");
         }
+        written
+    }
+
+    /// Writes the closing record of this pod's job `job` (with its
+    /// results' batch id), unless the job changed hands or is gone.
+    async fn write_closed(&self, job: &JobId, outcome: Outcome) {
+        let me = self.team.me();
+        let Some(rec) = self.record(job).filter(|r| r.owner == me && r.in_flight()) else {
+            return;
+        };
+        let batch_id = match outcome {
+            Outcome::Published => rec.batch_id().map(str::to_string),
+            _ => None,
+        };
+        let closed = rec.at(Stage::Closed {
+            outcome,
+            batch_id,
+            at_ms: now_ms(),
+        });
+        self.write(job, &closed).await;
+        debug!(%job, outcome = outcome.as_str(), "job closed");
     }
 }
 
@@ -167,13 +179,12 @@ impl Writer {
 pub(crate) struct KafkaStore {
     hot: HotSet,
     disk: Arc<Disk>,
-    journal: Arc<Mutex<Journal>>,
-    writer: Arc<Writer>,
+    j: Journaling,
+    /// Bumped whenever the tail applied journal records or moved on.
+    journal_changes: watch::Receiver<u64>,
     ttl: Duration,
-    metrics: Arc<Metrics>,
     tail: Tail,
-    team: Arc<Team>,
-    heartbeat: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 fn now_ms() -> i64 {
@@ -206,9 +217,10 @@ impl KafkaStore {
         let journal = Arc::new(Mutex::new(Journal::default()));
         {
             let mut j = journal.lock().expect("journal");
+            let now = Instant::now();
             for (key, value) in disk.jobs()? {
-                if let Some(record::Key::Job(id)) = record::parse_key(&key) {
-                    j.apply(id, record::decode_job(&value));
+                if let (Some(record::Key::Job(id)), Some(rec)) = (record::parse_key(&key), record::decode_job(&value)) {
+                    j.apply(id, Some(rec), now);
                 }
             }
         }
@@ -218,6 +230,7 @@ impl KafkaStore {
             topic::input_partitions(&cfg.kafka).await?,
         ));
         let (restored_tx, mut restored) = watch::channel(false);
+        let (changes_tx, journal_changes) = watch::channel(0u64);
         let tail = Tail::start(
             &cfg.kafka,
             TailParts {
@@ -225,8 +238,8 @@ impl KafkaStore {
                 partitions,
                 disk: disk.clone(),
                 journal: journal.clone(),
+                changes: changes_tx,
                 metrics: metrics.clone(),
-                ttl,
                 team: team.clone(),
             },
             restored_tx,
@@ -235,62 +248,34 @@ impl KafkaStore {
             tail.stop();
             return Err(StoreError::Disk("the store tail stopped while restoring".into()));
         }
-        info!(path = %disk.path().display(), %topic, member = team.me(), "result store ready");
+        let in_flight = journal.lock().expect("journal").in_flight().len();
+        info!(path = %disk.path().display(), %topic, member = team.me(), jobs_in_flight = in_flight, "result store ready");
         let writer = Arc::new(Writer {
             producer: producer(cfg)?,
             topic,
         });
-        Ok(Arc::new(Self {
+        let background = vec![
+            members::spawn(writer.clone(), team.clone()),
+            sweep::spawn(disk.clone(), ttl),
+        ];
+        let store = Arc::new(Self {
             hot: HotSet::new(cfg.cache.max_memory_bytes, ttl),
             disk,
-            journal,
-            heartbeat: members::spawn(writer.clone(), team.clone()),
-            writer,
+            j: Journaling {
+                journal,
+                writer,
+                metrics,
+                team,
+            },
+            journal_changes,
             ttl,
-            metrics,
             tail,
-            team,
-        }))
-    }
-
-    fn fresh(&self, c: &Cached) -> bool {
-        now_ms() - c.resolved_at_ms <= self.ttl.as_millis() as i64
-    }
-
-    /// Writes job `batch_id` as open and waits until Kafka has it: from
-    /// then on no crash can forget it.
-    pub(crate) async fn journal_open(&self, batch_id: &str, spec: &JobSpec) -> Result<(), StoreError> {
-        let entry = JobEntry::Open {
-            identifier_type: spec.kind.as_str().into(),
-            ids: spec.ids.clone(),
-            at_ms: now_ms(),
-        };
-        self.journal
-            .lock()
-            .expect("journal")
-            .apply(batch_id, Some(entry.clone()));
-        let key = record::job_key(batch_id);
-        let value = record::encode_job(&entry);
-        self.writer.send_acked(&key, &value).await.map_err(|e| {
-            self.metrics.store_write_failed_by(1);
-            StoreError::Kafka(e)
-        })
-    }
-
-    /// Whether the journal knows `batch_id` (open or done).
-    pub(crate) fn knows_job(&self, batch_id: &str) -> bool {
-        self.journal.lock().expect("journal").knows(batch_id)
-    }
-
-    /// Every open job in the journal.
-    pub(crate) fn open_jobs(&self) -> Vec<OpenJob> {
-        self.journal.lock().expect("journal").open_jobs()
-    }
-
-    /// Forgets done jobs older than `window` in memory.
-    pub(crate) fn prune_journal(&self, window: Duration) {
-        let before = now_ms() - window.as_millis() as i64;
-        self.journal.lock().expect("journal").prune_done(before);
+            background,
+        });
+        let tidy = tokio::spawn(tidy(Arc::downgrade(&store)));
+        // The tidy task ends with the store (it holds a weak reference).
+        drop(tidy);
+        Ok(store)
     }
 
     /// Hot-set bytes, for the metric.
@@ -300,48 +285,105 @@ impl KafkaStore {
 
     /// The pods sharing the key, as this one sees them.
     pub(crate) fn team(&self) -> Arc<Team> {
-        self.team.clone()
+        self.j.team.clone()
+    }
+
+    /// This pod's member id (the owner it writes in journal records).
+    pub(crate) fn me(&self) -> &str {
+        self.j.team.me()
+    }
+
+    /// Job `job`'s record now.
+    pub(crate) fn record(&self, job: &str) -> Option<Record> {
+        self.j.record(job)
+    }
+
+    /// Whether a journal owns API job `batch_id`: when it was accepted (ms
+    /// since the epoch; 0 when unknown) and by which member.
+    pub(crate) fn batch_known(&self, batch_id: &str) -> Option<(i64, String)> {
+        self.j.journal.lock().expect("journal").batch(batch_id)
+    }
+
+    /// Jobs known to the journal (in flight and closed), for the metric.
+    pub(crate) fn journal_len(&self) -> usize {
+        self.j.journal.lock().expect("journal").len()
+    }
+
+    /// Fires when the journal changed (the tail applied records).
+    pub(crate) fn journal_changes(&self) -> watch::Receiver<u64> {
+        self.journal_changes.clone()
+    }
+
+    /// Writes `rec` as job `job`'s record and waits until Kafka has it
+    /// (trying again while the topic refuses it: nothing that depends on
+    /// it goes on meanwhile); then it is the job's state here too, if the
+    /// journal's rule takes it.
+    pub(crate) async fn journal(&self, job: &JobId, rec: &Record) -> Written {
+        self.j.write(job, rec).await
+    }
+
+    /// Writes a claim of job `job` (see [`crate::jobs`]): it counts only
+    /// once the tail applied it and found it first ([`Self::confirmed`]),
+    /// so it is not taken here before that.
+    pub(crate) async fn journal_claim(&self, job: &JobId, claim: &Record) -> Written {
+        let value = record::encode_job(claim);
+        self.j
+            .writer
+            .write(&record::job_key(job), Some(&value), &self.j.metrics, "claim")
+            .await
+    }
+
+    /// Waits until the tail applied the store topic past `written` (so
+    /// every earlier record of job `job` too), then returns the job's
+    /// record: whose claim came first, say.
+    pub(crate) async fn confirmed(&self, job: &str, written: Written) -> Option<Record> {
+        let mut changes = self.journal_changes.clone();
+        loop {
+            {
+                let j = self.j.journal.lock().expect("journal");
+                if j.applied_past(written.0, written.1) {
+                    return j.get(job);
+                }
+            }
+            if changes.changed().await.is_err() {
+                return self.record(job);
+            }
+        }
     }
 
     /// Leaves the team, delivers what is still queued and stops the tail.
     pub(crate) fn close(&self) {
-        members::leave(&self.writer, &self.team, &self.heartbeat);
-        let _ = self.writer.producer.flush(Duration::from_secs(10));
+        members::leave(&self.j.writer, &self.j.team, &self.background[0]);
+        for task in &self.background[1..] {
+            task.abort();
+        }
+        let _ = self.j.writer.producer.flush(Duration::from_secs(10));
         self.tail.stop();
     }
 
-    /// Waits for `acks` (the results of a job), then writes `batch_id` as
-    /// done: a crash in between leaves the job open (and its results are
-    /// fetched again by whoever adopts it), never done without results.
-    fn finish(&self, acks: Vec<Ack>, batch_id: Option<Arc<str>>) {
-        let done = batch_id.map(|b| {
-            let entry = JobEntry::Done { at_ms: now_ms() };
-            self.journal.lock().expect("journal").apply(&b, Some(entry.clone()));
-            (record::job_key(&b), record::encode_job(&entry))
-        });
-        let writer = self.writer.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            let n = acks.len();
-            let failed = join_all(acks)
-                .await
-                .into_iter()
-                .filter(|r| !matches!(r, Ok(Ok(_))))
-                .count();
-            if failed > 0 {
-                warn!(
-                    failed,
-                    of = n,
-                    "store writes not acknowledged; those identifiers may be paid again after a restart"
-                );
-                metrics.store_write_failed_by(failed);
+    /// Removes the records of jobs closed more than [`CLOSED_GRACE`] ago:
+    /// this pod's, and those of owners long silent.
+    fn remove_closed(&self) {
+        let before = now_ms() - CLOSED_GRACE.as_millis() as i64;
+        let now = Instant::now();
+        let closed = self.j.journal.lock().expect("journal").closed_before(before);
+        for (job, owner) in closed {
+            if owner == self.me() || self.j.team.silent_for(&owner, now) >= CLAIM_AFTER {
+                // A lost tombstone is sent again at the next round.
+                let _ = self.j.writer.send_now(&record::job_key(&job), None);
             }
-            if let Some((key, value)) = done {
-                if writer.send_acked(&key, &value).await.is_err() {
-                    metrics.store_write_failed_by(1);
-                }
-            }
-        });
+        }
+    }
+}
+
+/// Removes closed journal records now and then, while the store lives.
+async fn tidy(store: std::sync::Weak<KafkaStore>) {
+    loop {
+        tokio::time::sleep(TIDY_EVERY).await;
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        store.remove_closed();
     }
 }
 
@@ -360,50 +402,48 @@ fn producer(cfg: &Config) -> Result<PolledProducer<StoreContext>, StoreError> {
 
 impl ResultStore for KafkaStore {
     fn get(&self, kind: IdentifierType, value: &str) -> Option<(Arc<Cached>, Found)> {
-        if let Some(c) = self.hot.get(value) {
-            return self.fresh(&c).then_some((c, Found::Hot));
-        }
-        let stored = match self.disk.result(&record::result_key(kind, value)) {
-            Ok(v) => v?,
-            Err(e) => {
-                warn!(error = %e, "store read failed; treated as a miss");
-                return None;
-            }
-        };
-        let c = Arc::new(record::decode_result(&stored)?);
-        if !self.fresh(&c) {
-            return None;
-        }
-        self.hot.insert(value.to_string(), c.clone());
-        Some((c, Found::Disk))
+        lookup(&self.hot, &self.disk, self.ttl, kind, value)
     }
 
-    fn put(&self, batch_id: Option<Arc<str>>, resolved: Vec<(IdentifierType, String, Arc<Cached>)>) {
-        let mut acks = Vec::with_capacity(resolved.len());
+    fn put(&self, job: Option<JobId>, resolved: Vec<(IdentifierType, String, Arc<Cached>)>) {
+        let mut writes = Vec::with_capacity(if job.is_some() { resolved.len() } else { 0 });
         for (kind, value, c) in resolved {
-            let key = record::result_key(kind, &value);
-            let bytes = record::encode_result(&c);
-            match self.writer.send(&key, &bytes) {
-                Ok(f) => acks.push(f),
-                Err(e) => {
-                    warn!(error = %e, "store write refused");
-                    self.metrics.store_write_failed_by(1);
-                }
+            if job.is_some() {
+                writes.push((record::result_key(kind, &value), record::encode_result(&c)));
             }
             self.hot.insert(value, c);
         }
-        self.finish(acks, batch_id);
+        let Some(job) = job else {
+            return;
+        };
+        let j = self.j.clone();
+        tokio::spawn(async move {
+            j.writer.write_all(writes, &j.metrics).await;
+            // Only now: a crash before this leaves the job open, and its
+            // results are read again (free) by whoever resumes it.
+            j.write_closed(&job, Outcome::Published).await;
+        });
     }
 
-    fn job_done(&self, batch_id: Arc<str>) {
-        self.finish(Vec::new(), Some(batch_id));
+    fn close(&self, job: JobId, outcome: Outcome) {
+        let j = self.j.clone();
+        tokio::spawn(async move { j.write_closed(&job, outcome).await });
     }
 
-    fn covering(&self, value: &str) -> Option<OpenJob> {
-        self.journal.lock().expect("journal").covering(value)
+    fn record(&self, job: &str) -> Option<Record> {
+        self.j.record(job)
     }
 
-    fn job(&self, batch_id: &str) -> Journaled {
-        self.journal.lock().expect("journal").lookup(batch_id)
+    fn covering(&self, value: &str) -> Option<(JobId, Record)> {
+        self.j.journal.lock().expect("journal").covering(value, Instant::now())
+    }
+
+    fn orphans(&self) -> Vec<(JobId, Record)> {
+        let now = Instant::now();
+        let in_flight = self.j.journal.lock().expect("journal").in_flight();
+        in_flight
+            .into_iter()
+            .filter(|(_, r)| r.owner == self.me() || self.j.team.silent_for(&r.owner, now) >= CLAIM_AFTER)
+            .collect()
     }
 }

@@ -2,9 +2,8 @@
 //!
 //! - `r/<identifier_type>/<normalised identifier>` -> a resolved identifier
 //!   (`matched`, `matches` verbatim, `batch_id`, `resolved_at`);
-//! - `j/<batch_id>` -> a job of this key: `open` (written right after the
-//!   API accepted it, with the identifiers it covers) or `done` (its
-//!   results are in the store);
+//! - `j/<job id>` -> a job of this deployment: its latest journal record
+//!   ([`crate::lifecycle::Record`]: identifiers, owner, stage);
 //! - `m/<member>` -> a pod sharing the key (see [`crate::share`]): its
 //!   partitions, whether it has work, the slots it holds, when it said so;
 //!   a tombstone when it stopped.
@@ -19,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::Cached;
+use crate::lifecycle::{Record, Stage};
 use crate::model::{has_matches, IdentifierType};
 use crate::share::Status;
 
@@ -46,8 +46,8 @@ pub(crate) fn result_key(kind: IdentifierType, value: &str) -> String {
 }
 
 /// The key of a job.
-pub(crate) fn job_key(batch_id: &str) -> String {
-    format!("j/{batch_id}")
+pub(crate) fn job_key(job: &str) -> String {
+    format!("j/{job}")
 }
 
 /// Reads a record key; `None` for keys of another format.
@@ -141,65 +141,34 @@ pub(crate) fn decode_result(value: &[u8]) -> Option<Cached> {
     })
 }
 
-/// The journal's view of a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub(crate) enum JobEntry {
-    /// Accepted by the API; its results are not in the store yet.
-    Open {
-        /// `business_email` or `profile_url`.
-        identifier_type: String,
-        /// The identifiers it covers.
-        ids: Vec<String>,
-        /// When it was accepted (ms since the epoch).
-        at_ms: i64,
-    },
-    /// Its results are in the store.
-    Done {
-        /// When (ms since the epoch).
-        at_ms: i64,
-    },
-}
-
-impl JobEntry {
-    /// When it was accepted or done.
-    pub(crate) fn at_ms(&self) -> i64 {
-        match self {
-            Self::Open { at_ms, .. } | Self::Done { at_ms } => *at_ms,
-        }
-    }
-
-    /// The identifier type of an open job.
-    pub(crate) fn kind(&self) -> Option<IdentifierType> {
-        match self {
-            Self::Open { identifier_type, .. } => IdentifierType::ALL
-                .into_iter()
-                .find(|k| kind_tag(*k) == identifier_type),
-            Self::Done { .. } => None,
-        }
-    }
-}
-
 #[derive(Serialize, Deserialize)]
-struct JobValue {
+struct JobValue<R> {
     v: u8,
     #[serde(flatten)]
-    entry: JobEntry,
+    record: R,
 }
+
+/// The format version of job records (1 was the journal before the job
+/// lifecycle; such records are skipped).
+const JOB_VERSION: u8 = 2;
 
 /// The value of a job record.
-pub(crate) fn encode_job(entry: &JobEntry) -> Vec<u8> {
-    serde_json::to_vec(&JobValue {
-        v: VERSION,
-        entry: entry.clone(),
-    })
-    .expect("job serializes")
+pub(crate) fn encode_job(record: &Record) -> Vec<u8> {
+    serde_json::to_vec(&JobValue { v: JOB_VERSION, record }).expect("job serializes")
 }
 
-/// Reads the value of a job record.
-pub(crate) fn decode_job(value: &[u8]) -> Option<JobEntry> {
-    let j: JobValue = serde_json::from_slice(value).ok()?;
-    (j.v == VERSION).then_some(j.entry)
+/// Reads the value of a job record; `None` for one this version cannot read.
+pub(crate) fn decode_job(value: &[u8]) -> Option<Record> {
+    let j: JobValue<Record> = serde_json::from_slice(value).ok()?;
+    (j.v == JOB_VERSION).then_some(j.record)
+}
+
+/// When a job record was written (its stage's time).
+fn job_at_ms(r: &Record) -> i64 {
+    match &r.stage {
+        Stage::Submitting { sent_at_ms, .. } => *sent_at_ms,
+        Stage::Accepted { at_ms, .. } | Stage::Completed { at_ms, .. } | Stage::Closed { at_ms, .. } => *at_ms,
+    }
 }
 
 /// Whether a stored value (a result or a job) was written more than `ttl`
@@ -207,7 +176,7 @@ pub(crate) fn decode_job(value: &[u8]) -> Option<JobEntry> {
 pub(crate) fn expired(value: &[u8], ttl: std::time::Duration, now_ms: i64) -> bool {
     let at = decode_result(value)
         .map(|c| c.resolved_at_ms)
-        .or_else(|| decode_job(value).map(|j| j.at_ms()));
+        .or_else(|| decode_job(value).map(|j| job_at_ms(&j)));
     at.is_none_or(|at| now_ms - at > ttl.as_millis() as i64)
 }
 
@@ -269,15 +238,19 @@ mod tests {
         };
         let text = String::from_utf8(encode_result(&unmatched)).unwrap();
         assert!(text.contains(r#""matched":false"#), "{text}");
-        let open = JobEntry::Open {
-            identifier_type: "business_email".into(),
-            ids: vec!["a@x.co".into()],
-            at_ms: 5,
-        };
-        assert_eq!(decode_job(&encode_job(&open)), Some(open.clone()));
-        assert_eq!(open.kind(), Some(IdentifierType::BusinessEmail));
-        let done = JobEntry::Done { at_ms: 9 };
-        assert_eq!(decode_job(&encode_job(&done)), Some(done.clone()));
+        let job = Record::submitting(
+            &crate::model::JobSpec {
+                kind: IdentifierType::BusinessEmail,
+                ids: vec!["a@x.co".into()],
+            },
+            "pod-a",
+            9,
+        );
+        assert_eq!(decode_job(&encode_job(&job)), Some(job.clone()));
+        assert!(
+            decode_job(br#"{"v":1,"state":"open","identifier_type":"business_email","ids":[],"at_ms":1}"#).is_none(),
+            "the journal's first format is skipped"
+        );
         assert!(decode_result(b"{\"v\":2}").is_none());
         let day = std::time::Duration::from_secs(86_400);
         let fresh = encode_result(&Cached {
@@ -286,7 +259,7 @@ mod tests {
         });
         assert!(!expired(&fresh, day, 1_000 + 1000));
         assert!(expired(&fresh, day, 1_000 + 86_400_001));
-        assert!(!expired(&encode_job(&done), day, 9));
+        assert!(!expired(&encode_job(&job), day, 9));
         assert!(expired(b"garbage", day, 0));
         assert!(decode_job(b"not json").is_none());
     }

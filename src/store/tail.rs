@@ -5,8 +5,10 @@
 //! all within about a second. The store counts as restored once every
 //! partition has been read to the end it had at start-up.
 //!
-//! It also hands the other pods' member records to the [`Team`], and sweeps
-//! expired entries from the disk now and then.
+//! Journal records are applied by the job lifecycle's rule ([`Journal`]);
+//! only the records it takes reach the disk, so a restart resumes from
+//! the same state every pod holds. It also hands the other pods' member
+//! records to the [`Team`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,13 +23,14 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::disk::{Change, Disk};
 use super::journal::Journal;
 use super::record::{self, Key};
 use super::StoreError;
 use crate::config::KafkaConfig;
+use crate::lifecycle::Applied;
 use crate::metrics::Metrics;
 use crate::share::{Team, EXPIRY};
 
@@ -37,9 +40,6 @@ const BATCH: usize = 20_000;
 const GATHER: Duration = Duration::from_millis(50);
 /// A durable commit at least this often (others skip the fsync).
 const DURABLE_EVERY: Duration = Duration::from_secs(2);
-/// Expired entries are swept this often, this many at a time.
-const SWEEP_EVERY: Duration = Duration::from_secs(600);
-const SWEEP_LIMIT: usize = 100_000;
 
 /// What the tail thread needs.
 pub(super) struct TailParts {
@@ -47,9 +47,9 @@ pub(super) struct TailParts {
     pub(super) partitions: i32,
     pub(super) disk: Arc<Disk>,
     pub(super) journal: Arc<Mutex<Journal>>,
+    /// Bumped after every batch applied: journal waiters look again.
+    pub(super) changes: watch::Sender<u64>,
     pub(super) metrics: Arc<Metrics>,
-    /// Entries older than this are swept.
-    pub(super) ttl: Duration,
     /// The pods sharing the key, from their member records.
     pub(super) team: Arc<Team>,
 }
@@ -164,12 +164,11 @@ fn run(
     }
     let mut last_durable = Instant::now();
     let mut undurable = false;
-    let mut last_sweep = Instant::now();
     let mut last_report = Instant::now();
     let mut applied = 0u64;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
-        let (changes, eofs) = gather(&consumer, &p, &mut next)?;
+        let (changes, eofs, got_any) = gather(&consumer, &p, &mut next)?;
         applied += changes.len() as u64;
         // Changes are committed at once; the fsync waits for the next durable
         // commit (at most DURABLE_EVERY later, or at the stop). Idle, nothing
@@ -180,6 +179,17 @@ fn run(
         let durable = undurable && (stopping || last_durable.elapsed() >= DURABLE_EVERY);
         if !changes.is_empty() || durable {
             p.disk.apply(&changes, &next, durable)?;
+        }
+        if got_any {
+            {
+                let mut j = p.journal.lock().expect("journal");
+                for (partition, offset) in &next {
+                    j.note_offset(*partition, *offset);
+                }
+            }
+            p.changes.send_modify(|v| *v += 1);
+        }
+        if !changes.is_empty() || durable {
             p.metrics.store_applied(changes.len());
             if durable {
                 last_durable = Instant::now();
@@ -213,14 +223,6 @@ fn run(
         if stopping {
             return Ok(());
         }
-        if last_sweep.elapsed() >= SWEEP_EVERY {
-            last_sweep = Instant::now();
-            let now = chrono::Utc::now().timestamp_millis();
-            let removed = p.disk.sweep(SWEEP_LIMIT, |v| record::expired(v, p.ttl, now))?;
-            if removed > 0 {
-                info!(removed, "expired store entries removed");
-            }
-        }
     }
 }
 
@@ -238,15 +240,16 @@ fn heard(team: &Team, member: &str, value: Option<&[u8]>) {
 }
 
 /// Reads what is there (waiting up to 100 ms for the first record, then
-/// gathering for up to `GATHER`): the changes, and the partitions that
-/// reached their end.
+/// gathering for up to `GATHER`): the changes, the partitions that
+/// reached their end, and whether any record was read.
 fn gather(
     consumer: &BaseConsumer<TailContext>,
     p: &TailParts,
     next: &mut HashMap<i32, i64>,
-) -> Result<(Vec<Change>, Vec<i32>), StoreError> {
+) -> Result<(Vec<Change>, Vec<i32>, bool), StoreError> {
     let mut changes = Vec::new();
     let mut eofs = Vec::new();
+    let mut got_any = false;
     let mut wait = Duration::from_millis(100);
     let started = Instant::now();
     while changes.len() < BATCH && (changes.is_empty() || started.elapsed() < GATHER) {
@@ -263,6 +266,7 @@ fn gather(
             Some(Ok(m)) => m,
         };
         wait = Duration::ZERO;
+        got_any = true;
         next.insert(msg.partition(), msg.offset() + 1);
         let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             continue;
@@ -270,14 +274,26 @@ fn gather(
         let value = msg.payload().map(<[u8]>::to_vec);
         match record::parse_key(key) {
             Some(Key::Result(..)) => changes.push(Change::Result(key.to_string(), value)),
-            Some(Key::Job(batch_id)) => {
-                let entry = value.as_deref().and_then(record::decode_job);
-                p.journal.lock().expect("journal").apply(batch_id, entry);
-                changes.push(Change::Job(key.to_string(), value));
+            Some(Key::Job(job)) => {
+                let rec = match value.as_deref() {
+                    None => None,
+                    Some(v) => match record::decode_job(v) {
+                        Some(r) => Some(r),
+                        None => {
+                            debug!(%job, "a journal record this version cannot read; skipped");
+                            continue;
+                        }
+                    },
+                };
+                let applied = p.journal.lock().expect("journal").apply(job, rec, Instant::now());
+                match applied {
+                    Applied::Taken | Applied::Removed => changes.push(Change::Job(key.to_string(), value)),
+                    Applied::Ignored => debug!(%job, "a journal record of a job that changed hands; ignored"),
+                }
             }
             Some(Key::Member(member)) => heard(&p.team, member, value.as_deref()),
             None => {}
         }
     }
-    Ok((changes, eofs))
+    Ok((changes, eofs, got_any))
 }

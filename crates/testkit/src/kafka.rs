@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -42,6 +44,39 @@ pub async fn create_topics(topics: &[(&str, i32)]) {
         .expect("create topics (is Kafka running? scripts/kafka-local.sh start)");
     for r in res {
         r.expect("topic created");
+    }
+}
+
+/// Sets (`Some`) or removes (`None`) the topic-level setting `key` of
+/// `topic`, keeping its other settings (Kafka's `AlterConfigs` replaces
+/// the whole set).
+pub async fn set_topic_config(topic: &str, key: &str, value: Option<&str>) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = admin
+        .describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)
+        .await
+        .expect("describe configs");
+    let resource = described.into_iter().next().expect("one resource").expect("described");
+    let mut set: HashMap<String, String> = resource
+        .entries
+        .into_iter()
+        .filter(|e| e.source == ConfigSource::DynamicTopic)
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect();
+    match value {
+        Some(v) => set.insert(key.to_string(), v.to_string()),
+        None => set.remove(key),
+    };
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (k, v) in &set {
+        alter = alter.set(k, v);
+    }
+    for r in admin.alter_configs(&[alter], &opts).await.expect("alter configs") {
+        r.expect("topic config altered");
     }
 }
 
