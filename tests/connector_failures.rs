@@ -272,3 +272,53 @@ async fn sigkill_with_jobs_in_flight_does_not_pay_twice() {
     );
     assert_eq!(stats.credits_recharged, 0);
 }
+
+/// A job's download gets `api.job_timeout` of its own: the time its submit
+/// spent waiting for a slot does not shorten it. The key is full for 5 s
+/// (every submit answered 429), then the job runs, then its result file
+/// answers 500 for 4.5 s (longer than one round of request retries), with
+/// an 8 s `api.job_timeout`: the download is retried until it succeeds (it
+/// used to be given up at submit + 8 s, and the records dead-lettered as
+/// `job_failed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_gets_its_own_job_timeout_whatever_the_submit_waited() {
+    let sim = common::start_sim(|c| {
+        c.max_active_jobs = 0;
+        c.base_time = Duration::from_millis(300);
+        c.jitter = Duration::ZERO;
+    })
+    .await;
+    let topics = Topics::create("download-deadline", 1).await;
+    kafka::produce(&topics.input, 1, &emails(50, "deadline")).await;
+    let mut cfg = common::config(&topics, &sim.base_url());
+    cfg.api.job_timeout = Duration::from_secs(8);
+    cfg.api.max_backoff = Duration::from_millis(500);
+    let connector = Connector::start(cfg).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sim.update(|c| {
+        c.max_active_jobs = 5;
+        c.error_rate_download = 1.0;
+    });
+    kafka::wait_for("the job completed", Duration::from_secs(30), || {
+        sim.stats().jobs_completed >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    sim.update(|c| c.error_rate_download = 0.0);
+    common::wait_done(&topics, Duration::from_secs(60)).await;
+    connector.stop().await;
+    let stats = sim.stats();
+    let audit = common::audit(&topics);
+    println!(
+        "{} submits_refused_429={} download_errors={}",
+        audit.summary("download-deadline"),
+        stats.submits_rejected_429,
+        stats.download_errors
+    );
+    assert!(
+        stats.submits_rejected_429 > 0 && stats.download_errors > 0,
+        "both waits happened"
+    );
+    audit.assert_nothing_lost("download deadline");
+    audit.assert_all_valid_resolved(50);
+}
