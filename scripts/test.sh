@@ -17,6 +17,7 @@ echo "== layout: no import cycle, //! headers, file sizes"
 python3 scripts/check-layout.py
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features failpoints -- -D warnings
 echo "== helm chart checks"
 HELM_RENDERED_CONFIG_DIR=target/helm-rendered scripts/helm-check.sh
 echo "== output and dead-letter JSON schemas"
@@ -27,8 +28,8 @@ for f in target/helm-rendered/*.toml; do
   CRUSTDATA_API_KEY=check-only target/debug/identify-connector --config "$f" --check >/dev/null \
     || { echo "identify-connector --check rejects the chart's $f" >&2; exit 1; }
 done
-echo "== cargo test"
-cargo test --workspace --locked --lib --bins --tests 2>&1 | tee target/test-output.txt
+echo "== cargo test (with failpoints: tests/crash_points.rs aborts the binary at named steps)"
+cargo test --workspace --locked --features failpoints --lib --bins --tests 2>&1 | tee target/test-output.txt
 # One closing line over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt
