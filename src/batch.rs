@@ -108,6 +108,11 @@ impl Batcher {
         !self.ready.is_empty() || self.open.iter().any(|o| !o.ids.is_empty())
     }
 
+    /// Batches waiting: full ones and open ones.
+    pub(crate) fn batches(&self) -> usize {
+        self.ready.len() + self.open.iter().filter(|o| !o.ids.is_empty()).count()
+    }
+
     /// When the oldest open batch's linger expires (for the dispatcher's timer).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.open

@@ -22,6 +22,10 @@ impl Health {
     pub(crate) fn set_joined(&self, v: bool) {
         self.joined.store(v, Ordering::Relaxed);
     }
+    /// Whether the consumer has had an assignment.
+    pub(crate) fn joined(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
+    }
     /// The result store is (or no longer is) being restored.
     pub(crate) fn set_restoring(&self, v: bool) {
         self.restoring.store(v, Ordering::Relaxed);

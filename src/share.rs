@@ -45,7 +45,9 @@ pub(crate) const BORROW_AFTER: Duration = Duration::from_millis(500);
 /// the rest is split among the members with work by their partitions:
 /// each gets the whole part of its quota, and the slots left go to the
 /// largest remainders (ties to the smaller id), so the shares add up
-/// exactly and every pod computes the same split. With no work anywhere,
+/// exactly and every pod computes the same split; of equal remainders,
+/// the member with the larger backlog goes first (so the pod that fell
+/// behind catches up). With no work anywhere,
 /// `me` may take every slot. Returns (whole part, with the remainder).
 pub(crate) fn slot_share(slots: usize, me: &str, team: &[(&str, Status)]) -> (usize, usize) {
     let reserved: u64 = team
@@ -67,7 +69,13 @@ pub(crate) fn slot_share(slots: usize, me: &str, team: &[(&str, Status)]) -> (us
         .collect();
     let left = free - parts.iter().map(|p| p.1).sum::<u64>();
     let mut order: Vec<usize> = (0..parts.len()).filter(|i| team[*i].1.demand).collect();
-    order.sort_by(|a, b| parts[*b].3.cmp(&parts[*a].3).then(parts[*a].0.cmp(parts[*b].0)));
+    order.sort_by(|a, b| {
+        parts[*b]
+            .3
+            .cmp(&parts[*a].3)
+            .then(team[*b].1.backlog.cmp(&team[*a].1.backlog))
+            .then(parts[*a].0.cmp(parts[*b].0))
+    });
     for i in order.into_iter().take(left as usize) {
         parts[i].2 += 1;
     }
@@ -86,6 +94,8 @@ pub(crate) struct Status {
     pub(crate) demand: bool,
     /// The key's slots its jobs hold.
     pub(crate) active: u32,
+    /// Batches waiting for a slot, in fours.
+    pub(crate) backlog: u32,
 }
 
 impl Status {
@@ -124,6 +134,7 @@ pub(crate) struct Team {
     /// Since when work has been waiting.
     demand_since: Mutex<Option<Instant>>,
     active: AtomicU32,
+    backlog: AtomicU32,
     peers: Mutex<HashMap<String, (Status, Instant)>>,
     /// When each member was last heard of (`None`: it left), expired ones too.
     last_heard: Mutex<HashMap<String, Option<Instant>>>,
@@ -148,6 +159,7 @@ impl Team {
             demand: AtomicBool::new(false),
             demand_since: Mutex::new(None),
             active: AtomicU32::new(0),
+            backlog: AtomicU32::new(0),
             peers: Mutex::default(),
             last_heard: Mutex::default(),
             started: Instant::now(),
@@ -168,6 +180,7 @@ impl Team {
             partitions: self.partitions.load(Ordering::Relaxed),
             demand: self.demand.load(Ordering::Relaxed),
             active: self.active.load(Ordering::Relaxed),
+            backlog: self.backlog.load(Ordering::Relaxed),
         }
     }
 
@@ -185,6 +198,11 @@ impl Team {
     /// The slots this pod's jobs hold.
     pub(crate) fn set_active(&self, n: usize) {
         self.set(&self.active, n as u32);
+    }
+
+    /// Batches waiting for a slot, in fours (the dispatcher, each turn).
+    pub(crate) fn set_backlog(&self, batches: usize) {
+        self.set(&self.backlog, batches.min(u32::MAX as usize) as u32);
     }
 
     /// Whether identifiers wait for a job (the dispatcher, each turn).
@@ -215,6 +233,17 @@ impl Team {
         if changed {
             self.peers_changed.notify_one();
         }
+    }
+
+    /// Slots the live peers say their jobs hold.
+    pub(crate) fn peers_active(&self, now: Instant) -> usize {
+        self.peers
+            .lock()
+            .expect("team")
+            .values()
+            .filter(|(_, seen)| now.saturating_duration_since(*seen) < EXPIRY)
+            .map(|(s, _)| s.active as usize)
+            .sum()
     }
 
     /// How long `member` has been silent at `now`: since its last member
@@ -275,6 +304,7 @@ impl Team {
                 partitions: unseen,
                 demand: true,
                 active: 0,
+                backlog: 0,
             };
             team.push((UNSEEN, unclaimed));
         }
@@ -285,6 +315,7 @@ impl Team {
                     partitions: s.partitions,
                     demand: s.partitions > 0,
                     active: 0,
+                    backlog: s.backlog,
                 };
                 (*id, busy)
             })
@@ -333,6 +364,7 @@ mod tests {
             partitions,
             demand: true,
             active,
+            backlog: 0,
         }
     }
 
@@ -341,6 +373,7 @@ mod tests {
             partitions: 2,
             demand: false,
             active,
+            backlog: 0,
         }
     }
 
@@ -363,6 +396,17 @@ mod tests {
             let sum: usize = team.iter().map(|(id, _)| slot_share(5, id, &team).1).sum();
             assert_eq!(sum, 5, "{n} members");
         }
+    }
+
+    #[test]
+    fn the_remainder_goes_to_the_member_that_fell_behind() {
+        let behind = Status {
+            backlog: 9,
+            ..busy(2, 0)
+        };
+        let team = [("a", busy(2, 0)), ("b", busy(2, 0)), ("c", behind)];
+        let shares: Vec<usize> = ["a", "b", "c"].iter().map(|m| slot_share(5, m, &team).1).collect();
+        assert_eq!(shares, [2, 1, 2], "c has more batches waiting than b");
     }
 
     #[test]
@@ -444,6 +488,7 @@ mod tests {
             partitions: 4,
             demand: false,
             active: 0,
+            backlog: 0,
         };
         t.heard("c", Some(c_idle), now);
         t.set_demand(true);

@@ -10,6 +10,14 @@ use testkit::{kafka, ConnectorProc};
 
 pub const KEY: &str = "bench-key";
 
+/// A consumer group reading a run's input: its id, its output topic and
+/// its store topic.
+pub struct Group<'a> {
+    pub id: &'a str,
+    pub output: &'a str,
+    pub store_topic: &'a str,
+}
+
 pub struct Run {
     pub input: String,
     pub output: String,
@@ -19,6 +27,10 @@ pub struct Run {
     pub marks: kafka::Watermarks,
     /// Extra lines of the `[kafka]` section (e.g. `exactly_once = true`).
     pub kafka_extra: String,
+    /// Extra lines of the `[api]` section. Empty: the shipped defaults
+    /// (`requests_per_minute = 600` among them); a scenario that changes
+    /// one says so in its report.
+    pub api_extra: String,
 }
 
 impl Run {
@@ -31,6 +43,7 @@ impl Run {
             partitions,
             marks: kafka::Watermarks::new(),
             kafka_extra: String::new(),
+            api_extra: String::new(),
         };
         kafka::create_topics(&[(&r.input, partitions), (&r.output, partitions), (&r.dlq, 1)]).await;
         r
@@ -47,6 +60,16 @@ impl Run {
 
     /// The configuration with the local store in `store`.
     pub fn config_in(&self, base_url: &str, port: u16, extra: &str, store: &Path) -> PathBuf {
+        let group = Group {
+            id: &self.group,
+            output: &self.output,
+            store_topic: &format!("{}.identify-cache", self.group),
+        };
+        self.config_for(base_url, port, extra, store, &group)
+    }
+
+    /// The configuration of consumer `group` over this run's input.
+    pub fn config_for(&self, base_url: &str, port: u16, extra: &str, store: &Path, group: &Group<'_>) -> PathBuf {
         let text = format!(
             r#"
 [kafka]
@@ -58,22 +81,25 @@ dead_letter_topic = "{dlq}"
 {kafka_extra}
 [api]
 base_url = "{base_url}"
-requests_per_minute = 60000
+{api_extra}
 [server]
 listen = "127.0.0.1:{port}"
 [cache]
 dir = "{store}"
+topic = "{store_topic}"
 {extra}
 "#,
             store = store.display(),
             brokers = kafka::bootstrap(),
-            group = self.group,
+            group = group.id,
+            output = group.output,
+            store_topic = group.store_topic,
             input = self.input,
-            output = self.output,
             dlq = self.dlq,
             kafka_extra = self.kafka_extra,
+            api_extra = self.api_extra,
         );
-        let path = std::env::temp_dir().join(format!("{}-{port}.toml", self.group));
+        let path = std::env::temp_dir().join(format!("{}-{port}.toml", group.id));
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -151,6 +177,11 @@ pub async fn sim(tune: impl FnOnce(&mut SimConfig)) -> SimHandle {
     tune(&mut cfg);
     SimHandle::start(cfg).await.expect("simulator")
 }
+
+/// An API budget raised out of the way, for the scenarios that measure the
+/// connector itself against an instant API (throughput, memory, the
+/// cache-hit warm-up): their reports say so.
+pub const RAISED_BUDGET: &str = "requests_per_minute = 60000";
 
 /// Fixed 2-second jobs: pending 0, no per-identifier or retrieval time, no jitter.
 pub fn two_second_jobs(c: &mut SimConfig) {

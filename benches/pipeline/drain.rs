@@ -1,9 +1,15 @@
-//! Backlog drains against 2-second jobs on a simulator that answers like a
-//! remote API (5-50 ms per request): slot utilization (the API's busy
-//! slot-seconds over 5 x the drain time), drain time over the floor,
-//! requests per job, 429s per job; one pod or several sharing the key;
-//! fixed job times or 30% jitter with a pending phase; polling or webhooks.
-//! Each run plots active jobs over time: per pod, and as the API saw them.
+//! Backlog drains on the shipped configuration against a simulator that
+//! answers like a remote API (5-50 ms per request) and counts the key's
+//! request budget as the connector's (`api.requests_per_minute`, 600 by
+//! default, for all the pods on the key): slot utilization (the API's busy
+//! slot-seconds over 5 x the drain time) beside the zero-gap ceiling (the
+//! same jobs, in the same order, each on the slot that frees first), drain
+//! time over the floor, requests and 429s per job; one pod or several
+//! sharing the key; fixed 2-second jobs, 30% jitter with a pending phase,
+//! or the realistic model (jobs as long as their slowest identifier, a
+//! minute's median retrieval scaled to 1/20, with the budget scaled up
+//! alike); polling or webhooks. Each run plots active jobs over time: per
+//! pod, and as the API saw them.
 
 use std::time::{Duration, Instant};
 
@@ -13,30 +19,73 @@ use testkit::kafka;
 use crate::common::*;
 use crate::plot::{active_at, slot_gaps, Chart, Series};
 
+/// How long jobs take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jobs {
+    /// 2 s each.
+    Fixed,
+    /// 2 s ± 30% and a 0.5 s pending phase.
+    Jitter,
+    /// The simulator's realistic model at 1/20 time scale: known
+    /// identifiers in 0.1 s, each unknown one (1 %) a log-normal retrieval
+    /// of median 3 s; a job lasts as long as its slowest identifier.
+    Realistic,
+}
+
 /// One drain scenario.
 pub struct Drain {
     pub name: &'static str,
     pub records: usize,
     pub pods: usize,
     pub webhooks: bool,
-    /// 30% job-time jitter around 2 s and a 0.5 s pending phase.
-    pub jitter: bool,
+    pub jobs: Jobs,
+    /// `api.requests_per_minute`; `None`: the default (600), or 12,000
+    /// with realistic jobs (the default's requests per job-second at 1/20
+    /// time scale).
+    pub rpm: Option<u32>,
 }
 
-fn remote_api(c: &mut SimConfig, jitter: bool) {
+impl Drain {
+    /// The key's request budget in this run.
+    fn budget(&self) -> u32 {
+        self.rpm
+            .unwrap_or(if self.jobs == Jobs::Realistic { 12_000 } else { 600 })
+    }
+}
+
+fn remote_api(c: &mut SimConfig, d: &Drain) {
     two_second_jobs(c);
     c.request_latency_min = Duration::from_millis(5);
     c.request_latency_max = Duration::from_millis(50);
-    if jitter {
-        c.base_time = Duration::from_millis(1400);
-        c.jitter = Duration::from_millis(1200);
-        c.pending_time = Duration::from_millis(500);
+    // The API counts the key's requests per endpoint family, as the
+    // connector's budget counts all of them: it never answers 429 for
+    // the request rate unless the connector overspends.
+    c.requests_per_minute = d.budget();
+    match d.jobs {
+        Jobs::Fixed => {}
+        Jobs::Jitter => {
+            c.base_time = Duration::from_millis(1400);
+            c.jitter = Duration::from_millis(1200);
+            c.pending_time = Duration::from_millis(500);
+        }
+        Jobs::Realistic => {
+            c.job_time_model = crustdata_sim::JobTimeModel::Realistic;
+            c.latency_scale = 0.05;
+            c.unknown_rate = 0.01;
+            c.retrieval_median = Duration::from_secs(60);
+            c.retrieval_sigma = 1.0;
+            c.jitter = Duration::from_millis(200);
+            c.pending_time = Duration::from_secs(2);
+        }
     }
 }
 
 pub async fn run(d: Drain) {
-    let sim = sim(|c| remote_api(c, d.jitter)).await;
-    let run = Run::new(d.name, 6).await;
+    let sim = sim(|c| remote_api(c, &d)).await;
+    let mut run = Run::new(d.name, 6).await;
+    if d.rpm.is_some() || d.jobs == Jobs::Realistic {
+        run.api_extra = format!("requests_per_minute = {}", d.budget());
+    }
     if d.pods == 1 {
         produce_unique(&run, d.records, d.name).await;
     }
@@ -98,8 +147,13 @@ pub async fn run(d: Drain) {
         &[
             ("records", d.records.to_string()),
             ("pods", d.pods.to_string()),
+            ("requests_per_minute", d.budget().to_string()),
             ("slot_utilization", format!("{utilization:.3}")),
             ("zero_gap_utilization", format!("{ceiling:.3}")),
+            (
+                "of_the_ceiling",
+                format!("{:.3}", utilization / ceiling.max(f64::MIN_POSITIVE)),
+            ),
             ("drain_s", format!("{window:.2}")),
             ("floor_s", format!("{floor:.2}")),
             ("drain_over_floor", format!("{:.3}", window / floor)),
@@ -120,6 +174,11 @@ pub async fn run(d: Drain) {
                 "rate_limited_429_per_job",
                 format!("{:.3}", stats.rate_limited_429 as f64 / jobs as f64),
             ),
+            (
+                "active_job_429_per_job",
+                format!("{:.3}", stats.rate_limited_active_jobs as f64 / jobs as f64),
+            ),
+            ("request_rate_429", stats.rate_limited_rpm.to_string()),
             ("max_active_jobs_per_key", stats.max_active_jobs_per_key.to_string()),
             ("idle_slot_gap_mean_ms", format!("{mean_gap:.0}")),
             ("idle_slot_gap_p50_ms", format!("{:.0}", gap(0.5))),
@@ -224,7 +283,11 @@ fn plot(d: &Drain, samples: &[Vec<(f64, f64)>], intervals: &[(f64, f64)], from: 
         d.name,
         d.pods,
         if d.pods == 1 { "" } else { "s" },
-        if d.jitter { "2 s ± 30% jobs" } else { "2 s jobs" },
+        match d.jobs {
+            Jobs::Fixed => "2 s jobs",
+            Jobs::Jitter => "2 s ± 30% jobs",
+            Jobs::Realistic => "realistic jobs at 1/20 time",
+        },
         if d.webhooks { ", webhooks" } else { ", polling" },
     );
     Chart {

@@ -44,6 +44,7 @@ async fn cachehit(exactly_once: bool, events: usize) -> (f64, f64) {
 async fn drain(exactly_once: bool, records: usize) -> f64 {
     let sim = sim(two_second_jobs).await;
     let mut run = Run::new("eos-drain", 6).await;
+    run.api_extra = RAISED_BUDGET.into();
     if exactly_once {
         run.kafka_extra = "exactly_once = true".into();
     }

@@ -44,7 +44,10 @@ async fn restore(run: &Run, base_url: &str, dir: &Path) -> (f64, f64, f64) {
 
 pub async fn run(name: &str, n: usize) {
     let sim = sim(|c| c.latency_scale = 0.0).await;
-    let run = Run::new(name, 6).await;
+    let mut run = Run::new(name, 6).await;
+    // An instant API: the connector's own cost is what is measured, so the
+    // API budget is raised out of the way (the report says so).
+    run.api_extra = RAISED_BUDGET.into();
     produce_unique(&run, n, name).await;
     let port = testkit::free_port();
     let conn = Connector::start(
@@ -76,6 +79,7 @@ pub async fn run(name: &str, n: usize) {
         name,
         &[
             ("records", n.to_string()),
+            ("api_budget", "raised".to_string()),
             ("elapsed_s", format!("{:.2}", elapsed.as_secs_f64())),
             ("records_per_s", format!("{:.0}", n as f64 / elapsed.as_secs_f64())),
             ("cpu_s", format!("{cpu:.2}")),

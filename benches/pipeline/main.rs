@@ -12,8 +12,9 @@
 //!
 //! Run with `scripts/bench.sh` (or `cargo bench --bench pipeline -- NAME...`
 //! with Kafka running and `target/release/identify-connector` built).
-//! Scenarios: drain jitter webhooks jitter_webhooks shared cachehit throughput rss latency
-//! recovery exactly_once (default: all).
+//! Scenarios: drain drain_rpm60 jitter webhooks jitter_webhooks shared
+//! realistic realistic_webhooks realistic_shared cachehit startup throughput
+//! rss latency recovery exactly_once (default: all).
 
 mod cachehit;
 mod common;
@@ -23,31 +24,38 @@ mod instant;
 mod latency;
 mod plot;
 mod recovery;
+mod startup;
 
-use drain::Drain;
+use drain::{Drain, Jobs};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let all = [
         "drain",
+        "drain_rpm60",
         "jitter",
         "webhooks",
         "jitter_webhooks",
         "shared",
+        "realistic",
+        "realistic_webhooks",
+        "realistic_shared",
         "cachehit",
+        "startup",
         "throughput",
         "rss",
         "latency",
         "recovery",
         "exactly_once",
     ];
-    let drain = |name, pods, webhooks, jitter| Drain {
+    let drain = |name, pods, webhooks, jobs| Drain {
         name,
         records: 30_000,
         pods,
         webhooks,
-        jitter,
+        jobs,
+        rpm: None,
     };
     let chosen: Vec<&str> = if args.is_empty() {
         all.to_vec()
@@ -57,12 +65,24 @@ async fn main() {
     for name in chosen {
         eprintln!("== {name}");
         match name {
-            "drain" => drain::run(drain("drain", 1, false, false)).await,
-            "jitter" => drain::run(drain("jitter", 1, false, true)).await,
-            "webhooks" => drain::run(drain("webhooks", 1, true, false)).await,
-            "jitter_webhooks" => drain::run(drain("jitter_webhooks", 1, true, true)).await,
-            "shared" => drain::run(drain("shared", 3, false, false)).await,
-            "cachehit" => cachehit::run(200_000).await,
+            "drain" => drain::run(drain("drain", 1, false, Jobs::Fixed)).await,
+            "drain_rpm60" => {
+                drain::run(Drain {
+                    records: 6_000,
+                    rpm: Some(60),
+                    ..drain("drain_rpm60", 1, false, Jobs::Fixed)
+                })
+                .await
+            }
+            "jitter" => drain::run(drain("jitter", 1, false, Jobs::Jitter)).await,
+            "webhooks" => drain::run(drain("webhooks", 1, true, Jobs::Fixed)).await,
+            "jitter_webhooks" => drain::run(drain("jitter_webhooks", 1, true, Jobs::Jitter)).await,
+            "shared" => drain::run(drain("shared", 3, false, Jobs::Fixed)).await,
+            "realistic" => drain::run(drain("realistic", 1, false, Jobs::Realistic)).await,
+            "realistic_webhooks" => drain::run(drain("realistic_webhooks", 1, true, Jobs::Realistic)).await,
+            "realistic_shared" => drain::run(drain("realistic_shared", 3, false, Jobs::Realistic)).await,
+            "cachehit" => cachehit::run(1_000_000, 3).await,
+            "startup" => startup::run().await,
             "throughput" => instant::run("throughput", 200_000).await,
             "rss" => instant::run("rss", 1_000_000).await,
             "latency" => latency::run().await,

@@ -1,5 +1,7 @@
 //! The HTTP client: one method per request (submit, status, probe,
-//! download), each passing the request-rate limiter, each a single attempt
+//! download), each passing the key's request budget (split among the pods
+//! sharing the key by their share of its slots; status polls within half
+//! of it), each a single attempt
 //! with a timeout. Retries are the caller's (see [`super::retry`]).
 
 use std::num::NonZeroU32;
@@ -99,8 +101,53 @@ pub(crate) struct Submitted {
     pub(crate) batch_id: String,
     /// `x-ratelimit-remaining`: the key's active-job slots left.
     pub(crate) remaining: Option<u32>,
-    /// `x-ratelimit-reset`: until the key's next slot frees.
-    pub(crate) reset: Option<Duration>,
+}
+
+/// Cells of the limiters per request of a pod that has all of the key's
+/// slots: a pod with a part of them pays more cells per request.
+const CELLS: u32 = 10;
+
+/// The key's request budget, split among the pods that share the key by
+/// their share of its active-job slots (requests follow jobs): every
+/// request, and status polls besides within half of it, so that polls
+/// never crowd out the submits and downloads that keep slots busy.
+struct Budget {
+    all: DefaultDirectRateLimiter,
+    polls: DefaultDirectRateLimiter,
+    /// Cells one request of this pod takes.
+    cost: std::sync::atomic::AtomicU32,
+}
+
+impl Budget {
+    fn new(rpm: NonZeroU32) -> Self {
+        // A burst of a tenth of a minute's budget (at least one request, at
+        // most 64), in cells.
+        let quota = |per_minute: u32| {
+            let cells = NonZeroU32::new(per_minute.max(1) * CELLS).expect("nonzero");
+            let burst = NonZeroU32::new((per_minute / 10).clamp(1, 64) * CELLS).expect("nonzero");
+            Quota::per_minute(cells).allow_burst(burst)
+        };
+        Self {
+            all: RateLimiter::direct(quota(rpm.get())),
+            polls: RateLimiter::direct(quota(rpm.get() / 2)),
+            cost: std::sync::atomic::AtomicU32::new(CELLS),
+        }
+    }
+
+    /// This pod may use `share` of the key's `slots` (at least one's worth).
+    fn set_share(&self, share: usize, slots: usize) {
+        let cost = (CELLS * slots.max(1) as u32).div_ceil(share.clamp(1, slots.max(1)) as u32);
+        self.cost.store(cost, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Waits for one request's cells (a status poll's from the poll budget too).
+    async fn take(&self, poll: bool) {
+        let n = NonZeroU32::new(self.cost.load(std::sync::atomic::Ordering::Relaxed).max(1)).expect("nonzero");
+        if poll {
+            let _ = self.polls.until_n_ready(n).await;
+        }
+        let _ = self.all.until_n_ready(n).await;
+    }
 }
 
 /// Client for the batch identify API.
@@ -109,7 +156,8 @@ pub(crate) struct ApiClient {
     files: reqwest::Client,
     base: Url,
     key: Secret,
-    limiter: DefaultDirectRateLimiter,
+    /// The request budget: `api.requests_per_minute` of the key.
+    budget: Budget,
     policy: DownloadPolicy,
     max_bytes: u64,
     metrics: Arc<Metrics>,
@@ -154,9 +202,7 @@ impl ApiClient {
             policy: DownloadPolicy::new(cfg, &base),
             base,
             key: cfg.key.clone(),
-            limiter: RateLimiter::direct(
-                Quota::per_minute(rpm).allow_burst(NonZeroU32::new(rpm.get().clamp(1, 10)).expect("nonzero")),
-            ),
+            budget: Budget::new(rpm),
             max_bytes: cfg.max_result_bytes,
             metrics,
         })
@@ -184,14 +230,19 @@ impl ApiClient {
     }
 
     async fn send(&self, endpoint: Endpoint, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
-        self.limiter.until_ready().await;
+        self.budget.take(endpoint == Endpoint::Status).await;
         self.send_now(endpoint, req).await
     }
 
-    /// Waits until the request-rate limiter lets one request go (for
+    /// Waits until the request budget lets one request go (for
     /// [`Self::submit`], which does not wait again).
     pub(crate) async fn ready(&self) {
-        self.limiter.until_ready().await;
+        self.budget.take(false).await;
+    }
+
+    /// This pod's share of the key's `slots`, and so of its request budget.
+    pub(crate) fn share_budget(&self, share: usize, slots: usize) {
+        self.budget.set_share(share, slots);
     }
 
     /// Sends `req` at once (its permit already taken).
@@ -252,7 +303,6 @@ impl ApiClient {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|v| v.is_finite() && *v >= 0.0)
             .map(|r| r as u32);
-        let reset = error::parse_retry_after(header("x-ratelimit-reset"), None, unix_now());
         let bytes = read_body(resp).await?;
         #[derive(Deserialize)]
         struct Body {
@@ -265,11 +315,7 @@ impl ApiClient {
             Some(serde_json::Value::Number(n)) => n.to_string(),
             _ => return Err(ApiError::Malformed("submit response has no batch_id".into())),
         };
-        Ok(Submitted {
-            batch_id,
-            remaining,
-            reset,
-        })
+        Ok(Submitted { batch_id, remaining })
     }
 
     /// `GET /batch/{batch_id}`.
@@ -316,7 +362,7 @@ impl ApiClient {
     /// `api.max_result_bytes`.
     pub(crate) async fn download(&self, url: &str) -> Result<Bytes, ApiError> {
         let url = self.policy.check(url)?;
-        self.limiter.until_ready().await;
+        self.budget.take(false).await;
         let started = Instant::now();
         let record = |status: u16| {
             self.metrics

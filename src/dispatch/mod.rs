@@ -94,9 +94,6 @@ pub(crate) struct Dispatcher<P, R, S> {
     pending: Pending,
     jobs: JobTable,
     refusals: Refusals,
-    /// The API said the key has no slot left, until then (or until one of
-    /// this pod's jobs ends).
-    key_full_until: Option<Instant>,
     /// An identifier known to resolve to nobody (free to submit): what a
     /// probe of a halted API submits when nothing better is queued.
     free_probe: Option<(IdentifierType, String)>,
@@ -117,7 +114,6 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             pending: Pending::default(),
             jobs: JobTable::new(cfg.api.max_active_jobs),
             refusals: Refusals::default(),
-            key_full_until: None,
             free_probe: None,
             max_job_attempts: cfg.api.max_job_attempts,
             key_slots: cfg.api.max_active_jobs,
@@ -149,8 +145,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             // share holds a batch back: no loop ever spins.
             let deadline = self.batcher.next_deadline().filter(|_| self.may_submit());
             let probe = self.refusals.halted().map(|h| h.next_probe);
-            let key_full = self.key_full_until.filter(|_| work);
-            let share_bound = work && self.jobs.can_start() && !self.has_room();
+            let share_bound = work && !self.has_room();
             let expiry = team
                 .next_change(std::time::Instant::now())
                 .filter(|_| share_bound)
@@ -177,10 +172,6 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
                 _ = tokio::time::sleep_until(probe.unwrap_or_else(Instant::now)), if probe.is_some() => {}
-                _ = tokio::time::sleep_until(key_full.unwrap_or_else(Instant::now)), if key_full.is_some() => {
-                    self.key_full_until = None;
-                    self.jobs.key_free_again();
-                }
                 _ = orphans.tick() => self.adopt_orphans(),
                 _ = team.peers_changed.notified(), if share_bound => {}
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {}
@@ -220,9 +211,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     /// halted, and the key is not refused (while it is, only the job
     /// already retrying probes it).
     fn may_submit(&self) -> bool {
-        self.jobs.can_start()
-            && self.has_room()
-            && self.key_full_until.is_none()
+        self.has_room()
             && self.refusals.halted().is_none()
             && (!self.parts.health.api_refused() || self.jobs.is_empty())
     }
@@ -233,6 +222,9 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         let team = &self.parts.team;
         let work = self.batcher.has_ready();
         team.set_demand(work);
+        // In fours: the remainder slot moves to a pod that fell behind by
+        // a few batches, not back and forth with every batch.
+        team.set_backlog(self.batcher.batches() / 4);
         team.set_active(self.jobs.active());
         team.set_partitions(self.parts.tracker.lock().expect("tracker").assigned() as u32);
         work
@@ -241,7 +233,8 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     /// Whether this pod's share of the key's slots has room for a job.
     fn has_room(&self) -> bool {
         self.parts.team.set_active(self.jobs.active());
-        self.parts.team.room(self.key_slots, std::time::Instant::now()).free > 0
+        let slots = self.key_slots.min(self.jobs.capacity());
+        self.parts.team.room(slots, std::time::Instant::now()).free > 0
     }
 
     /// Starts jobs while a slot is free and a batch is ready; while halted,
@@ -249,7 +242,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     fn dispatch(&mut self) {
         let now = Instant::now();
         if self.refusals.halted().is_some() {
-            if self.jobs.can_start() && self.refusals.probe_due(now) {
+            if self.has_room() && self.refusals.probe_due(now) {
                 if let Some(spec) = self.probe_batch(now) {
                     info!(size = spec.ids.len(), "probing whether the API accepts submits again");
                     self.start_job(spec);
@@ -342,20 +335,12 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         match ev {
             JobEvent::Phase { seq, phase } => {
                 if self.jobs.set_phase(seq, phase) {
-                    if !phase.holds_slot() {
-                        // A slot freed: whatever the key said is past.
-                        self.key_full_until = None;
-                    }
                     self.parts.metrics.set_active_jobs(self.jobs.active());
                 }
             }
-            JobEvent::Accepted {
-                seq,
-                remaining,
-                key_full_for,
-            } => {
-                self.key_full_until = key_full_for.map(|d| Instant::now() + d);
-                self.jobs.accepted(seq, remaining);
+            JobEvent::Accepted { seq, remaining } => {
+                let peers = self.parts.team.peers_active(std::time::Instant::now());
+                self.jobs.accepted(seq, remaining, peers);
                 if self.refusals.accepted(Instant::now()) {
                     info!("the API accepts submits again; resuming");
                     self.parts.health.set_halted(None);
@@ -363,7 +348,8 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 }
             }
             JobEvent::RateLimited { seq } => {
-                let (before, after) = self.jobs.rate_limited(seq);
+                let peers = self.parts.team.peers_active(std::time::Instant::now());
+                let (before, after) = self.jobs.rate_limited(seq, peers);
                 if after < before {
                     warn!(
                         limit = after,

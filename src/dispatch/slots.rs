@@ -1,7 +1,10 @@
-//! Job slots: how many of the key's active-job slots this pod's jobs may
-//! hold (`api.max_active_jobs` at most). The key may be shared with other
-//! tools, whose jobs hold slots this pod cannot see, so the limit learns
-//! the slots that are free instead of collapsing on every 429:
+//! Job slots: how many of the key's active-job slots the pods of this
+//! deployment may hold together (`api.max_active_jobs` at most; the team
+//! splits them, see [`crate::share`]). The key may be shared with other
+//! tools, whose jobs hold slots no member record shows, so the limit
+//! learns the slots left to the team instead of collapsing on every 429
+//! ("held" below counts the jobs of every pod of the team, by their
+//! member records):
 //!
 //! - until the first answer, one job at a time: its answer tells what is
 //!   free (a key whose other user holds slots costs no 429 at start-up);
@@ -9,7 +12,9 @@
 //!   (`x-ratelimit-remaining`) sets the limit to the jobs held plus those;
 //!   one that does not say lets every slot be used;
 //! - a 429 holds the limit at the jobs held when it came (the level that
-//!   worked), never below one;
+//!   worked), never below one; so does an accepted submit that says none
+//!   is left, until a job of this pod ends (its slot is then the next
+//!   job's) or a later answer says more are free;
 //! - without those headers, the limit grows back by one only after
 //!   [`PROBE_AFTER`] jobs completed without a 429, so a key whose other
 //!   user holds its slots for minutes costs a 429 every few jobs at most.
@@ -65,11 +70,6 @@ impl SlotLimit {
         self.current = held.clamp(1, self.max);
         self.quiet = 0;
         self.unanswered = false;
-    }
-
-    /// The key said it was full until now: one slot more may be free.
-    pub(super) fn probe(&mut self) {
-        self.current = (self.current + 1).min(self.max);
     }
 
     /// A job completed without a 429: after [`PROBE_AFTER`] of those, one

@@ -74,9 +74,9 @@ impl JobTable {
         self.jobs.values().filter(|j| j.phase.holds_slot()).count()
     }
 
-    /// A new job may start: the limit leaves a slot.
-    pub(super) fn can_start(&self) -> bool {
-        self.active() < self.limit.get()
+    /// The key's slots left to the team (the learnt limit).
+    pub(super) fn capacity(&self) -> usize {
+        self.limit.get()
     }
 
     /// The next job number.
@@ -131,21 +131,21 @@ impl JobTable {
     }
 
     /// A submit of job `seq` was accepted; the API said `remaining` slots
-    /// are left besides the jobs it has of this pod: job `seq` and those
-    /// running (or unresolved: they may run), not those whose submit is
-    /// still on its way.
-    pub(super) fn accepted(&mut self, seq: u64, remaining: Option<u32>) {
+    /// are left besides the jobs it has: this pod's (job `seq` and those
+    /// running, or unresolved: they may run; not those whose submit is
+    /// still on its way) and `peers` of the team's other pods.
+    pub(super) fn accepted(&mut self, seq: u64, remaining: Option<u32>, peers: usize) {
         let at_api = self
             .jobs
             .iter()
             .filter(|(s, j)| **s == seq || matches!(j.phase, Phase::Running | Phase::Unresolved))
             .count();
-        self.limit.on_accepted(at_api, remaining);
+        self.limit.on_accepted(at_api + peers, remaining);
     }
 
-    /// A submit of job `seq` got 429: the limit holds at what is held.
-    /// Returns the limit before and after.
-    pub(super) fn rate_limited(&mut self, seq: u64) -> (usize, usize) {
+    /// A submit of job `seq` got 429: the limit holds at what the team
+    /// holds (`peers` of the other pods'). Returns the limit before and after.
+    pub(super) fn rate_limited(&mut self, seq: u64, peers: usize) -> (usize, usize) {
         let before = self.limit.get();
         // The refused job holds no slot at the API.
         let held = self
@@ -153,16 +153,11 @@ impl JobTable {
             .iter()
             .filter(|(s, j)| **s != seq && j.phase.holds_slot())
             .count();
-        self.limit.on_rate_limited(held);
+        self.limit.on_rate_limited(held + peers);
         if let Some(job) = self.jobs.get_mut(&seq) {
             job.rate_limited = true;
         }
         (before, self.limit.get())
-    }
-
-    /// The time the key said it was full is over: try one slot more.
-    pub(super) fn key_free_again(&mut self) {
-        self.limit.probe();
     }
 
     /// A job completed without a 429.

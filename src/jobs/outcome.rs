@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::api::ApiError;
 use crate::lifecycle::Phase;
@@ -124,8 +123,6 @@ pub(crate) enum JobEvent {
         seq: u64,
         /// `x-ratelimit-remaining`: slots left after this job.
         remaining: Option<u32>,
-        /// The key has no slot left, until about this long from now.
-        key_full_for: Option<Duration>,
     },
     /// A submit of job `seq` got 429.
     RateLimited {

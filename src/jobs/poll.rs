@@ -1,10 +1,11 @@
 //! Adaptive polling: the schedule learns the distribution of job durations
-//! (the last [`DurationEstimator::WINDOW`] jobs), polls first when the
-//! fastest of them would be done, then in small steps across the range the
-//! durations spread over, and backs off beyond the longest one seen, up to
-//! `api.poll_max`. Jobs of a steady length are polled once, just after they
-//! finish; jobs that vary are seen soon after they finish at the cost of a
-//! few cheap "still running" answers.
+//! (the last [`DurationEstimator::WINDOW`] jobs) and spends the polls the
+//! request budget allows a job where jobs end: at the quantiles of the
+//! recent durations, densely where many end, rarely in the tail, and backs
+//! off beyond the longest one seen, up to `api.poll_max`. Jobs of a steady
+//! length are polled once, just after they finish; jobs that vary are seen
+//! soon after they finish at the cost of a few cheap "still running"
+//! answers, as many as the budget allows.
 //!
 //! The schedule runs from when the accepted submit was sent; the job starts
 //! when the API has read it, a few milliseconds later. That delay is learnt
@@ -25,8 +26,6 @@ pub(crate) struct DurationEstimator {
 /// What the estimator says about the jobs to come (seconds).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Spread {
-    /// The 5th percentile.
-    low: f64,
     /// The median.
     median: f64,
     /// The longest seen.
@@ -61,9 +60,8 @@ impl DurationEstimator {
         }
         let v = sorted(&self.recent);
         let a = sorted(&self.accept);
-        let (low, median, high) = (quantile(&v, 0.05), quantile(&v, 0.5), quantile(&v, 1.0));
+        let (median, high) = (quantile(&v, 0.5), quantile(&v, 1.0));
         Some(Spread {
-            low,
             median,
             high,
             accept: if a.is_empty() { 0.0 } else { quantile(&a, 0.9) },
@@ -89,54 +87,78 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-/// The wait before poll number `index` (0-based) of a job whose submit
-/// was sent `elapsed` ago. `min_step` is the smallest step between two polls of a
-/// job (what the request budget allows).
+/// What a job may spend on status polls.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    /// The first poll, before any duration is learnt (`api.poll_initial`).
+    pub(crate) initial: Duration,
+    /// One job's share of the poll budget: one poll per this, on average
+    /// ([`min_step`]).
+    pub(crate) min_step: Duration,
+    /// The longest wait between two polls (`api.poll_max`).
+    pub(crate) max: Duration,
+}
+
+/// The duration at quantile `q` (0..=1) of the sorted, non-empty `v`,
+/// interpolated between neighbours.
+fn interpolated(v: &[f64], q: f64) -> f64 {
+    let pos = (v.len() - 1) as f64 * q.clamp(0.0, 1.0);
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// The wait before poll number `index` (0-based) of a job, counted from
+/// `from`: the send of its accepted submit for the first poll, else the
+/// send of the previous poll.
 ///
 /// - Nothing learnt yet: the first poll after `initial`, then from an
 ///   eighth of it (at least `min_step`), growing by a quarter each time, so
 ///   the first jobs are seen within a fifth of their length (they are the
-///   first to hold all five slots: growing by half, 2-second jobs were seen
-///   350 ms late, 0.8 % of a drain's slot time).
-/// - First poll: at the 5th percentile of recent durations plus 0.1% of
-///   the median, at least 2 ms, after the usual accept delay (a job of a
-///   steady length is not polled a moment too early; the API's own
-///   timestamps make the estimate exact).
-/// - Up to the longest duration seen: steps of a 40th of the range
-///   (at least `min_step`), so a job that varies is seen within a small
-///   fraction of its length.
-/// - Beyond it: the time since the longest duration (at least a step), so
-///   the wait doubles while a job runs unusually long.
-/// - Never above `max`.
-pub(crate) fn next_delay(
-    index: u32,
-    elapsed: Duration,
-    est: &DurationEstimator,
-    initial: Duration,
-    min_step: Duration,
-    max: Duration,
-) -> Duration {
+///   first to hold all five slots).
+/// - Learnt: the polls a job may spend go where jobs end. The request
+///   budget allows a job one poll per `min_step`, so about `median /
+///   min_step` polls over a typical job; they are placed at the
+///   quantiles of the last durations (`k` of them, so that the polls
+///   actually spent, fewer for a job that ends early, match that
+///   allowance), after the usual accept delay. Jobs of a steady length are
+///   polled once, just after they end; jobs that vary are polled densely
+///   where many end and rarely in the tail.
+/// - Beyond the longest duration seen: the time since it (at least a
+///   step), so the wait doubles while a job runs unusually long.
+/// - Never closer than a quarter of `min_step` to the previous poll (the
+///   allowance is an average; the poll limiter keeps the total), never
+///   above `max`.
+pub(crate) fn next_delay(index: u32, from: Duration, est: &DurationEstimator, b: &Budget) -> Duration {
     // Small enough for near-instant jobs; the learnt spread dominates otherwise.
     let floor = Duration::from_millis(10);
     let secs = Duration::from_secs_f64;
     let d = match est.spread() {
-        None if index == 0 => initial,
-        None => (initial / 8)
+        None if index == 0 => b.initial,
+        None => (b.initial / 8)
             .mul_f64(1.25f64.powi((index - 1).min(60) as i32))
-            .max(min_step),
+            .max(b.min_step),
         Some(s) => {
+            let v = sorted(&est.recent);
             let margin = (s.median * 0.001).max(0.002);
-            let first = secs(s.accept + s.low + margin);
-            if index == 0 && elapsed < first {
-                first - elapsed
-            } else {
-                let step = secs((s.high - s.low) / 40.0).max(min_step);
-                let beyond = elapsed.saturating_sub(secs(s.accept + s.high));
-                step.max(beyond)
+            let step = b.min_step.as_secs_f64();
+            let allowance = s.median / step.max(1e-3);
+            let k = (2.0 * allowance - 1.0).round().clamp(1.0, 400.0) as usize;
+            // The allowance is an average: a job may poll a few times in a
+            // step where many jobs end (the poll limiter keeps the total).
+            let earliest = from.as_secs_f64() + if index == 0 { 0.0 } else { step / 4.0 };
+            let target = (1..=k)
+                .map(|i| s.accept + interpolated(&v, i as f64 / k as f64) + margin)
+                .find(|t| *t >= earliest);
+            match target {
+                Some(t) => secs(t) - from,
+                None => {
+                    let beyond = from.saturating_sub(secs(s.accept + s.high));
+                    b.min_step.max(beyond)
+                }
             }
         }
     };
-    d.clamp(floor, max.max(floor))
+    d.clamp(floor, b.max.max(floor))
 }
 
 /// The smallest step between two polls of one job: status polls of
@@ -152,7 +174,15 @@ mod tests {
     use super::*;
 
     const S: fn(f64) -> Duration = Duration::from_secs_f64;
-    const STEP: Duration = Duration::from_millis(25);
+
+    /// The budget of `api.requests_per_minute` for five slots.
+    fn budget(rpm: u32) -> Budget {
+        Budget {
+            initial: S(1.0),
+            min_step: min_step(5, rpm),
+            max: S(30.0),
+        }
+    }
 
     fn learnt(durations: impl IntoIterator<Item = f64>) -> DurationEstimator {
         let mut e = DurationEstimator::default();
@@ -163,34 +193,53 @@ mod tests {
     }
 
     /// The polls of a job that takes `job` seconds: (how many, how late the
-    /// last one saw it done).
-    fn polls(e: &DurationEstimator, job: f64) -> (u32, f64) {
+    /// last one saw it done, the smallest gap between two polls).
+    fn polls(e: &DurationEstimator, job: f64, b: &Budget) -> (u32, f64, f64) {
         let mut t = Duration::ZERO;
+        let mut gap = f64::INFINITY;
         for index in 0.. {
-            t += next_delay(index, t, e, S(1.0), STEP, S(30.0));
+            let d = next_delay(index, t, e, b);
+            if index > 0 {
+                gap = gap.min(d.as_secs_f64());
+            }
+            t += d;
             if t.as_secs_f64() >= job {
-                return (index + 1, t.as_secs_f64() - job);
+                return (index + 1, t.as_secs_f64() - job, gap);
             }
         }
         unreachable!()
     }
 
+    /// Mean polls and mean lateness over jobs of the given durations.
+    fn mean(e: &DurationEstimator, jobs: &[f64], b: &Budget) -> (f64, f64) {
+        let (mut n, mut late) = (0.0, 0.0);
+        for j in jobs {
+            let (p, l, _) = polls(e, *j, b);
+            n += f64::from(p);
+            late += l;
+        }
+        (n / jobs.len() as f64, late / jobs.len() as f64)
+    }
+
     #[test]
     fn unlearnt_schedule_starts_at_initial_then_grows_from_an_eighth() {
         let e = DurationEstimator::default();
-        let (i, m) = (S(1.0), S(30.0));
-        assert_eq!(next_delay(0, S(0.0), &e, i, STEP, m), S(1.0));
-        assert_eq!(next_delay(1, S(1.0), &e, i, STEP, m), S(0.125));
-        assert_eq!(next_delay(2, S(1.125), &e, i, STEP, m), S(0.15625));
-        assert_eq!(next_delay(3, S(1.3), &e, i, STEP, m), S(0.1953125));
-        assert_eq!(next_delay(50, S(100.0), &e, i, STEP, m), S(30.0));
+        let b = Budget {
+            min_step: S(0.025),
+            ..budget(600)
+        };
+        assert_eq!(next_delay(0, S(0.0), &e, &b), S(1.0));
+        assert_eq!(next_delay(1, S(1.0), &e, &b), S(0.125));
+        assert_eq!(next_delay(2, S(1.125), &e, &b), S(0.15625));
+        assert_eq!(next_delay(3, S(1.3), &e, &b), S(0.1953125));
+        assert_eq!(next_delay(50, S(100.0), &e, &b), S(30.0));
         assert_eq!(
-            next_delay(1, S(1.0), &e, i, S(0.5), m),
-            S(0.5),
+            next_delay(1, S(1.0), &e, &budget(600)),
+            S(1.0),
             "the request budget first"
         );
         for (job, most_polls) in [(2.0, 6), (10.0, 15), (60.0, 24)] {
-            let (n, late) = polls(&e, job);
+            let (n, late, _) = polls(&e, job, &b);
             assert!(n <= most_polls, "{job} s: {n} polls");
             assert!(late <= job / 5.0, "{job} s: seen {late} s late");
         }
@@ -198,66 +247,95 @@ mod tests {
 
     #[test]
     fn steady_jobs_are_polled_once_just_after_they_finish() {
-        let e = learnt([2.0; 60]);
-        let (n, late) = polls(&e, 2.0);
-        assert_eq!(n, 1);
-        assert!((0.001..0.005).contains(&late), "{late}");
+        for rpm in [60, 600, 12_000] {
+            let e = learnt([2.0; 60]);
+            let (n, late, _) = polls(&e, 2.0, &budget(rpm));
+            assert_eq!(n, 1, "{rpm} requests per minute");
+            assert!((0.001..0.005).contains(&late), "{late}");
+        }
     }
 
     #[test]
     fn a_steady_job_the_api_creates_after_the_send_is_still_polled_once() {
         // The API reads the submit 1-8 ms after it was sent.
         let mut e = learnt([2.0; 40]);
-        let before = polls(&e, 2.008).0;
+        let before = polls(&e, 2.008, &budget(600)).0;
         for i in 0..40 {
             e.observe_accept(S(0.001 + 0.007 * f64::from(i) / 39.0));
         }
         assert_eq!(before, 2, "without the accept delay the first poll is early");
         for delay in [0.001, 0.004, 0.0075] {
-            let (n, late) = polls(&e, delay + 2.0);
+            let (n, late, _) = polls(&e, delay + 2.0, &budget(600));
             assert_eq!(n, 1, "accept delay {delay}");
             assert!(late < 0.01, "{late}");
         }
     }
 
     #[test]
-    fn varying_jobs_are_seen_within_a_40th_of_their_spread() {
+    fn varying_jobs_spend_about_what_the_budget_allows_where_jobs_end() {
         // 30% jitter around 2 s: uniform in [1.4, 2.6].
         let e = learnt((0..40).map(|i| 1.4 + 1.2 * f64::from(i) / 39.0));
-        let (mut total_polls, mut total_late, mut worst) = (0, 0.0, 0.0f64);
-        for i in 0..=24 {
-            let job = 1.4 + 0.05 * f64::from(i);
-            let (n, late) = polls(&e, job);
-            total_polls += n;
-            total_late += late;
-            worst = worst.max(late);
+        let jobs: Vec<f64> = (0..=24).map(|i| 1.4 + 0.05 * f64::from(i)).collect();
+        // The default budget: one poll a second per job, about two per job.
+        let (n, late) = mean(&e, &jobs, &budget(600));
+        assert!(n <= 2.5, "{n} polls per job");
+        assert!(late <= 0.25, "seen {late} s late on average");
+        // A budget twenty times larger: seen within a few hundredths.
+        let (n, late) = mean(&e, &jobs, &budget(12_000));
+        assert!(n <= 45.0, "{n} polls per job");
+        assert!(late <= 0.03, "seen {late} s late on average");
+    }
+
+    #[test]
+    fn heavy_tailed_jobs_are_polled_where_most_of_them_end() {
+        // Log-normal-like: most jobs near 3 s, a few up to 20 s.
+        let durations: Vec<f64> = (0..40)
+            .map(|i| {
+                let z = (f64::from(i) + 0.5) / 40.0;
+                3.0 * (1.2 * (z - 0.5) * 3.0).exp()
+            })
+            .collect();
+        let e = learnt(durations.iter().copied());
+        let b = budget(12_000);
+        let (n, late) = mean(&e, &durations, &b);
+        // Evenly spaced polls from the first to the last duration, as many
+        // per job, would see a job (max - min) / (2 polls) late.
+        let spread = durations[39] - durations[0];
+        assert!(late < spread / (2.0 * n) / 2.0, "{late} s late with {n} polls per job");
+    }
+
+    #[test]
+    fn polls_of_one_job_keep_to_the_budget_on_average() {
+        let durations: Vec<f64> = (0..40).map(|i| 1.0 + 0.5 * f64::from(i)).collect();
+        let e = learnt(durations.iter().copied());
+        for rpm in [60, 600, 12_000] {
+            let b = budget(rpm);
+            let step = b.min_step.as_secs_f64();
+            let (mut polls_all, mut seconds) = (0.0, 0.0);
+            for job in &durations {
+                let (n, late, gap) = polls(&e, *job, &b);
+                assert!(gap + 1e-9 >= step / 4.0, "{rpm}: a gap of {gap} s");
+                polls_all += f64::from(n);
+                seconds += job + late;
+            }
+            let per_step = polls_all * step / seconds;
+            assert!(per_step <= 1.3, "{rpm}: {per_step} polls per step of the budget");
         }
-        let mean_late = total_late / 25.0;
-        assert!(mean_late <= 0.02, "jobs were seen {mean_late} s late on average");
-        assert!(worst <= 0.1, "a job was seen {worst} s late");
-        let mean = f64::from(total_polls) / 25.0;
-        assert!(mean < 24.0, "{mean} polls per job");
     }
 
     #[test]
     fn a_job_longer_than_any_seen_is_polled_less_and_less() {
         let e = learnt([2.0; 40]);
-        let at_4 = next_delay(5, S(4.0), &e, S(1.0), STEP, S(30.0));
-        let at_10 = next_delay(6, S(10.0), &e, S(1.0), STEP, S(30.0));
-        assert_eq!(at_4, S(2.0));
-        assert_eq!(at_10, S(8.0));
-        assert_eq!(next_delay(9, S(100.0), &e, S(1.0), STEP, S(30.0)), S(30.0));
+        let b = budget(12_000);
+        assert_eq!(next_delay(5, S(4.0), &e, &b), S(2.0));
+        assert_eq!(next_delay(6, S(10.0), &e, &b), S(8.0));
+        assert_eq!(next_delay(9, S(100.0), &e, &b), S(30.0));
     }
 
     #[test]
     fn the_step_respects_the_request_budget() {
         assert_eq!(min_step(5, 600), S(1.0));
-        assert_eq!(min_step(5, 60_000), STEP);
-        let e = learnt((0..40).map(|i| 1.0 + f64::from(i)));
-        // Durations of 1..40 s: steps of (40 - 3) / 40 s (3 s is the 5th
-        // percentile), or the budget's when larger.
-        assert_eq!(next_delay(1, S(5.0), &e, S(1.0), STEP, S(30.0)), S(37.0 / 40.0));
-        assert_eq!(next_delay(1, S(5.0), &e, S(1.0), S(3.0), S(30.0)), S(3.0));
+        assert_eq!(min_step(5, 60_000), S(0.025));
     }
 
     #[test]
@@ -266,6 +344,6 @@ mod tests {
         for _ in 0..DurationEstimator::WINDOW {
             e.observe(S(2.0));
         }
-        assert_eq!(polls(&e, 2.0).0, 1);
+        assert_eq!(polls(&e, 2.0, &budget(600)).0, 1);
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use super::wait::Sent;
-use super::{now_ms, JobContext, JobEvent, RETRY_PAUSE};
+use super::{now_ms, JobContext, JobEvent};
 use crate::api::{ApiError, Endpoint};
 use crate::lifecycle::{JobId, Record, Stage};
 
@@ -115,11 +115,9 @@ impl JobContext {
                         utc,
                         rtt: Some(at.elapsed()),
                     };
-                    let key_full_for = (s.remaining == Some(0)).then(|| s.reset.unwrap_or(RETRY_PAUSE));
                     let _ = self.events.send(JobEvent::Accepted {
                         seq,
                         remaining: s.remaining,
-                        key_full_for,
                     });
                     Ok(Answer::Accepted(Arc::from(s.batch_id), sent))
                 }

@@ -68,9 +68,13 @@ impl JobContext {
                     // Polls keep to their schedule from when the last one
                     // was sent: its answer's latency does not add to the step.
                     let at = last_asked.unwrap_or(elapsed);
-                    let step = poll::min_step(self.cfg.max_active_jobs, self.cfg.requests_per_minute);
+                    let budget = poll::Budget {
+                        initial: self.cfg.poll_initial,
+                        min_step: poll::min_step(self.cfg.max_active_jobs, self.cfg.requests_per_minute),
+                        max: self.cfg.poll_max,
+                    };
                     let est = self.estimator.lock().expect("estimator");
-                    let d = poll::next_delay(index, at, &est, self.cfg.poll_initial, step, self.cfg.poll_max);
+                    let d = poll::next_delay(index, at, &est, &budget);
                     (at + d).saturating_sub(elapsed)
                 }
             };

@@ -3,9 +3,10 @@
 
 mod families;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
 use families::{ApiMetrics, JobMetrics, KafkaMetrics, RecordMetrics, StoreMetrics, WebhookMetrics};
 
@@ -18,6 +19,11 @@ pub(crate) struct Metrics {
     kafka: KafkaMetrics,
     webhooks: WebhookMetrics,
     store: StoreMetrics,
+    /// Start-up, by phase (bounded labels; see [`Metrics::startup_step`]).
+    startup: GaugeVec,
+    /// When the pipeline began starting (this registry was made).
+    born: Instant,
+    first_output: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -37,8 +43,39 @@ impl Metrics {
             kafka: KafkaMetrics::register(&r),
             webhooks: WebhookMetrics::register(&r),
             store: StoreMetrics::register(&r),
+            startup: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "startup_seconds",
+                        "Start-up: how long each step took (store, sink, consumer), and when the group was joined and the first output acknowledged (joined, first_output), in seconds since the pipeline began starting.",
+                    ),
+                    &["phase"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
+            born: Instant::now(),
+            first_output: AtomicBool::new(false),
             registry: r,
         }
+    }
+
+    /// A start-up step (`store`, `sink`, `consumer`) took `d`.
+    pub(crate) fn startup_step(&self, phase: &str, d: Duration) {
+        self.startup.with_label_values(&[phase]).set(d.as_secs_f64());
+    }
+
+    /// A start-up milestone (`joined`) was reached now.
+    pub(crate) fn startup_mark(&self, phase: &str) {
+        self.startup
+            .with_label_values(&[phase])
+            .set(self.born.elapsed().as_secs_f64());
+    }
+
+    /// When the pipeline began starting.
+    pub(crate) fn born(&self) -> Instant {
+        self.born
     }
 
     /// The Prometheus text exposition of every metric.
@@ -56,6 +93,9 @@ impl Metrics {
     }
     /// A result record was acknowledged.
     pub(crate) fn record_produced(&self, matched: bool) {
+        if !self.first_output.load(Ordering::Relaxed) && !self.first_output.swap(true, Ordering::Relaxed) {
+            self.startup_mark("first_output");
+        }
         if matched {
             self.records.produced_matched.inc()
         } else {

@@ -122,7 +122,9 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
 
     // Records are taken only once the store knows everything resolved before.
     health.set_restoring(true);
+    let step = std::time::Instant::now();
     let store = KafkaStore::open(&cfg, metrics.clone()).await?;
+    metrics.startup_step("store", step.elapsed());
     health.set_restoring(false);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let webhook = (!cfg.webhook.public_url.is_empty()).then(|| {
@@ -149,6 +151,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         .kafka
         .exactly_once
         .then(|| format!("{}-{}", cfg.kafka.group_id, store.team().me()));
+    let step = std::time::Instant::now();
     let sink = Arc::new(KafkaSink::new(
         &cfg.kafka,
         &cfg.output,
@@ -157,7 +160,9 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         metrics.clone(),
         fatal.clone(),
     )?);
+    metrics.startup_step("sink", step.elapsed());
 
+    let step = std::time::Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
     let control = Arc::new(SourceControl::default());
     let source_thread = source::spawn(SourceParts {
@@ -171,10 +176,12 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         health: health.clone(),
         control: control.clone(),
     })?;
+    metrics.startup_step("consumer", step.elapsed());
 
-    let probe = tokio::spawn(probe::probe_key(api, health.clone()));
+    let probe = tokio::spawn(probe::probe_key(api.clone(), health.clone()));
     let gauges = tokio::spawn(gauges(
         store.clone(),
+        api.clone(),
         tracker.clone(),
         metrics.clone(),
         cfg.api.max_active_jobs,
@@ -220,11 +227,18 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     })
 }
 
-/// Updates the store's memory gauge now and then.
-/// Gauges nothing else keeps current, every second: the hot set's bytes,
-/// the partitions assigned here (also for the team's member records, when
-/// no record arrives to wake the dispatcher) and this pod's slot share.
-async fn gauges(store: Arc<KafkaStore>, tracker: Arc<Mutex<OffsetTracker>>, metrics: Arc<Metrics>, slots: usize) {
+/// Every second: the gauges nothing else keeps current (the hot set's
+/// bytes, the journal's jobs, the partitions assigned here, also for the
+/// team's member records when no record arrives to wake the dispatcher,
+/// and this pod's slot share), and this pod's part of the key's request
+/// budget.
+async fn gauges(
+    store: Arc<KafkaStore>,
+    api: Arc<ApiClient>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    metrics: Arc<Metrics>,
+    slots: usize,
+) {
     let team = store.team();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
@@ -236,5 +250,8 @@ async fn gauges(store: Arc<KafkaStore>, tracker: Arc<Mutex<OffsetTracker>>, metr
         metrics.set_assigned_partitions(assigned);
         let room = team.room(slots, std::time::Instant::now());
         metrics.set_slot_share(room.share, room.members);
+        // api.requests_per_minute is the key's: each pod takes the part
+        // its share of the slots needs.
+        api.share_budget(room.share, slots);
     }
 }

@@ -160,6 +160,13 @@ impl SourceContext {
                 t.assign(tp.clone());
             }
         }
+        if !self.health.joined() {
+            self.metrics.startup_mark("joined");
+            info!(
+                seconds = format!("{:.2}", self.metrics.born().elapsed().as_secs_f64()),
+                "joined the consumer group"
+            );
+        }
         self.health.set_joined(true);
         info!(partitions = ?names(&assigned), "partitions assigned");
     }

@@ -389,8 +389,11 @@ async fn tidy(store: std::sync::Weak<KafkaStore>) {
 
 fn producer(cfg: &Config) -> Result<PolledProducer<StoreContext>, StoreError> {
     let mut cc = ClientConfig::new();
+    // No linger: a journal record is written ahead of a submit, which
+    // waits for it (a job's results batch on their own: they are queued
+    // together).
     cc.set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("linger.ms", "5")
+        .set("linger.ms", "0")
         .set("compression.type", "lz4")
         .set("client.id", "identify-connector-store");
     for (k, v) in &cfg.kafka.client_properties(true) {

@@ -75,6 +75,8 @@ struct MemberValue {
     partitions: u32,
     demand: bool,
     active: u32,
+    #[serde(default)]
+    backlog: u32,
     at_ms: i64,
 }
 
@@ -85,6 +87,7 @@ pub(crate) fn encode_member(status: Status, at_ms: i64) -> Vec<u8> {
         partitions: status.partitions,
         demand: status.demand,
         active: status.active,
+        backlog: status.backlog,
         at_ms,
     })
     .expect("member serializes")
@@ -97,6 +100,7 @@ pub(crate) fn decode_member(value: &[u8]) -> Option<(Status, i64)> {
         partitions: m.partitions,
         demand: m.demand,
         active: m.active,
+        backlog: m.backlog,
     };
     (m.v == VERSION).then_some((status, m.at_ms))
 }
@@ -211,6 +215,7 @@ mod tests {
             partitions: 3,
             demand: true,
             active: 2,
+            backlog: 4,
         };
         assert_eq!(decode_member(&encode_member(s, 42)), Some((s, 42)));
         assert_eq!(
