@@ -277,9 +277,13 @@ impl JobContext {
                                 sent: None,
                             }
                         }
-                        lost::Resolved::NotCreated => Step::Submit,
+                        lost::Resolved::NotCreated => {
+                            confirm = true;
+                            Step::Submit
+                        }
                         lost::Resolved::Undecided(why) => {
                             last = Some(JobError::Undecided(why));
+                            confirm = true;
                             Step::Submit
                         }
                     }
