@@ -26,12 +26,18 @@ struct Cli {
     check: bool,
 }
 
-/// SIGTERM or SIGINT.
-async fn signalled() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled: a signal that arrives during start-up
+/// is kept, never the default action (death by signal, no clean exit).
+fn signalled() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
 
@@ -40,6 +46,7 @@ async fn main() -> ExitCode {
     // Crash-test builds only: FAILPOINTS=<step>=return aborts at that step.
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+    let shutdown = signalled();
     let cli = Cli::parse();
     let cfg = match Config::load(cli.config.as_deref()) {
         Ok(cfg) => cfg,
@@ -60,7 +67,7 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     identify_connector::init_logging(cfg.log.format);
-    let result = match identify_connector::start(cfg, signalled()).await {
+    let result = match identify_connector::start(cfg, shutdown).await {
         Ok(running) => running.wait().await,
         Err(e) => Err(e),
     };

@@ -1,6 +1,7 @@
 //! The connector under the failures its promise must survive: jobs that
 //! finish out of order, a SIGKILL, a second instance joining and leaving,
-//! a refused API key, and a slow API with a backlog beyond the budget.
+//! a refused API key, a slow API with a backlog beyond the budget, and a
+//! SIGTERM while it starts.
 
 mod common;
 
@@ -65,6 +66,51 @@ async fn out_of_order_completion_never_commits_past_an_unfinished_batch() {
 /// The connector binary on `cfg`, its stderr in the test's temporary folder.
 fn connector_process(cfg: &std::path::Path) -> ConnectorProc {
     common::connector_proc(cfg, &cfg.with_extension("log"), "warn", &[])
+}
+
+/// A pod stopped while it starts (a rollout that changes its mind, a node
+/// drained) exits 0 at once, also while its store restores, never killed by
+/// the signal's default action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_start_up_exits_cleanly() {
+    const N: usize = 6000;
+    let sim = common::start_sim(|_| {}).await;
+    let topics = Topics::create("termstart", 3).await;
+    kafka::produce(&topics.input, 3, &emails(N, "termstart")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("connector.toml");
+    std::fs::write(&path, common::toml_for(&topics, &sim.base_url())).unwrap();
+    let log = dir.path().join("connector.log");
+    // A store with something to restore.
+    let child = common::connector_proc(&path, &log, "info", &[]);
+    common::wait_done(&topics, Duration::from_secs(120)).await;
+    assert!(child.terminate(Duration::from_secs(60)).success());
+    let mut during_restore = 0;
+    for round in 0..3 {
+        std::fs::remove_file(&log).unwrap();
+        let child = common::connector_proc(&path, &log, "info", &[]);
+        // The HTTP server listens before the store restores.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("HTTP server listening")) {
+            assert!(Instant::now() < deadline, "the HTTP server never listened");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let status = child.terminate(Duration::from_secs(30));
+        let restored = std::fs::read_to_string(&log).unwrap().contains("result store ready");
+        during_restore += usize::from(!restored);
+        println!(
+            "round {round}: SIGTERM {} the store was restored: {status:?}",
+            if restored { "after" } else { "before" }
+        );
+        assert!(
+            status.success(),
+            "round {round}: SIGTERM at start-up exits 0: {status:?}"
+        );
+    }
+    assert!(
+        during_restore > 0,
+        "no SIGTERM came during the restore: the test missed its moment"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

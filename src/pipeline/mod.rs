@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, Notify};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::api::{ApiClient, ApiError};
 use crate::config::Config;
@@ -123,7 +123,20 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     // Records are taken only once the store knows everything resolved before.
     health.set_restoring(true);
     let step = std::time::Instant::now();
-    let store = KafkaStore::open(&cfg, metrics.clone()).await?;
+    // A shutdown asked for while the store restores ends the start at once:
+    // nothing was taken from the input yet, so there is nothing to finish.
+    let mut shutdown = Box::pin(shutdown);
+    let store = tokio::select! {
+        store = KafkaStore::open(&cfg, metrics.clone()) => store?,
+        () = &mut shutdown => {
+            info!("shutdown asked for while the store restored; stopping");
+            let _ = server_stop.send(());
+            let _ = server_task.await;
+            let (done_tx, done) = oneshot::channel();
+            let _ = done_tx.send(Ok(()));
+            return Ok(Running { http_addr, metrics, health, done });
+        }
+    };
     metrics.startup_step("store", step.elapsed());
     health.set_restoring(false);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -147,6 +160,13 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     });
     // Stable across restarts with static membership, so that a restarted
     // pod fences its predecessor's open transaction at once.
+    if cfg.kafka.exactly_once && cfg.kafka.instance_id.is_empty() {
+        warn!(
+            "kafka.exactly_once without kafka.instance_id: after a crash, the open transaction of the pod \
+             that died holds back read_committed readers and this group's offsets until the broker aborts it \
+             (transaction.timeout.ms); give each replica a stable instance_id (the chart's staticMembership)"
+        );
+    }
     let transactional_id = cfg
         .kafka
         .exactly_once
