@@ -1,8 +1,7 @@
 //! The HTTP client: one method per request (submit, status, probe,
-//! download), each passing the key's request budget (split among the pods
-//! sharing the key by their share of its slots; status polls within half
-//! of it), each a single attempt
-//! with a timeout. Retries are the caller's (see [`super::retry`]).
+//! download), each API request passing its endpoint's part of the key's
+//! request budget (split among the pods sharing the key by their share of
+//! its slots), each a single attempt with a timeout. Retries are the caller's (see [`super::retry`]).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -107,13 +106,14 @@ pub(crate) struct Submitted {
 /// slots: a pod with a part of them pays more cells per request.
 const CELLS: u32 = 10;
 
-/// The key's request budget, split among the pods that share the key by
-/// their share of its active-job slots (requests follow jobs): every
-/// request, and status polls besides within half of it, so that polls
-/// never crowd out the submits and downloads that keep slots busy.
+/// The key's request budget: `api.requests_per_minute` for each of the
+/// API's endpoints (submit, status, list; its limits are per endpoint),
+/// split among the pods that share the key by their share of its
+/// active-job slots (requests follow jobs). Result files come from the
+/// storage behind pre-signed links, not the API: they take nothing.
 struct Budget {
-    all: DefaultDirectRateLimiter,
-    polls: DefaultDirectRateLimiter,
+    /// One limiter per API endpoint: submit, status, list.
+    endpoints: [DefaultDirectRateLimiter; 3],
     /// Cells one request of this pod takes.
     cost: std::sync::atomic::AtomicU32,
 }
@@ -122,14 +122,14 @@ impl Budget {
     fn new(rpm: NonZeroU32) -> Self {
         // A burst of a tenth of a minute's budget (at least one request, at
         // most 64), in cells.
-        let quota = |per_minute: u32| {
-            let cells = NonZeroU32::new(per_minute.max(1) * CELLS).expect("nonzero");
+        let quota = || {
+            let per_minute = rpm.get();
+            let cells = NonZeroU32::new(per_minute * CELLS).expect("nonzero");
             let burst = NonZeroU32::new((per_minute / 10).clamp(1, 64) * CELLS).expect("nonzero");
             Quota::per_minute(cells).allow_burst(burst)
         };
         Self {
-            all: RateLimiter::direct(quota(rpm.get())),
-            polls: RateLimiter::direct(quota(rpm.get() / 2)),
+            endpoints: std::array::from_fn(|_| RateLimiter::direct(quota())),
             cost: std::sync::atomic::AtomicU32::new(CELLS),
         }
     }
@@ -140,13 +140,16 @@ impl Budget {
         self.cost.store(cost, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Waits for one request's cells (a status poll's from the poll budget too).
-    async fn take(&self, poll: bool) {
+    /// Waits for one request's cells of `endpoint`'s budget.
+    async fn take(&self, endpoint: Endpoint) {
+        let limiter = match endpoint {
+            Endpoint::Submit => &self.endpoints[0],
+            Endpoint::Status => &self.endpoints[1],
+            Endpoint::List => &self.endpoints[2],
+            Endpoint::Download => return,
+        };
         let n = NonZeroU32::new(self.cost.load(std::sync::atomic::Ordering::Relaxed).max(1)).expect("nonzero");
-        if poll {
-            let _ = self.polls.until_n_ready(n).await;
-        }
-        let _ = self.all.until_n_ready(n).await;
+        let _ = limiter.until_n_ready(n).await;
     }
 }
 
@@ -230,14 +233,14 @@ impl ApiClient {
     }
 
     async fn send(&self, endpoint: Endpoint, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
-        self.budget.take(endpoint == Endpoint::Status).await;
+        self.budget.take(endpoint).await;
         self.send_now(endpoint, req).await
     }
 
-    /// Waits until the request budget lets one request go (for
+    /// Waits until the submit budget lets one request go (for
     /// [`Self::submit`], which does not wait again).
     pub(crate) async fn ready(&self) {
-        self.budget.take(false).await;
+        self.budget.take(Endpoint::Submit).await;
     }
 
     /// This pod's share of the key's `slots`, and so of its request budget.
@@ -362,7 +365,6 @@ impl ApiClient {
     /// `api.max_result_bytes`.
     pub(crate) async fn download(&self, url: &str) -> Result<Bytes, ApiError> {
         let url = self.policy.check(url)?;
-        self.budget.take(false).await;
         let started = Instant::now();
         let record = |status: u16| {
             self.metrics

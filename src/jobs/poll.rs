@@ -1,8 +1,9 @@
 //! Adaptive polling: the schedule learns the distribution of job durations
 //! (the last [`DurationEstimator::WINDOW`] jobs) and spends the polls the
 //! request budget allows a job where jobs end: at the quantiles of the
-//! recent durations, densely where many end, rarely in the tail, and backs
-//! off beyond the longest one seen, up to `api.poll_max`. Jobs of a steady
+//! recent durations, densely where many end, and never more than a step
+//! (the job's share of the budget) apart once the first has gone, in a
+//! sparse tail or beyond the longest job seen. Jobs of a steady
 //! length are polled once, just after they finish; jobs that vary are seen
 //! soon after they finish at the cost of a few cheap "still running"
 //! answers, as many as the budget allows.
@@ -28,8 +29,6 @@ pub(crate) struct DurationEstimator {
 struct Spread {
     /// The median.
     median: f64,
-    /// The longest seen.
-    high: f64,
     /// The 90th percentile of send-to-creation delays (0 when unknown).
     accept: f64,
 }
@@ -60,10 +59,9 @@ impl DurationEstimator {
         }
         let v = sorted(&self.recent);
         let a = sorted(&self.accept);
-        let (median, high) = (quantile(&v, 0.5), quantile(&v, 1.0));
+        let median = quantile(&v, 0.5);
         Some(Spread {
             median,
-            high,
             accept: if a.is_empty() { 0.0 } else { quantile(&a, 0.9) },
         })
     }
@@ -122,9 +120,14 @@ fn interpolated(v: &[f64], q: f64) -> f64 {
 ///   actually spent, fewer for a job that ends early, match that
 ///   allowance), after the usual accept delay. Jobs of a steady length are
 ///   polled once, just after they end; jobs that vary are polled densely
-///   where many end and rarely in the tail.
-/// - Beyond the longest duration seen: the time since it (at least a
-///   step), so the wait doubles while a job runs unusually long.
+///   where many end.
+/// - Once polling has begun, never more than one step between two polls:
+///   a job running where the recent durations are sparse (the tail of a
+///   heavy-tailed spread, or beyond the longest seen) spends its own share
+///   of the budget, one poll per step, instead of waiting for the next
+///   quantile or backing off. Forty recent durations say little about the
+///   tail; with real-time retrieval (a minute's median, a heavy tail) the
+///   quantiles alone saw a job ten times later on average (docs/BENCHMARKS.md).
 /// - Never closer than a quarter of `min_step` to the previous poll (the
 ///   allowance is an average; the poll limiter keeps the total), never
 ///   above `max`.
@@ -150,11 +153,9 @@ pub(crate) fn next_delay(index: u32, from: Duration, est: &DurationEstimator, b:
                 .map(|i| s.accept + interpolated(&v, i as f64 / k as f64) + margin)
                 .find(|t| *t >= earliest);
             match target {
-                Some(t) => secs(t) - from,
-                None => {
-                    let beyond = from.saturating_sub(secs(s.accept + s.high));
-                    b.min_step.max(beyond)
-                }
+                Some(t) if index == 0 => secs(t) - from,
+                Some(t) => (secs(t) - from).min(b.min_step),
+                None => b.min_step,
             }
         }
     };
@@ -162,10 +163,10 @@ pub(crate) fn next_delay(index: u32, from: Duration, est: &DurationEstimator, b:
 }
 
 /// The smallest step between two polls of one job: status polls of
-/// `slots` jobs at once take at most half of `requests_per_minute`, the
-/// rest is left for submits and downloads; never below 25 ms.
+/// `slots` jobs at once take at most `requests_per_minute` (the status
+/// endpoint's own limit); never below 25 ms.
 pub(crate) fn min_step(slots: usize, requests_per_minute: u32) -> Duration {
-    let per_second = f64::from(requests_per_minute.max(1)) / 60.0 / 2.0;
+    let per_second = f64::from(requests_per_minute.max(1)) / 60.0;
     Duration::from_secs_f64(slots.max(1) as f64 / per_second).max(Duration::from_millis(25))
 }
 
@@ -235,7 +236,7 @@ mod tests {
         assert_eq!(next_delay(50, S(100.0), &e, &b), S(30.0));
         assert_eq!(
             next_delay(1, S(1.0), &e, &budget(600)),
-            S(1.0),
+            S(0.5),
             "the request budget first"
         );
         for (job, most_polls) in [(2.0, 6), (10.0, 15), (60.0, 24)] {
@@ -276,13 +277,19 @@ mod tests {
         // 30% jitter around 2 s: uniform in [1.4, 2.6].
         let e = learnt((0..40).map(|i| 1.4 + 1.2 * f64::from(i) / 39.0));
         let jobs: Vec<f64> = (0..=24).map(|i| 1.4 + 0.05 * f64::from(i)).collect();
-        // The default budget: one poll a second per job, about two per job.
+        // The default budget: one poll per half second per job, about
+        // four per job.
         let (n, late) = mean(&e, &jobs, &budget(600));
-        assert!(n <= 2.5, "{n} polls per job");
-        assert!(late <= 0.25, "seen {late} s late on average");
-        // A budget twenty times larger: seen within a few hundredths.
+        assert!(n <= 4.5, "{n} polls per job");
+        assert!(late <= 0.13, "seen {late} s late on average");
+        // A tenth of it: about two per five-second budget step.
+        let (n, late) = mean(&e, &jobs, &budget(60));
+        assert!(n <= 1.5, "{n} polls per job");
+        assert!(late <= 0.7, "seen {late} s late on average");
+        // A budget twenty times larger: one poll per 25 ms per job (80 in
+        // a 2 s job), spent where jobs end; seen within a few hundredths.
         let (n, late) = mean(&e, &jobs, &budget(12_000));
-        assert!(n <= 45.0, "{n} polls per job");
+        assert!(n <= 60.0, "{n} polls per job");
         assert!(late <= 0.03, "seen {late} s late on average");
     }
 
@@ -324,17 +331,31 @@ mod tests {
     }
 
     #[test]
-    fn a_job_longer_than_any_seen_is_polled_less_and_less() {
+    fn a_job_longer_than_any_seen_is_polled_once_a_step() {
         let e = learnt([2.0; 40]);
-        let b = budget(12_000);
-        assert_eq!(next_delay(5, S(4.0), &e, &b), S(2.0));
-        assert_eq!(next_delay(6, S(10.0), &e, &b), S(8.0));
-        assert_eq!(next_delay(9, S(100.0), &e, &b), S(30.0));
+        for rpm in [60, 600, 12_000] {
+            let b = budget(rpm);
+            for (index, from) in [(5, 4.0), (6, 10.0), (9, 100.0)] {
+                assert_eq!(next_delay(index, S(from), &e, &b), b.min_step.min(b.max), "{rpm}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_job_in_a_sparse_tail_is_polled_once_a_step() {
+        // Most jobs near 3 s, two far out: between them no quantile.
+        let e = learnt((0..38).map(|i| 2.5 + f64::from(i) / 37.0).chain([20.0, 40.0]));
+        let b = budget(600);
+        for from in [5.0, 12.0, 25.0] {
+            assert_eq!(next_delay(7, S(from), &e, &b), b.min_step);
+        }
+        // Before the first quantile, the first poll waits for it.
+        assert!(next_delay(0, S(0.0), &e, &b) > S(2.5));
     }
 
     #[test]
     fn the_step_respects_the_request_budget() {
-        assert_eq!(min_step(5, 600), S(1.0));
+        assert_eq!(min_step(5, 600), S(0.5));
         assert_eq!(min_step(5, 60_000), S(0.025));
     }
 
