@@ -142,14 +142,18 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             let work = self.tell_team();
             // Wake for a linger deadline only when a job could start then,
             // for a probe only while halted, for the team while only its
-            // share holds a batch back: no loop ever spins.
+            // share or the learnt limit holds a batch back: no loop ever
+            // spins.
             let deadline = self.batcher.next_deadline().filter(|_| self.may_submit());
             let probe = self.refusals.halted().map(|h| h.next_probe);
             let share_bound = work && !self.has_room();
             let expiry = team
                 .next_change(std::time::Instant::now())
-                .filter(|_| share_bound)
-                .map(Instant::from_std);
+                .map(Instant::from_std)
+                .into_iter()
+                .chain(self.jobs.capacity_change(Instant::now()))
+                .min()
+                .filter(|_| share_bound);
             tokio::select! {
                 biased;
                 _ = &mut stop => break Stopped::Shutdown,
@@ -233,7 +237,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     /// Whether this pod's share of the key's slots has room for a job.
     fn has_room(&self) -> bool {
         self.parts.team.set_active(self.jobs.active());
-        let slots = self.key_slots.min(self.jobs.capacity());
+        let slots = self.key_slots.min(self.jobs.capacity(Instant::now()));
         self.parts.team.room(slots, std::time::Instant::now()).free > 0
     }
 

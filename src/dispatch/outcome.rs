@@ -44,9 +44,6 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 missing,
                 followed,
             }) => {
-                if !followed && !f.job.is_some_and(|j| j.rate_limited) {
-                    self.jobs.succeeded();
-                }
                 let own = if followed { None } else { id };
                 self.publish(spec, own, batch_id, results, missing).await
             }

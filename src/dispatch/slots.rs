@@ -2,33 +2,41 @@
 //! deployment may hold together (`api.max_active_jobs` at most; the team
 //! splits them, see [`crate::share`]). The key may be shared with other
 //! tools, whose jobs hold slots no member record shows, so the limit
-//! learns the slots left to the team instead of collapsing on every 429
-//! ("held" below counts the jobs of every pod of the team, by their
-//! member records):
+//! learns how many jobs on the key are not the team's ("foreign") from the
+//! API's answers, and leaves the rest to the team:
 //!
 //! - until the first answer, one job at a time: its answer tells what is
 //!   free (a key whose other user holds slots costs no 429 at start-up);
 //! - an accepted submit that says how many slots remain
-//!   (`x-ratelimit-remaining`) sets the limit to the jobs held plus those;
-//!   one that does not say lets every slot be used;
-//! - a 429 holds the limit at the jobs held when it came (the level that
-//!   worked), never below one; so does an accepted submit that says none
-//!   is left, until a job of this pod ends (its slot is then the next
-//!   job's) or a later answer says more are free;
-//! - without those headers, the limit grows back by one only after
-//!   [`PROBE_AFTER`] jobs completed without a 429, so a key whose other
-//!   user holds its slots for minutes costs a 429 every few jobs at most.
+//!   (`x-ratelimit-remaining`) says the key holds `max - remaining` jobs,
+//!   so `max - remaining - team` are foreign ("team": the jobs of every pod
+//!   of the team, by their member records); one that does not say tells
+//!   nothing;
+//! - a 429 says the key is full: `max - team` are foreign;
+//! - the limit is `max` less the fewest foreign jobs any answer of the last
+//!   [`WINDOW`] saw. A pod's view of its peers lags their jobs by up to a
+//!   heartbeat, in either direction, so a single answer may be off by a
+//!   job or two; the fewest of several is right once any of them was, and
+//!   an answer older than the window is forgotten, so a limit learnt from
+//!   a view that lagged never keeps a pod from its slots for long (it
+//!   could not learn otherwise: a pod the limit holds back submits nothing
+//!   to be answered). Other tools' jobs that stay cost at most one 429 a
+//!   window without the headers, none with them while submits go on.
 
-/// Jobs completed without a 429 before the limit tries one slot more.
-pub(super) const PROBE_AFTER: u32 = 10;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How long an answer counts.
+pub(super) const WINDOW: Duration = Duration::from_secs(10);
 
 /// The learnt job-slot limit.
 #[derive(Debug, Clone)]
 pub(super) struct SlotLimit {
     max: usize,
-    current: usize,
-    /// Jobs completed since the limit last moved down.
-    quiet: u32,
+    /// (when, foreign jobs) of the recent answers, oldest first.
+    seen: VecDeque<(Instant, usize)>,
     /// No submit has been answered yet.
     unanswered: bool,
 }
@@ -36,88 +44,94 @@ pub(super) struct SlotLimit {
 impl SlotLimit {
     /// One job until the first answer, then up to `max`.
     pub(super) fn new(max: usize) -> Self {
-        let max = max.max(1);
         Self {
-            max,
-            current: 1,
-            quiet: 0,
+            max: max.max(1),
+            seen: VecDeque::new(),
             unanswered: true,
         }
     }
 
-    /// The limit now.
-    pub(super) fn get(&self) -> usize {
-        self.current
+    /// The limit at `now`: `max` less the fewest foreign jobs of the
+    /// answers of the last [`WINDOW`], at least one.
+    pub(super) fn get(&self, now: Instant) -> usize {
+        if self.unanswered {
+            return 1;
+        }
+        let foreign = self
+            .seen
+            .iter()
+            .filter(|(at, _)| now.saturating_duration_since(*at) < WINDOW)
+            .map(|(_, f)| *f)
+            .min()
+            .unwrap_or(0);
+        self.max.saturating_sub(foreign).max(1)
     }
 
-    /// A submit was accepted while `held` jobs (this one included) hold
-    /// slots, and the API said `remaining` slots are left.
-    pub(super) fn on_accepted(&mut self, held: usize, remaining: Option<u32>) {
-        match remaining {
-            Some(r) => {
-                self.current = (held + r as usize).clamp(1, self.max);
-                self.quiet = 0;
-            }
-            None if self.unanswered => self.current = self.max,
-            None => {}
-        }
+    /// A submit was accepted at `now` while the team held `team` jobs at
+    /// the API (this one included), and the API said `remaining` slots
+    /// are left.
+    pub(super) fn on_accepted(&mut self, now: Instant, team: usize, remaining: Option<u32>) {
         self.unanswered = false;
+        if let Some(r) = remaining {
+            let on_key = self.max.saturating_sub(r as usize);
+            self.observe(now, on_key.saturating_sub(team));
+        }
     }
 
-    /// A submit was refused with 429 while `held` jobs held slots: what
-    /// worked is what is held.
-    pub(super) fn on_rate_limited(&mut self, held: usize) {
-        self.current = held.clamp(1, self.max);
-        self.quiet = 0;
+    /// A submit was refused with 429 at `now` while the team held `team`
+    /// jobs: the key is full, the rest is foreign.
+    pub(super) fn on_rate_limited(&mut self, now: Instant, team: usize) {
         self.unanswered = false;
+        self.observe(now, self.max.saturating_sub(team));
     }
 
-    /// A job completed without a 429: after [`PROBE_AFTER`] of those, one
-    /// slot more.
-    pub(super) fn on_success(&mut self) {
-        if self.current >= self.max {
-            return;
+    /// When an answer of the window is forgotten (the limit may rise then).
+    pub(super) fn next_change(&self, now: Instant) -> Option<Instant> {
+        self.seen.iter().map(|(at, _)| *at + WINDOW).find(|t| *t > now)
+    }
+
+    fn observe(&mut self, now: Instant, foreign: usize) {
+        while self
+            .seen
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= WINDOW)
+        {
+            self.seen.pop_front();
         }
-        self.quiet += 1;
-        if self.quiet >= PROBE_AFTER {
-            self.current += 1;
-            self.quiet = 0;
-        }
+        self.seen.push_back((now, foreign));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// A key of 5 slots, `foreign` of them held by another tool for the
     /// whole run: how many 429s `jobs` jobs of this pod meet, and the
-    /// limit at the end. Each round the pod fills its limit; a submit
-    /// beyond the free slots gets 429; one job completes per round.
+    /// limit at the end. Each round (a second) the pod fills its limit; a
+    /// submit beyond the free slots gets 429; one job completes per round.
     fn run(foreign: usize, jobs: u32, headers: bool) -> (u32, usize) {
         let mut l = SlotLimit::new(5);
-        if !headers {
-            // Without headers the first answer opens every slot.
-            l.on_accepted(0, None);
-        }
+        let mut now = Instant::now();
         let free = 5 - foreign;
         let (mut held, mut done, mut refused) = (0usize, 0u32, 0u32);
         while done < jobs {
-            while held < l.get() {
+            while held < l.get(now) {
                 if held < free {
                     held += 1;
-                    l.on_accepted(held, headers.then(|| (free - held) as u32));
+                    l.on_accepted(now, held, headers.then(|| (free - held) as u32));
                 } else {
                     refused += 1;
-                    l.on_rate_limited(held);
+                    l.on_rate_limited(now, held);
                     break;
                 }
             }
             held -= 1;
             done += 1;
-            l.on_success();
+            now += Duration::from_secs(1);
         }
-        (refused, l.get())
+        (refused, l.get(now))
     }
 
     #[test]
@@ -135,34 +149,51 @@ mod tests {
 
     #[test]
     fn one_job_until_the_first_answer_says_what_is_free() {
+        let now = Instant::now();
         let mut l = SlotLimit::new(5);
-        assert_eq!(l.get(), 1);
-        l.on_accepted(1, Some(2));
-        assert_eq!(l.get(), 3, "another user holds two");
+        assert_eq!(l.get(now), 1);
+        l.on_accepted(now, 1, Some(2));
+        assert_eq!(l.get(now), 3, "another user holds two");
         let mut silent = SlotLimit::new(5);
-        silent.on_accepted(1, None);
-        assert_eq!(silent.get(), 5, "an API that does not say: every slot");
-        silent.on_rate_limited(4);
-        silent.on_accepted(4, None);
-        assert_eq!(silent.get(), 4, "after that, only what was learnt");
+        silent.on_accepted(now, 1, None);
+        assert_eq!(silent.get(now), 5, "an API that does not say: every slot");
+        silent.on_rate_limited(now, 4);
+        silent.on_accepted(now, 4, None);
+        assert_eq!(silent.get(now), 4, "after that, only what was learnt");
     }
 
     #[test]
-    fn a_429_holds_what_worked_never_below_one() {
+    fn a_view_of_the_peers_that_lagged_holds_a_pod_back_for_a_window_at_most() {
+        let t0 = Instant::now();
         let mut l = SlotLimit::new(5);
-        l.on_accepted(1, None);
-        l.on_rate_limited(3);
-        assert_eq!(l.get(), 3);
-        l.on_rate_limited(0);
-        assert_eq!(l.get(), 1);
-        for _ in 0..PROBE_AFTER {
-            l.on_success();
-        }
-        assert_eq!(l.get(), 2);
-        l.on_accepted(2, Some(3));
-        assert_eq!(l.get(), 5);
-        l.on_accepted(4, Some(9));
-        assert_eq!(l.get(), 5, "never above the maximum");
-        assert_eq!(SlotLimit::new(0).get(), 1);
+        // Two peers' jobs not heard of yet: they look foreign.
+        l.on_accepted(t0, 3, Some(0));
+        assert_eq!(l.get(t0), 3);
+        // A later answer with a fresh view: nothing foreign.
+        l.on_accepted(t0 + Duration::from_secs(2), 5, Some(0));
+        assert_eq!(l.get(t0 + Duration::from_secs(2)), 5, "the fewest foreign counts");
+        // Only the lagging answer, and no submit since: forgotten.
+        let mut stuck = SlotLimit::new(5);
+        stuck.on_accepted(t0, 2, Some(0));
+        assert_eq!(stuck.get(t0 + WINDOW - Duration::from_millis(1)), 2);
+        assert_eq!(stuck.next_change(t0), Some(t0 + WINDOW), "the pod wakes then");
+        assert_eq!(stuck.get(t0 + WINDOW), 5);
+        assert_eq!(stuck.next_change(t0 + WINDOW), None);
+    }
+
+    #[test]
+    fn a_429_leaves_the_team_what_it_holds_never_below_one() {
+        let now = Instant::now();
+        let mut l = SlotLimit::new(5);
+        l.on_rate_limited(now, 3);
+        assert_eq!(l.get(now), 3);
+        l.on_rate_limited(now, 0);
+        assert_eq!(l.get(now), 3, "the fewest foreign of the window");
+        let mut full = SlotLimit::new(5);
+        full.on_rate_limited(now, 0);
+        assert_eq!(full.get(now), 1);
+        l.on_accepted(now, 2, Some(9));
+        assert_eq!(l.get(now), 5, "never above the maximum");
+        assert_eq!(SlotLimit::new(0).get(now), 1);
     }
 }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use tokio::task::{Id, JoinError, JoinSet};
+use tokio::time::Instant;
 use tracing::warn;
 
 use super::slots::SlotLimit;
@@ -24,8 +25,6 @@ pub(super) struct Job {
     pub(super) spec: JobSpec,
     /// Where it is.
     pub(super) phase: Phase,
-    /// A submit of it got 429.
-    pub(super) rate_limited: bool,
 }
 
 /// A job task that ended.
@@ -74,9 +73,14 @@ impl JobTable {
         self.jobs.values().filter(|j| j.phase.holds_slot()).count()
     }
 
-    /// The key's slots left to the team (the learnt limit).
-    pub(super) fn capacity(&self) -> usize {
-        self.limit.get()
+    /// The key's slots left to the team at `now` (the learnt limit).
+    pub(super) fn capacity(&self, now: Instant) -> usize {
+        self.limit.get(now)
+    }
+
+    /// When the learnt limit may rise without a new answer.
+    pub(super) fn capacity_change(&self, now: Instant) -> Option<Instant> {
+        self.limit.next_change(now)
     }
 
     /// The next job number.
@@ -96,15 +100,7 @@ impl JobTable {
     ) {
         let handle = self.set.spawn(task);
         self.tasks.insert(handle.id(), seq);
-        self.jobs.insert(
-            seq,
-            Job {
-                id,
-                spec,
-                phase,
-                rate_limited: false,
-            },
-        );
+        self.jobs.insert(seq, Job { id, spec, phase });
     }
 
     /// The job number of journal job `id`, if it runs here.
@@ -140,29 +136,22 @@ impl JobTable {
             .iter()
             .filter(|(s, j)| **s == seq || matches!(j.phase, Phase::Running | Phase::Unresolved))
             .count();
-        self.limit.on_accepted(at_api + peers, remaining);
+        self.limit.on_accepted(Instant::now(), at_api + peers, remaining);
     }
 
-    /// A submit of job `seq` got 429: the limit holds at what the team
+    /// A submit of job `seq` got 429: the limit leaves the team what it
     /// holds (`peers` of the other pods'). Returns the limit before and after.
     pub(super) fn rate_limited(&mut self, seq: u64, peers: usize) -> (usize, usize) {
-        let before = self.limit.get();
+        let now = Instant::now();
+        let before = self.limit.get(now);
         // The refused job holds no slot at the API.
         let held = self
             .jobs
             .iter()
             .filter(|(s, j)| **s != seq && j.phase.holds_slot())
             .count();
-        self.limit.on_rate_limited(held + peers);
-        if let Some(job) = self.jobs.get_mut(&seq) {
-            job.rate_limited = true;
-        }
-        (before, self.limit.get())
-    }
-
-    /// A job completed without a 429.
-    pub(super) fn succeeded(&mut self) {
-        self.limit.on_success();
+        self.limit.on_rate_limited(now, held + peers);
+        (before, self.limit.get(now))
     }
 
     /// Waits for the next job task to end (pending forever when none runs).

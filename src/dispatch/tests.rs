@@ -749,11 +749,36 @@ async fn a_submit_that_leaves_the_key_full_holds_the_next_back_until_a_job_of_th
         .unwrap();
     h.settle().await;
     h.send(&["b@x.co"]);
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
     h.assert_no_call().await;
     // This pod's job ending frees a slot of the key at once.
     phase(&h, &first, Phase::Collecting);
     assert_eq!(ids_of(&h.next_call().await), ["b@x.co"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_key_learnt_once_is_forgotten_after_the_window() {
+    // Learnt from a view of the peers that lagged, or from jobs that have
+    // ended since: a pod held back submits nothing to learn otherwise.
+    let mut h = Harness::start(|c| c.batch.max_size = 1);
+    h.send(&["a@x.co"]);
+    let first = h.next_call().await;
+    phase(&h, &first, Phase::Running);
+    h.events
+        .send(JobEvent::Accepted {
+            seq: first.seq,
+            remaining: Some(0),
+        })
+        .unwrap();
+    h.settle().await;
+    h.send(&["b@x.co"]);
+    let started = tokio::time::Instant::now();
+    assert_eq!(ids_of(&h.next_call().await), ["b@x.co"]);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited <= Duration::from_secs(11),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
