@@ -28,6 +28,9 @@ pub(crate) struct Journal {
     covering: HashMap<String, JobId>,
     /// Identifiers of jobs closed with results, until the instant.
     closed_cover: VecDeque<(Instant, JobId, Vec<String>)>,
+    /// The same by identifier: the job that closed it last, and until when
+    /// (a lookup per new identifier must not scan every closed batch).
+    closed_index: HashMap<String, (Instant, JobId)>,
     /// Batch id -> (job, when it was accepted, ms; 0 when unknown).
     batches: HashMap<String, (JobId, i64)>,
     removed: HashSet<JobId>,
@@ -80,7 +83,11 @@ impl Journal {
                 .filter(|(_, j)| **j == job)
                 .map(|(k, _)| k.clone())
                 .collect();
-            self.closed_cover.push_back((now + CLOSED_COVER, job.clone(), ids));
+            let until = now + CLOSED_COVER;
+            for x in &ids {
+                self.closed_index.insert(x.clone(), (until, job.clone()));
+            }
+            self.closed_cover.push_back((until, job.clone(), ids));
         }
         self.covering.retain(|_, j| *j != job);
         if next.in_flight() {
@@ -98,6 +105,13 @@ impl Journal {
         };
         self.covering.retain(|_, j| *j != job);
         self.batches.retain(|_, (j, _)| *j != job);
+        for (_, _, ids) in self.closed_cover.iter().filter(|(_, j, _)| *j == job) {
+            for x in ids {
+                if self.closed_index.get(x).is_some_and(|(_, j)| *j == job) {
+                    self.closed_index.remove(x);
+                }
+            }
+        }
         self.closed_cover.retain(|(_, j, _)| *j != job);
         if self.removed.insert(job.clone()) {
             self.removed_order.push_back(job);
@@ -111,7 +125,14 @@ impl Journal {
 
     fn expire_cover(&mut self, now: Instant) {
         while self.closed_cover.front().is_some_and(|(until, _, _)| *until <= now) {
-            self.closed_cover.pop_front();
+            let Some((until, job, ids)) = self.closed_cover.pop_front() else {
+                break;
+            };
+            for x in ids {
+                if self.closed_index.get(&x).is_some_and(|(u, j)| *u == until && *j == job) {
+                    self.closed_index.remove(&x);
+                }
+            }
         }
     }
 
@@ -126,12 +147,10 @@ impl Journal {
         if let Some(job) = self.covering.get(value) {
             return self.jobs.get(job).map(|r| (job.clone(), r.clone()));
         }
-        self.closed_cover
-            .iter()
-            .rev()
-            .filter(|(until, _, _)| *until > now)
-            .find(|(_, _, ids)| ids.iter().any(|x| x == value))
-            .and_then(|(_, job, _)| self.jobs.get(job).map(|r| (job.clone(), r.clone())))
+        self.closed_index
+            .get(value)
+            .filter(|(until, _)| *until > now)
+            .and_then(|(_, job)| self.jobs.get(job).map(|r| (job.clone(), r.clone())))
     }
 
     /// Whether a journal owns API job `batch_id`: when it was accepted
@@ -237,6 +256,27 @@ mod tests {
             Applied::Ignored,
             "a late write does not bring a removed job back"
         );
+    }
+
+    #[test]
+    fn an_identifier_closed_twice_points_to_the_later_job_until_it_expires() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(10);
+        let mut j = Journal::default();
+        for (id, batch, at) in [("j1", "b1", t0), ("j2", "b2", later)] {
+            let r = Record::submitting(&spec(&["a@x.co"]), "pod-a", 1);
+            j.apply(id, Some(r.clone()), at);
+            j.apply(id, Some(closed(&r, Outcome::Published, Some(batch))), at);
+        }
+        assert_eq!(j.covering("a@x.co", later).unwrap().0.as_ref(), "j2");
+        // j1's cover expires first and must not take j2's with it.
+        let after_j1 = t0 + CLOSED_COVER + Duration::from_secs(1);
+        let r = Record::submitting(&spec(&["c@x.co"]), "pod-a", 1);
+        j.apply("j3", Some(r), after_j1);
+        assert_eq!(j.covering("a@x.co", after_j1).unwrap().0.as_ref(), "j2");
+        j.apply("j2", None, after_j1);
+        assert!(j.covering("a@x.co", after_j1).is_none(), "a removed job covers nothing");
+        assert!(j.closed_index.is_empty(), "{:?}", j.closed_index);
     }
 
     #[test]
