@@ -1,7 +1,8 @@
 //! The HTTP client: one method per request (submit, status, probe,
 //! download), each API request passing its endpoint's part of the key's
 //! request budget (split among the pods sharing the key by their share of
-//! its slots), each a single attempt with a timeout. Retries are the caller's (see [`super::retry`]).
+//! its slots), each a single attempt with a timeout. Retries are the
+//! caller's (see [`super::retry`]).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

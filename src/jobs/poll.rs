@@ -126,8 +126,10 @@ fn interpolated(v: &[f64], q: f64) -> f64 {
 ///   heavy-tailed spread, or beyond the longest seen) spends its own share
 ///   of the budget, one poll per step, instead of waiting for the next
 ///   quantile or backing off. Forty recent durations say little about the
-///   tail; with real-time retrieval (a minute's median, a heavy tail) the
-///   quantiles alone saw a job ten times later on average (docs/BENCHMARKS.md).
+///   tail; on the realistic job-time model (a heavy tail) the quantiles
+///   alone, with a wait that doubled past the slowest seen, left a slot
+///   idle 355 ms on average after a job's end, one poll a step 78 ms
+///   (docs/BENCHMARKS.md, *realistic*).
 /// - Never closer than a quarter of `min_step` to the previous poll (the
 ///   allowance is an average; the poll limiter keeps the total), never
 ///   above `max`.
