@@ -98,12 +98,15 @@ async fn crash_at(scenario: &str, point: Option<&str>) {
         }
         None => {
             let proc = common::connector_proc(&cfg, &log, "warn", &base_env);
-            for _ in 0..=skip {
-                let before = sim.stats().submits_accepted;
-                kafka::wait_for("a submit accepted", Duration::from_secs(60), || {
-                    sim.stats().submits_accepted > before
-                })
-                .await;
+            // The moment the API created submit skip+1's job: its answer
+            // is then on the wire for 150-250 ms (the pod may send its
+            // five submits within a few hundred milliseconds, so the test
+            // watches closely rather than every 100 ms).
+            let want = u64::from(skip) + 1;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while sim.stats().submits_accepted < want {
+                assert!(Instant::now() < deadline, "{scenario}: no submit {want} accepted");
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             proc.kill();
             println!(
