@@ -18,6 +18,8 @@ use crate::lifecycle::{self, Applied, JobId, Outcome, Record, Stage};
 /// How long the identifiers of a job closed with published results still
 /// point to it.
 pub(crate) const CLOSED_COVER: Duration = Duration::from_secs(30);
+/// How often covers past their time are swept out.
+const SWEEP: Duration = Duration::from_secs(5);
 /// Removed jobs remembered, so that a late write cannot bring one back.
 const REMOVED_KEPT: usize = 100_000;
 
@@ -26,11 +28,14 @@ const REMOVED_KEPT: usize = 100_000;
 pub(crate) struct Journal {
     jobs: HashMap<JobId, Record>,
     covering: HashMap<String, JobId>,
-    /// Identifiers of jobs closed with results, until the instant.
-    closed_cover: VecDeque<(Instant, JobId, Vec<String>)>,
-    /// The same by identifier: the job that closed it last, and until when
-    /// (a lookup per new identifier must not scan every closed batch).
-    closed_index: HashMap<String, (Instant, JobId)>,
+    /// Identifiers of jobs closed with results while live: the job that
+    /// closed each last, and until when it covers it.
+    closed_cover: HashMap<String, (Instant, JobId)>,
+    /// When expired covers are next swept out.
+    next_sweep: Option<Instant>,
+    /// The restore is over: closed jobs cover their identifiers from now
+    /// on (see [`Self::set_live`]).
+    live: bool,
     /// Batch id -> (job, when it was accepted, ms; 0 when unknown).
     batches: HashMap<String, (JobId, i64)>,
     removed: HashSet<JobId>,
@@ -75,19 +80,12 @@ impl Journal {
                 ..
             }
         );
-        if published {
+        if published && self.live {
             // A closed record has no identifiers; the previous one had them.
-            let ids: Vec<String> = self
-                .covering
-                .iter()
-                .filter(|(_, j)| **j == job)
-                .map(|(k, _)| k.clone())
-                .collect();
             let until = now + CLOSED_COVER;
-            for x in &ids {
-                self.closed_index.insert(x.clone(), (until, job.clone()));
+            for (x, _) in self.covering.iter().filter(|(_, j)| **j == job) {
+                self.closed_cover.insert(x.clone(), (until, job.clone()));
             }
-            self.closed_cover.push_back((until, job.clone(), ids));
         }
         self.covering.retain(|_, j| *j != job);
         if next.in_flight() {
@@ -105,14 +103,8 @@ impl Journal {
         };
         self.covering.retain(|_, j| *j != job);
         self.batches.retain(|_, (j, _)| *j != job);
-        for (_, _, ids) in self.closed_cover.iter().filter(|(_, j, _)| *j == job) {
-            for x in ids {
-                if self.closed_index.get(x).is_some_and(|(_, j)| *j == job) {
-                    self.closed_index.remove(x);
-                }
-            }
-        }
-        self.closed_cover.retain(|(_, j, _)| *j != job);
+        // Its closed cover, if any, points to nothing now (see `covering`)
+        // and is swept out when it expires.
         if self.removed.insert(job.clone()) {
             self.removed_order.push_back(job);
             if self.removed_order.len() > REMOVED_KEPT {
@@ -124,16 +116,20 @@ impl Journal {
     }
 
     fn expire_cover(&mut self, now: Instant) {
-        while self.closed_cover.front().is_some_and(|(until, _, _)| *until <= now) {
-            let Some((until, job, ids)) = self.closed_cover.pop_front() else {
-                break;
-            };
-            for x in ids {
-                if self.closed_index.get(&x).is_some_and(|(u, j)| *u == until && *j == job) {
-                    self.closed_index.remove(&x);
-                }
-            }
+        if self.next_sweep.is_some_and(|t| now < t) {
+            return;
         }
+        self.closed_cover.retain(|_, (until, _)| *until > now);
+        self.next_sweep = Some(now + SWEEP);
+    }
+
+    /// The store has caught up with its topic. Closed jobs read while
+    /// restoring cover nothing: their results were written before they
+    /// were closed, so they are in the store once the restore is over
+    /// (and records are taken only then). Covering them would hold the
+    /// identifiers of every job of the journal's last minutes in memory.
+    pub(crate) fn set_live(&mut self) {
+        self.live = true;
     }
 
     /// Job `id`'s record.
@@ -147,7 +143,7 @@ impl Journal {
         if let Some(job) = self.covering.get(value) {
             return self.jobs.get(job).map(|r| (job.clone(), r.clone()));
         }
-        self.closed_index
+        self.closed_cover
             .get(value)
             .filter(|(until, _)| *until > now)
             .and_then(|(_, job)| self.jobs.get(job).map(|r| (job.clone(), r.clone())))
@@ -231,6 +227,7 @@ mod tests {
     fn jobs_in_flight_cover_their_identifiers_and_own_their_batches() {
         let now = Instant::now();
         let mut j = Journal::default();
+        j.set_live();
         let r = Record::submitting(&spec(&["a@x.co", "b@x.co"]), "pod-a", 1);
         assert_eq!(j.apply("j1", Some(r.clone()), now), Applied::Taken);
         assert_eq!(j.covering("a@x.co", now).unwrap().0.as_ref(), "j1");
@@ -263,6 +260,7 @@ mod tests {
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(10);
         let mut j = Journal::default();
+        j.set_live();
         for (id, batch, at) in [("j1", "b1", t0), ("j2", "b2", later)] {
             let r = Record::submitting(&spec(&["a@x.co"]), "pod-a", 1);
             j.apply(id, Some(r.clone()), at);
@@ -276,7 +274,27 @@ mod tests {
         assert_eq!(j.covering("a@x.co", after_j1).unwrap().0.as_ref(), "j2");
         j.apply("j2", None, after_j1);
         assert!(j.covering("a@x.co", after_j1).is_none(), "a removed job covers nothing");
-        assert!(j.closed_index.is_empty(), "{:?}", j.closed_index);
+        j.apply(
+            "j4",
+            Some(Record::submitting(&spec(&["d@x.co"]), "pod-a", 1)),
+            after_j1 + CLOSED_COVER,
+        );
+        assert!(j.closed_cover.is_empty(), "{:?}", j.closed_cover);
+    }
+
+    #[test]
+    fn jobs_closed_while_restoring_cover_nothing() {
+        let now = Instant::now();
+        let mut j = Journal::default();
+        let r = Record::submitting(&spec(&["a@x.co"]), "pod-a", 1);
+        j.apply("j1", Some(r.clone()), now);
+        j.apply("j1", Some(closed(&r, Outcome::Published, Some("b1"))), now);
+        assert!(
+            j.covering("a@x.co", now).is_none(),
+            "its results are in the store before records are taken"
+        );
+        assert!(j.closed_cover.is_empty());
+        assert!(j.batch("b1").is_some(), "the batch stays owned");
     }
 
     #[test]
