@@ -7,8 +7,10 @@
 //!
 //! Closed jobs keep their record (without identifiers) until it is
 //! removed; the identifiers of a job closed with published results still
-//! point to it for [`CLOSED_COVER`], while its results may not yet have
-//! reached this pod's local store from other partitions of the topic.
+//! point to it while their results may not yet have reached this pod's
+//! local store from other partitions of the topic: until the tail finds
+//! them there ([`Journal::uncover`]), [`CLOSED_COVER`] at most. Only jobs
+//! closed while live do ([`Journal::set_live`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -31,6 +33,9 @@ pub(crate) struct Journal {
     /// Identifiers of jobs closed with results while live: the job that
     /// closed each last, and until when it covers it.
     closed_cover: HashMap<String, (Instant, JobId)>,
+    /// Covers added since [`Self::take_fresh`]: (identifier, its result
+    /// key, the job).
+    fresh: Vec<(String, String, JobId)>,
     /// When expired covers are next swept out.
     next_sweep: Option<Instant>,
     /// The restore is over: closed jobs cover their identifiers from now
@@ -85,6 +90,8 @@ impl Journal {
             let until = now + CLOSED_COVER;
             for (x, _) in self.covering.iter().filter(|(_, j)| **j == job) {
                 self.closed_cover.insert(x.clone(), (until, job.clone()));
+                let key = format!("r/{}/{x}", next.identifier_type);
+                self.fresh.push((x.clone(), key, job.clone()));
             }
         }
         self.covering.retain(|_, j| *j != job);
@@ -121,6 +128,25 @@ impl Journal {
         }
         self.closed_cover.retain(|_, (until, _)| *until > now);
         self.next_sweep = Some(now + SWEEP);
+    }
+
+    /// The covers added since the last call: (identifier, its result key,
+    /// the job). Those whose results the local store already holds are
+    /// then [`Self::uncover`]ed.
+    pub(crate) fn take_fresh(&mut self) -> Vec<(String, String, JobId)> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// `value`'s result is in the local store: no closed job need cover it
+    /// any more (only `job`'s cover, when given).
+    pub(crate) fn uncover(&mut self, value: &str, job: Option<&JobId>) {
+        if self
+            .closed_cover
+            .get(value)
+            .is_some_and(|(_, j)| job.is_none_or(|job| j == job))
+        {
+            self.closed_cover.remove(value);
+        }
     }
 
     /// The store has caught up with its topic. Closed jobs read while
@@ -295,6 +321,28 @@ mod tests {
         );
         assert!(j.closed_cover.is_empty());
         assert!(j.batch("b1").is_some(), "the batch stays owned");
+    }
+
+    #[test]
+    fn a_cover_ends_when_the_result_is_in_the_store() {
+        let now = Instant::now();
+        let mut j = Journal::default();
+        j.set_live();
+        let r = Record::submitting(&spec(&["a@x.co", "b@x.co"]), "pod-a", 1);
+        j.apply("j1", Some(r.clone()), now);
+        j.apply("j1", Some(closed(&r, Outcome::Published, Some("b1"))), now);
+        let mut fresh = j.take_fresh();
+        fresh.sort();
+        let keys: Vec<&str> = fresh.iter().map(|f| f.1.as_str()).collect();
+        assert_eq!(keys, ["r/business_email/a@x.co", "r/business_email/b@x.co"]);
+        assert!(j.take_fresh().is_empty());
+        let other = JobId::from("j2");
+        j.uncover("a@x.co", Some(&other));
+        assert!(j.covering("a@x.co", now).is_some(), "only the job's own cover");
+        j.uncover("a@x.co", Some(&fresh[0].2));
+        j.uncover("b@x.co", None);
+        assert!(j.covering("a@x.co", now).is_none());
+        assert!(j.covering("b@x.co", now).is_none());
     }
 
     #[test]

@@ -182,10 +182,30 @@ fn run(
             p.disk.apply(&changes, &next, durable)?;
         }
         if got_any {
+            // Covers of just-closed jobs whose results the local store now
+            // holds end (checked without the journal's lock), and so do
+            // covers of the results this batch brought.
+            let fresh = p.journal.lock().expect("journal").take_fresh();
+            let mut stored = Vec::new();
+            for (value, key, job) in fresh {
+                if p.disk.result(&key)?.is_some() {
+                    stored.push((value, job));
+                }
+            }
             {
                 let mut j = p.journal.lock().expect("journal");
                 for (partition, offset) in &next {
                     j.note_offset(*partition, *offset);
+                }
+                for (value, job) in &stored {
+                    j.uncover(value, Some(job));
+                }
+                for change in &changes {
+                    if let Change::Result(key, Some(_)) = change {
+                        if let Some(Key::Result(_, value)) = record::parse_key(key) {
+                            j.uncover(value, None);
+                        }
+                    }
                 }
             }
             p.changes.send_modify(|v| *v += 1);
