@@ -158,8 +158,6 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         events: events_tx,
         store: store.clone(),
     });
-    // Stable across restarts with static membership, so that a restarted
-    // pod fences its predecessor's open transaction at once.
     if cfg.kafka.exactly_once && cfg.kafka.instance_id.is_empty() {
         warn!(
             "kafka.exactly_once without kafka.instance_id: after a crash, the open transaction of the pod \
@@ -167,6 +165,8 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
              (transaction.timeout.ms); give each replica a stable instance_id (the chart's staticMembership)"
         );
     }
+    // Stable across restarts with static membership, so that a restarted
+    // pod fences its predecessor's open transaction at once.
     let transactional_id = cfg
         .kafka
         .exactly_once

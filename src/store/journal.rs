@@ -9,8 +9,9 @@
 //! removed; the identifiers of a job closed with published results still
 //! point to it while their results may not yet have reached this pod's
 //! local store from other partitions of the topic: until the tail finds
-//! them there ([`Journal::uncover`]), [`CLOSED_COVER`] at most. Only jobs
-//! closed while live do ([`Journal::set_live`]).
+//! them there ([`Journal::uncover`]), [`CLOSED_COVER`] after the close at
+//! most (by the closing pod's clock, so that a job closed long ago and
+//! read again in a restore covers nothing).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -20,6 +21,15 @@ use crate::lifecycle::{self, Applied, JobId, Outcome, Record, Stage};
 /// How long the identifiers of a job closed with published results still
 /// point to it.
 pub(crate) const CLOSED_COVER: Duration = Duration::from_secs(30);
+/// What is left of the cover of a job closed at `closed_ms` (the closing
+/// pod's clock) at `now_ms`: nothing once [`CLOSED_COVER`] has passed (its
+/// results have had that long to reach the store; a restore reads many
+/// jobs closed long ago).
+fn cover_left(closed_ms: i64, now_ms: i64) -> Option<Duration> {
+    let age = Duration::from_millis(now_ms.saturating_sub(closed_ms).max(0) as u64);
+    CLOSED_COVER.checked_sub(age).filter(|d| !d.is_zero())
+}
+
 /// How often covers past their time are swept out.
 const SWEEP: Duration = Duration::from_secs(5);
 /// Removed jobs remembered, so that a late write cannot bring one back.
@@ -30,17 +40,14 @@ const REMOVED_KEPT: usize = 100_000;
 pub(crate) struct Journal {
     jobs: HashMap<JobId, Record>,
     covering: HashMap<String, JobId>,
-    /// Identifiers of jobs closed with results while live: the job that
-    /// closed each last, and until when it covers it.
+    /// Identifiers of jobs closed with results: the job that closed each
+    /// last, and until when it covers it.
     closed_cover: HashMap<String, (Instant, JobId)>,
     /// Covers added since [`Self::take_fresh`]: (identifier, its result
     /// key, the job).
     fresh: Vec<(String, String, JobId)>,
     /// When expired covers are next swept out.
     next_sweep: Option<Instant>,
-    /// The restore is over: closed jobs cover their identifiers from now
-    /// on (see [`Self::set_live`]).
-    live: bool,
     /// Batch id -> (job, when it was accepted, ms; 0 when unknown).
     batches: HashMap<String, (JobId, i64)>,
     removed: HashSet<JobId>,
@@ -78,16 +85,17 @@ impl Journal {
             };
             self.batches.insert(b.to_string(), (job.clone(), at));
         }
-        let published = matches!(
-            next.stage,
+        let cover = match next.stage {
             Stage::Closed {
                 outcome: Outcome::Published,
+                at_ms,
                 ..
-            }
-        );
-        if published && self.live {
+            } => cover_left(at_ms, chrono::Utc::now().timestamp_millis()),
+            _ => None,
+        };
+        if let Some(left) = cover {
             // A closed record has no identifiers; the previous one had them.
-            let until = now + CLOSED_COVER;
+            let until = now + left;
             for (x, _) in self.covering.iter().filter(|(_, j)| **j == job) {
                 self.closed_cover.insert(x.clone(), (until, job.clone()));
                 let key = format!("r/{}/{x}", next.identifier_type);
@@ -147,15 +155,6 @@ impl Journal {
         {
             self.closed_cover.remove(value);
         }
-    }
-
-    /// The store has caught up with its topic. Closed jobs read while
-    /// restoring cover nothing: their results were written before they
-    /// were closed, so they are in the store once the restore is over
-    /// (and records are taken only then). Covering them would hold the
-    /// identifiers of every job of the journal's last minutes in memory.
-    pub(crate) fn set_live(&mut self) {
-        self.live = true;
     }
 
     /// Job `id`'s record.
@@ -245,7 +244,7 @@ mod tests {
         r.at(Stage::Closed {
             outcome,
             batch_id: batch.map(str::to_string),
-            at_ms: 9,
+            at_ms: chrono::Utc::now().timestamp_millis(),
         })
     }
 
@@ -253,7 +252,6 @@ mod tests {
     fn jobs_in_flight_cover_their_identifiers_and_own_their_batches() {
         let now = Instant::now();
         let mut j = Journal::default();
-        j.set_live();
         let r = Record::submitting(&spec(&["a@x.co", "b@x.co"]), "pod-a", 1);
         assert_eq!(j.apply("j1", Some(r.clone()), now), Applied::Taken);
         assert_eq!(j.covering("a@x.co", now).unwrap().0.as_ref(), "j1");
@@ -270,7 +268,7 @@ mod tests {
         );
         assert!(j.covering("b@x.co", now + CLOSED_COVER).is_none());
         assert_eq!(j.batch("b1").map(|b| b.0), Some(5), "a closed job still owns its batch");
-        assert_eq!(j.closed_before(10).len(), 1);
+        assert_eq!(j.closed_before(i64::MAX).len(), 1);
         j.apply("j1", None, now);
         assert_eq!(j.len(), 0);
         assert_eq!(j.batch("b1"), None);
@@ -286,7 +284,6 @@ mod tests {
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(10);
         let mut j = Journal::default();
-        j.set_live();
         for (id, batch, at) in [("j1", "b1", t0), ("j2", "b2", later)] {
             let r = Record::submitting(&spec(&["a@x.co"]), "pod-a", 1);
             j.apply(id, Some(r.clone()), at);
@@ -309,25 +306,34 @@ mod tests {
     }
 
     #[test]
-    fn jobs_closed_while_restoring_cover_nothing() {
+    fn a_job_closed_long_ago_covers_nothing() {
         let now = Instant::now();
         let mut j = Journal::default();
         let r = Record::submitting(&spec(&["a@x.co"]), "pod-a", 1);
         j.apply("j1", Some(r.clone()), now);
-        j.apply("j1", Some(closed(&r, Outcome::Published, Some("b1"))), now);
+        let long_ago = chrono::Utc::now().timestamp_millis() - CLOSED_COVER.as_millis() as i64;
+        let old = r.at(Stage::Closed {
+            outcome: Outcome::Published,
+            batch_id: Some("b1".into()),
+            at_ms: long_ago,
+        });
+        j.apply("j1", Some(old), now);
         assert!(
             j.covering("a@x.co", now).is_none(),
-            "its results are in the store before records are taken"
+            "its results had time to reach the store"
         );
         assert!(j.closed_cover.is_empty());
         assert!(j.batch("b1").is_some(), "the batch stays owned");
+        assert_eq!(cover_left(1_000, 1_000), Some(CLOSED_COVER));
+        assert_eq!(cover_left(1_000, 21_000), Some(Duration::from_secs(10)));
+        assert_eq!(cover_left(1_000, 31_000), None);
+        assert_eq!(cover_left(9_000, 1_000), Some(CLOSED_COVER), "a clock ahead of ours");
     }
 
     #[test]
     fn a_cover_ends_when_the_result_is_in_the_store() {
         let now = Instant::now();
         let mut j = Journal::default();
-        j.set_live();
         let r = Record::submitting(&spec(&["a@x.co", "b@x.co"]), "pod-a", 1);
         j.apply("j1", Some(r.clone()), now);
         j.apply("j1", Some(closed(&r, Outcome::Published, Some("b1"))), now);

@@ -160,7 +160,6 @@ fn run(
         done: p.partitions == 0,
     };
     if restore.done {
-        p.journal.lock().expect("journal").set_live();
         let _ = restored.send(true);
     }
     let mut last_durable = Instant::now();
@@ -225,7 +224,6 @@ fn run(
         }
         if !restore.done && restore.pending.iter().all(|x| !x) {
             restore.done = true;
-            p.journal.lock().expect("journal").set_live();
             p.disk.apply(&[], &next, true)?;
             let secs = restore.started.elapsed().as_secs_f64();
             let results = p.disk.result_count()?;
