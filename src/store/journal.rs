@@ -98,7 +98,7 @@ impl Journal {
             let until = now + left;
             for (x, _) in self.covering.iter().filter(|(_, j)| **j == job) {
                 self.closed_cover.insert(x.clone(), (until, job.clone()));
-                let key = format!("r/{}/{x}", next.identifier_type);
+                let key = super::record::tagged_result_key(&next.identifier_type, x);
                 self.fresh.push((x.clone(), key, job.clone()));
             }
         }

@@ -42,7 +42,13 @@ fn kind_tag(kind: IdentifierType) -> &'static str {
 
 /// The key of a resolved identifier.
 pub(crate) fn result_key(kind: IdentifierType, value: &str) -> String {
-    format!("r/{}/{value}", kind_tag(kind))
+    tagged_result_key(kind_tag(kind), value)
+}
+
+/// The key of a result, by its type's tag (a journal record's
+/// `identifier_type`).
+pub(crate) fn tagged_result_key(tag: &str, value: &str) -> String {
+    format!("r/{tag}/{value}")
 }
 
 /// The key of a job.
