@@ -14,7 +14,7 @@
 //! share cannot see (another group or user on the same key, a share in
 //! transition).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -136,6 +136,9 @@ pub(crate) struct Team {
     active: AtomicU32,
     backlog: AtomicU32,
     peers: Mutex<HashMap<String, (Status, Instant)>>,
+    /// Each peer's recent records: (written at, ms by its clock; its
+    /// jobs), oldest first.
+    history: Mutex<HashMap<String, VecDeque<(i64, u32)>>>,
     /// When each member was last heard of (`None`: it left), expired ones too.
     last_heard: Mutex<HashMap<String, Option<Instant>>>,
     /// When this pod started listening.
@@ -161,6 +164,7 @@ impl Team {
             active: AtomicU32::new(0),
             backlog: AtomicU32::new(0),
             peers: Mutex::default(),
+            history: Mutex::default(),
             last_heard: Mutex::default(),
             started: Instant::now(),
             lease_from: Mutex::default(),
@@ -230,9 +234,46 @@ impl Team {
                 .is_none_or(|(old, _)| old != s),
             None => peers.remove(member).is_some(),
         };
+        if status.is_none() {
+            self.history.lock().expect("team").remove(member);
+        }
         if changed {
             self.peers_changed.notify_one();
         }
+    }
+
+    /// `member`'s record written at `at_ms` (its clock) said its jobs
+    /// held `active` slots: kept a few seconds, for [`Self::peers_active_at`].
+    pub(crate) fn heard_at(&self, member: &str, at_ms: i64, active: u32) {
+        if member == self.me {
+            return;
+        }
+        let mut history = self.history.lock().expect("team");
+        let q = history.entry(member.to_string()).or_default();
+        if q.back().is_some_and(|(t, _)| *t > at_ms) {
+            return;
+        }
+        q.push_back((at_ms, active));
+        let kept = EXPIRY.as_millis() as i64;
+        while q.len() > 64 || (q.len() > 1 && q.front().is_some_and(|(t, _)| at_ms - *t > kept)) {
+            q.pop_front();
+        }
+    }
+
+    /// The slots the live peers' jobs held at `at_ms`, by each one's last
+    /// record written by then (its oldest kept, when all are later).
+    pub(crate) fn peers_active_at(&self, at_ms: i64, now: Instant) -> usize {
+        let peers = self.peers.lock().expect("team");
+        let history = self.history.lock().expect("team");
+        peers
+            .iter()
+            .filter(|(_, (_, seen))| now.saturating_duration_since(*seen) < EXPIRY)
+            .map(|(member, (s, _))| {
+                let q = history.get(member);
+                let then = q.and_then(|q| q.iter().rev().find(|(t, _)| *t <= at_ms).or(q.front()));
+                then.map_or(s.active, |(_, active)| *active) as usize
+            })
+            .sum()
     }
 
     /// Slots the live peers say their jobs hold.

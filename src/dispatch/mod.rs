@@ -137,6 +137,8 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         let mut orphans = tokio::time::interval_at(Instant::now() + ORPHANS_EVERY, ORPHANS_EVERY);
         let team = self.parts.team.clone();
         let stopped = loop {
+            let now = std::time::Instant::now();
+            self.jobs.judge(Instant::now(), |ms| team.peers_active_at(ms, now));
             self.tell_team();
             self.dispatch();
             let work = self.tell_team();
@@ -342,9 +344,13 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                     self.parts.metrics.set_active_jobs(self.jobs.active());
                 }
             }
-            JobEvent::Accepted { seq, remaining } => {
+            JobEvent::Accepted {
+                seq,
+                remaining,
+                sent_ms,
+            } => {
                 let peers = self.parts.team.peers_active(std::time::Instant::now());
-                self.jobs.accepted(seq, remaining, peers);
+                self.jobs.accepted(seq, remaining, peers, sent_ms);
                 if self.refusals.accepted(Instant::now()) {
                     info!("the API accepts submits again; resuming");
                     self.parts.health.set_halted(None);
@@ -353,7 +359,8 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             }
             JobEvent::RateLimited { seq } => {
                 let peers = self.parts.team.peers_active(std::time::Instant::now());
-                let (before, after) = self.jobs.rate_limited(seq, peers);
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                let (before, after) = self.jobs.rate_limited(seq, peers, now_ms);
                 if after < before {
                     warn!(
                         limit = after,

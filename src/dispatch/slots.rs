@@ -14,14 +14,16 @@
 //!   nothing;
 //! - a 429 says the key is full: `max - team` are foreign;
 //! - the limit is `max` less the fewest foreign jobs any answer of the last
-//!   [`WINDOW`] saw. A pod's view of its peers lags their jobs by up to a
-//!   heartbeat, in either direction, so a single answer may be off by a
-//!   job or two; the fewest of several is right once any of them was, and
-//!   an answer older than the window is forgotten, so a limit learnt from
-//!   a view that lagged never keeps a pod from its slots for long (it
-//!   could not learn otherwise: a pod the limit holds back submits nothing
-//!   to be answered). Other tools' jobs that stay cost at most one 429 a
-//!   window without the headers, none with them while submits go on.
+//!   [`WINDOW`] saw. A pod's view of its peers lags their jobs: pods that
+//!   submit in the same moment do not see each other's submit in time, so
+//!   each answer is judged again [`JUDGE_AFTER`] it came, against each
+//!   peer's last member record written by the answer's moment (by then it
+//!   has arrived); the fewest of several answers is right once any of them
+//!   was, and an answer older than the window is forgotten, so a limit
+//!   learnt from a view that lagged never keeps a pod from its slots for
+//!   long (it could not learn otherwise: a pod the limit holds back submits
+//!   nothing to be answered). Other tools' jobs that stay cost at most one
+//!   429 a window without the headers, none with them while submits go on.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -30,13 +32,51 @@ use tokio::time::Instant;
 
 /// How long an answer counts.
 pub(super) const WINDOW: Duration = Duration::from_secs(10);
+/// When an answer is judged again against the peers' member records
+/// written before it (by then they have reached this pod).
+pub(super) const JUDGE_AFTER: Duration = Duration::from_secs(1);
+
+/// The team's jobs at the API when an answer came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TeamView {
+    /// This pod's.
+    pub(super) own: usize,
+    /// Its peers', as their member records showed them then.
+    pub(super) peers: usize,
+    /// When (ms since the epoch, this pod's clock).
+    pub(super) at_ms: i64,
+}
+
+impl From<usize> for TeamView {
+    /// A pod alone.
+    fn from(own: usize) -> Self {
+        Self {
+            own,
+            peers: 0,
+            at_ms: 0,
+        }
+    }
+}
+
+/// One answer of the window.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at: Instant,
+    /// Jobs on the key by the API's count.
+    on_key: usize,
+    view: TeamView,
+    /// The jobs that are not the team's.
+    foreign: usize,
+    /// Judged again against the peers' records of its moment.
+    judged: bool,
+}
 
 /// The learnt job-slot limit.
 #[derive(Debug, Clone)]
 pub(super) struct SlotLimit {
     max: usize,
-    /// (when, foreign jobs) of the recent answers, oldest first.
-    seen: VecDeque<(Instant, usize)>,
+    /// The recent answers, oldest first.
+    seen: VecDeque<Seen>,
     /// No submit has been answered yet.
     unanswered: bool,
 }
@@ -60,8 +100,8 @@ impl SlotLimit {
         let foreign = self
             .seen
             .iter()
-            .filter(|(at, _)| now.saturating_duration_since(*at) < WINDOW)
-            .map(|(_, f)| *f)
+            .filter(|o| now.saturating_duration_since(o.at) < WINDOW)
+            .map(|o| o.foreign)
             .min()
             .unwrap_or(0);
         self.max.saturating_sub(foreign).max(1)
@@ -70,35 +110,61 @@ impl SlotLimit {
     /// A submit was accepted at `now` while the team held `team` jobs at
     /// the API (this one included), and the API said `remaining` slots
     /// are left.
-    pub(super) fn on_accepted(&mut self, now: Instant, team: usize, remaining: Option<u32>) {
+    pub(super) fn on_accepted(&mut self, now: Instant, team: impl Into<TeamView>, remaining: Option<u32>) {
         self.unanswered = false;
         if let Some(r) = remaining {
             let on_key = self.max.saturating_sub(r as usize);
-            self.observe(now, on_key.saturating_sub(team));
+            self.observe(now, on_key, team.into());
         }
     }
 
     /// A submit was refused with 429 at `now` while the team held `team`
     /// jobs: the key is full, the rest is foreign.
-    pub(super) fn on_rate_limited(&mut self, now: Instant, team: usize) {
+    pub(super) fn on_rate_limited(&mut self, now: Instant, team: impl Into<TeamView>) {
         self.unanswered = false;
-        self.observe(now, self.max.saturating_sub(team));
+        self.observe(now, self.max, team.into());
     }
 
-    /// When an answer of the window is forgotten (the limit may rise then).
+    /// Judges the answers older than [`JUDGE_AFTER`] again, with the
+    /// peers' jobs as their records written by each answer's moment show
+    /// them (`peers_at`): a peer's submit of the same moment, not yet in
+    /// its record when the answer came, is the peer's, not foreign.
+    pub(super) fn judge(&mut self, now: Instant, peers_at: impl Fn(i64) -> usize) {
+        for o in self.seen.iter_mut() {
+            if !o.judged && now.saturating_duration_since(o.at) >= JUDGE_AFTER {
+                let peers = peers_at(o.view.at_ms).max(o.view.peers);
+                o.foreign = o.on_key.saturating_sub(o.view.own + peers);
+                o.judged = true;
+            }
+        }
+    }
+
+    /// When the limit may change without a new answer: an answer is
+    /// judged again, or forgotten.
     pub(super) fn next_change(&self, now: Instant) -> Option<Instant> {
-        self.seen.iter().map(|(at, _)| *at + WINDOW).find(|t| *t > now)
+        self.seen
+            .iter()
+            .flat_map(|o| [(!o.judged).then_some(o.at + JUDGE_AFTER), Some(o.at + WINDOW)])
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
     }
 
-    fn observe(&mut self, now: Instant, foreign: usize) {
+    fn observe(&mut self, now: Instant, on_key: usize, view: TeamView) {
         while self
             .seen
             .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= WINDOW)
+            .is_some_and(|o| now.saturating_duration_since(o.at) >= WINDOW)
         {
             self.seen.pop_front();
         }
-        self.seen.push_back((now, foreign));
+        self.seen.push_back(Seen {
+            at: now,
+            on_key,
+            view,
+            foreign: on_key.saturating_sub(view.own + view.peers),
+            judged: false,
+        });
     }
 }
 
@@ -176,9 +242,64 @@ mod tests {
         let mut stuck = SlotLimit::new(5);
         stuck.on_accepted(t0, 2, Some(0));
         assert_eq!(stuck.get(t0 + WINDOW - Duration::from_millis(1)), 2);
-        assert_eq!(stuck.next_change(t0), Some(t0 + WINDOW), "the pod wakes then");
+        assert_eq!(stuck.next_change(t0), Some(t0 + JUDGE_AFTER), "judged again then");
+        stuck.judge(t0 + JUDGE_AFTER, |_| 0);
+        assert_eq!(stuck.get(t0 + JUDGE_AFTER), 2, "no peer: what the answer said");
+        assert_eq!(
+            stuck.next_change(t0 + JUDGE_AFTER),
+            Some(t0 + WINDOW),
+            "the pod wakes then"
+        );
         assert_eq!(stuck.get(t0 + WINDOW), 5);
         assert_eq!(stuck.next_change(t0 + WINDOW), None);
+    }
+
+    #[test]
+    fn an_answer_judged_again_counts_the_peers_submits_of_its_moment() {
+        let t0 = Instant::now();
+        let mut l = SlotLimit::new(5);
+        // This pod's job and the key full: the peers' records showed one
+        // job, but three peers' submits of that moment were not in them.
+        let view = TeamView {
+            own: 1,
+            peers: 1,
+            at_ms: 1_000,
+        };
+        l.on_accepted(t0, view, Some(0));
+        assert_eq!(l.get(t0), 2, "three look foreign at first");
+        assert_eq!(l.next_change(t0), Some(t0 + JUDGE_AFTER));
+        // Records written after the answer do not count; those before do.
+        let peers_at = |ms: i64| if ms >= 1_000 { 4 } else { 1 };
+        l.judge(t0 + JUDGE_AFTER / 2, peers_at);
+        assert_eq!(l.get(t0 + JUDGE_AFTER / 2), 2, "not yet");
+        l.judge(t0 + JUDGE_AFTER, peers_at);
+        assert_eq!(l.get(t0 + JUDGE_AFTER), 5, "the peers' jobs, nothing foreign");
+        assert_eq!(l.next_change(t0 + JUDGE_AFTER), Some(t0 + WINDOW));
+        // A tool that really holds two: judged again, still two.
+        let mut shared = SlotLimit::new(5);
+        shared.on_accepted(
+            t0,
+            TeamView {
+                own: 1,
+                peers: 2,
+                at_ms: 1_000,
+            },
+            Some(0),
+        );
+        shared.judge(t0 + JUDGE_AFTER, |_| 2);
+        assert_eq!(shared.get(t0 + JUDGE_AFTER), 3);
+        // A 429 too; a view of the peers never shrinks by judging.
+        let mut full = SlotLimit::new(5);
+        full.on_rate_limited(
+            t0,
+            TeamView {
+                own: 2,
+                peers: 2,
+                at_ms: 1_000,
+            },
+        );
+        full.judge(t0 + JUDGE_AFTER, |_| 0);
+        assert_eq!(full.get(t0 + JUDGE_AFTER), 4);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::slots::SlotLimit;
+use super::slots::{SlotLimit, TeamView};
 use crate::jobs::JobOutcome;
 use crate::lifecycle::{JobId, Phase};
 use crate::model::JobSpec;
@@ -78,6 +78,12 @@ impl JobTable {
         self.limit.get(now)
     }
 
+    /// Judges the limit's answers again against the peers' records of
+    /// their moments (see [`SlotLimit::judge`]).
+    pub(super) fn judge(&mut self, now: Instant, peers_at: impl Fn(i64) -> usize) {
+        self.limit.judge(now, peers_at);
+    }
+
     /// When the learnt limit may rise without a new answer.
     pub(super) fn capacity_change(&self, now: Instant) -> Option<Instant> {
         self.limit.next_change(now)
@@ -130,18 +136,23 @@ impl JobTable {
     /// are left besides the jobs it has: this pod's (job `seq` and those
     /// running, or unresolved: they may run; not those whose submit is
     /// still on its way) and `peers` of the team's other pods.
-    pub(super) fn accepted(&mut self, seq: u64, remaining: Option<u32>, peers: usize) {
+    pub(super) fn accepted(&mut self, seq: u64, remaining: Option<u32>, peers: usize, at_ms: i64) {
         let at_api = self
             .jobs
             .iter()
             .filter(|(s, j)| **s == seq || matches!(j.phase, Phase::Running | Phase::Unresolved))
             .count();
-        self.limit.on_accepted(Instant::now(), at_api + peers, remaining);
+        let view = TeamView {
+            own: at_api,
+            peers,
+            at_ms,
+        };
+        self.limit.on_accepted(Instant::now(), view, remaining);
     }
 
     /// A submit of job `seq` got 429: the limit leaves the team what it
     /// holds (`peers` of the other pods'). Returns the limit before and after.
-    pub(super) fn rate_limited(&mut self, seq: u64, peers: usize) -> (usize, usize) {
+    pub(super) fn rate_limited(&mut self, seq: u64, peers: usize, at_ms: i64) -> (usize, usize) {
         let now = Instant::now();
         let before = self.limit.get(now);
         // The refused job holds no slot at the API.
@@ -150,7 +161,12 @@ impl JobTable {
             .iter()
             .filter(|(s, j)| **s != seq && j.phase.holds_slot())
             .count();
-        self.limit.on_rate_limited(now, held + peers);
+        let view = TeamView {
+            own: held,
+            peers,
+            at_ms,
+        };
+        self.limit.on_rate_limited(now, view);
         (before, self.limit.get(now))
     }
 

@@ -257,6 +257,7 @@ impl Harness {
             .send(JobEvent::Accepted {
                 seq: 0,
                 remaining: None,
+                sent_ms: 0,
             })
             .unwrap();
         h
@@ -434,6 +435,7 @@ fn finish_with(call: Call, ids: &[String], batch_id: &str, matched: &[&str], mis
         let _ = call.events.send(JobEvent::Accepted {
             seq: call.seq,
             remaining: None,
+            sent_ms: 0,
         });
     }
     let results = ids
@@ -686,6 +688,7 @@ async fn one_job_goes_first_and_its_answer_says_how_many_slots_are_free() {
         .send(JobEvent::Accepted {
             seq: first.seq,
             remaining: Some(2),
+            sent_ms: 0,
         })
         .unwrap();
     let (second, third) = (h.next_call().await, h.next_call().await);
@@ -697,6 +700,7 @@ async fn one_job_goes_first_and_its_answer_says_how_many_slots_are_free() {
         .send(JobEvent::Accepted {
             seq: second.seq,
             remaining: Some(1),
+            sent_ms: 0,
         })
         .unwrap();
     phase(&h, &second, Phase::Running);
@@ -745,6 +749,7 @@ async fn a_submit_that_leaves_the_key_full_holds_the_next_back_until_a_job_of_th
         .send(JobEvent::Accepted {
             seq: first.seq,
             remaining: Some(0),
+            sent_ms: 0,
         })
         .unwrap();
     h.settle().await;
@@ -768,6 +773,7 @@ async fn a_full_key_learnt_once_is_forgotten_after_the_window() {
         .send(JobEvent::Accepted {
             seq: first.seq,
             remaining: Some(0),
+            sent_ms: 0,
         })
         .unwrap();
     h.settle().await;

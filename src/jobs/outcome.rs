@@ -123,6 +123,8 @@ pub(crate) enum JobEvent {
         seq: u64,
         /// `x-ratelimit-remaining`: slots left after this job.
         remaining: Option<u32>,
+        /// When the submit left (ms since the epoch).
+        sent_ms: i64,
     },
     /// A submit of job `seq` got 429.
     RateLimited {

@@ -118,6 +118,7 @@ impl JobContext {
                     let _ = self.events.send(JobEvent::Accepted {
                         seq,
                         remaining: s.remaining,
+                        sent_ms: sent_at_ms,
                     });
                     Ok(Answer::Accepted(Arc::from(s.batch_id), sent))
                 }

@@ -151,3 +151,30 @@ fn work_that_waited_borrows_the_slots_of_pods_without_work() {
     t.heard("c", Some(busy(4, 0)), later);
     assert_eq!(t.room(5, later).share, 2, "c has work: back to the split by partitions");
 }
+
+#[test]
+fn the_peers_jobs_at_a_moment_come_from_their_records_written_by_then() {
+    let t = Team::new("b".into(), 6);
+    let now = Instant::now();
+    t.heard("a", Some(busy(1, 3)), now);
+    t.heard("c", Some(busy(1, 1)), now);
+    for (member, at_ms, active) in [("a", 1_000, 1), ("a", 2_000, 3), ("c", 1_500, 1), ("b", 1_000, 5)] {
+        t.heard_at(member, at_ms, active);
+    }
+    assert_eq!(
+        t.peers_active_at(1_999, now),
+        2,
+        "a's later record is not of that moment; b is this pod"
+    );
+    assert_eq!(t.peers_active_at(2_000, now), 4);
+    assert_eq!(t.peers_active_at(500, now), 2, "before every record: the oldest kept");
+    t.heard_at("a", 1_200, 0);
+    assert_eq!(
+        t.peers_active_at(1_300, now),
+        2,
+        "a record older than the last is ignored"
+    );
+    t.heard("a", None, now);
+    assert_eq!(t.peers_active_at(2_000, now), 1, "a left");
+    assert_eq!(t.peers_active_at(2_000, now + EXPIRY), 0, "c went silent");
+}

@@ -253,7 +253,8 @@ fn heard(team: &Team, member: &str, value: Option<&[u8]>) {
     match value.map(record::decode_member) {
         None => team.heard(member, None, Instant::now()),
         Some(Some((status, at_ms))) if now_ms - at_ms < EXPIRY.as_millis() as i64 => {
-            team.heard(member, Some(status), Instant::now())
+            team.heard(member, Some(status), Instant::now());
+            team.heard_at(member, at_ms, status.active);
         }
         Some(_) => {}
     }
