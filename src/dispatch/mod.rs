@@ -364,7 +364,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 if after < before {
                     warn!(
                         limit = after,
-                        "429 on submit: the key's slots are shared with jobs this pod does not see; holding at the jobs it has"
+                        "429 on submit: the key's slots are shared with jobs this pod does not see; leaving them their slots for a while"
                     );
                 }
             }
