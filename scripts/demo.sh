@@ -2,14 +2,23 @@
 # The demo: starts a local Apache Kafka broker and the Crustdata simulator,
 # creates topics, produces sample events (with duplicates, mixed case, a
 # profile URL and invalid records), runs the connector, prints the resolved
-# records, the dead letters and a summary, then stops what it started.
+# records, the dead letters and a summary, stops the connector with SIGTERM
+# (it must exit 0 with every input offset committed), then stops what it
+# started. With IDENTIFY_IMAGE=<image> the connector runs in that container
+# image (podman; host network, read-only root, uid 10001): scripts/image.sh
+# smoke does that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/setup.sh
+IMAGE=${IDENTIFY_IMAGE:-}
 echo "== building (first run compiles librdkafka; a few minutes)"
-cargo build --locked --workspace --bins -q
+if [ -n "$IMAGE" ]; then
+  cargo build --locked -p crustdata-sim -q
+else
+  cargo build --locked --workspace --bins -q
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -68,6 +77,9 @@ total=$(wc -l < "$work/events.tsv")
 bad=4
 good=$((total - bad))
 
+# In the container the store lies on the image's volume.
+store=$work/store
+[ -n "$IMAGE" ] && store=/var/lib/identify-connector/cache
 cat > "$work/connector.toml" <<TOML
 [kafka]
 brokers = "127.0.0.1:${KAFKA_PORT:-9092}"
@@ -84,13 +96,24 @@ base_url = "http://127.0.0.1:$SIM_PORT"
 [server]
 listen = "127.0.0.1:$HTTP_PORT"
 [cache]
-dir = "$work/store"
+dir = "$store"
 [log]
 format = "text"
 TOML
 
-echo "== starting identify-connector"
-CRUSTDATA_API_KEY=$KEY RUST_LOG=${RUST_LOG:-info} target/debug/identify-connector --config "$work/connector.toml" 2>"$work/connector.log" &
+if [ -n "$IMAGE" ]; then
+  echo "== starting identify-connector in $IMAGE"
+  chmod 0644 "$work/connector.toml"
+  # SIGTERM to `podman run` reaches the connector (--sig-proxy); its exit
+  # status is the connector's.
+  podman run --rm --network host --read-only --user 10001:10001 \
+    -e CRUSTDATA_API_KEY=$KEY -e RUST_LOG="${RUST_LOG:-info}" \
+    -v "$work/connector.toml:/etc/identify-connector/config.toml:ro" \
+    "$IMAGE" 2>"$work/connector.log" &
+else
+  echo "== starting identify-connector"
+  CRUSTDATA_API_KEY=$KEY RUST_LOG=${RUST_LOG:-info} target/debug/identify-connector --config "$work/connector.toml" 2>"$work/connector.log" &
+fi
 connector=$!
 pids+=("$connector")
 
@@ -142,4 +165,15 @@ print(f"credits charged:     {stats['credits_charged']} (1 per matched identifie
 PY
 
 kill -TERM "$connector"
-wait "$connector" && echo "connector stopped cleanly (SIGTERM -> exit 0)"
+if ! wait "$connector"; then
+  echo "the connector did not exit cleanly on SIGTERM; its log:" >&2
+  tail -n 30 "$work/connector.log" >&2
+  exit 1
+fi
+echo "connector stopped cleanly (SIGTERM -> exit 0)"
+committed=$(scripts/kafka-local.sh committed "$run" "$input")
+echo "input offsets committed: $committed of $total"
+if [ "$committed" != "$total" ]; then
+  echo "not every input offset was committed" >&2
+  exit 1
+fi

@@ -7,6 +7,7 @@
 #   scripts/kafka-local.sh create-topic NAME [PARTITIONS]
 #   scripts/kafka-local.sh produce TOPIC            (one record per stdin line; "key<TAB>value" or value)
 #   scripts/kafka-local.sh consume TOPIC COUNT [TIMEOUT_MS]   (prints headers, key and value)
+#   scripts/kafka-local.sh committed GROUP TOPIC    (the sum of the group's committed offsets on it)
 #
 # The broker's jars come from Maven Central (org.apache.kafka:kafka_2.13 with
 # its runtime dependencies, kafka-tools, and a log4j2 backend), fetched once
@@ -243,6 +244,15 @@ consume() {
     --property print.key=true --property print.headers=true --property key.separator=$'\t'
 }
 
+# The sum of GROUP's committed offsets on TOPIC (0 when none is committed).
+committed() {
+  local group=${1:?group} topic=${2:?topic}
+  fetch
+  run_java org.apache.kafka.tools.consumer.group.ConsumerGroupCommand --bootstrap-server "$BOOTSTRAP" \
+    --describe --group "$group" 2>/dev/null |
+    awk -v t="$topic" '$2 == t && $4 ~ /^[0-9]+$/ { n += $4 } END { print n + 0 }'
+}
+
 wipe() {
   if status >/dev/null 2>&1; then
     die "the broker on $KAFKA_PORT is running: stop it first"
@@ -260,5 +270,6 @@ case "${1:-}" in
   create-topic) shift; create_topic "$@" ;;
   produce) shift; produce "$@" ;;
   consume) shift; consume "$@" ;;
-  *) echo "usage: $0 start|stop|status|restart|fetch|wipe|create-topic NAME [PARTITIONS]|produce TOPIC|consume TOPIC COUNT [TIMEOUT_MS]" >&2; exit 2 ;;
+  committed) shift; committed "$@" ;;
+  *) echo "usage: $0 start|stop|status|restart|fetch|wipe|create-topic NAME [PARTITIONS]|produce TOPIC|consume TOPIC COUNT [TIMEOUT_MS]|committed GROUP TOPIC" >&2; exit 2 ;;
 esac
