@@ -595,6 +595,24 @@ def main():  # noqa: C901 (one linear list of checks)
         c.check(triggers, "ScaledObject has no triggers")
         kafka_values = (values.get("config") or {}).get("kafka") or {}
         keda = auto.get("keda") or {}
+        lag_seconds = keda.get("lagSeconds") or {}
+        prom = [t for t in triggers if t.get("type") == "prometheus"]
+        triggers = [t for t in triggers if t.get("type") != "prometheus"]
+        c.check(len(prom) == (1 if lag_seconds.get("threshold") else 0),
+                "ScaledObject has %d prometheus triggers; autoscaling.keda.lagSeconds.threshold asks for %d"
+                % (len(prom), 1 if lag_seconds.get("threshold") else 0))
+        for t in prom:
+            md = t.get("metadata") or {}
+            c.check(set(t) <= SCALEDOBJECT_TRIGGER_KEYS and set(md) == {"serverAddress", "query", "threshold"},
+                    "prometheus trigger has unknown or missing fields: %s" % sorted(md))
+            c.check(md.get("serverAddress") == lag_seconds.get("serverAddress"),
+                    "prometheus trigger serverAddress is not autoscaling.keda.lagSeconds.serverAddress")
+            c.check(md.get("threshold") == str(lag_seconds["threshold"]),
+                    "prometheus trigger threshold is not autoscaling.keda.lagSeconds.threshold")
+            want_query = lag_seconds.get("query") or 'max(identify_lag_seconds{namespace="%s",service="%s"})' % (
+                args.namespace, target_ref["name"])
+            c.check(md.get("query") == want_query, "prometheus trigger query is %r, expected %r"
+                    % (md.get("query"), want_query))
         c.check(sorted(t.get("metadata", {}).get("topic") for t in triggers)
                 == sorted(kafka_values.get("input_topics") or []),
                 "ScaledObject triggers are not one per input topic")

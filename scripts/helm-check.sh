@@ -272,6 +272,8 @@ INVALID_CASES=(
   "hpa CPU target without a CPU request|needs resources.requests.cpu|--set	autoscaling.hpa.enabled=true	--set	autoscaling.partitions=6	--set	resources.requests.cpu=null"
   "hpa without any metric|has no metric|--set	autoscaling.hpa.enabled=true	--set	autoscaling.partitions=6	--set	autoscaling.hpa.targetCPUUtilizationPercentage=null"
   "keda lagThreshold 0|$SCHEMA_ERR|--set	autoscaling.keda.enabled=true	--set	autoscaling.partitions=6	--set-string	autoscaling.keda.lagThreshold=0"
+  "keda lagSeconds without a Prometheus server|needs autoscaling.keda.lagSeconds.serverAddress|--set	autoscaling.keda.enabled=true	--set	autoscaling.partitions=6	--set-string	autoscaling.keda.lagSeconds.threshold=60"
+  "keda lagSeconds threshold 0|$SCHEMA_ERR|--set	autoscaling.keda.enabled=true	--set	autoscaling.partitions=6	--set-string	autoscaling.keda.lagSeconds.threshold=0"
 )
 for case in "${INVALID_CASES[@]}"; do
   IFS='|' read -r name expect argstr <<<"$case"

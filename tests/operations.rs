@@ -1,6 +1,6 @@
 //! Operations: job completion through webhook callbacks, forged and
-//! oversized callbacks refused, and `/metrics` scraped over HTTP agreeing
-//! with what the run did.
+//! oversized callbacks refused, `/metrics` scraped over HTTP agreeing
+//! with what the run did, and the lag in seconds.
 
 mod common;
 
@@ -178,5 +178,57 @@ async fn health_endpoints() {
         connector.metrics().contains(&series)
     })
     .await;
+    connector.stop().await;
+}
+
+/// The largest value of any series of `name` in `text`.
+fn max_series(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, f64::max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_in_seconds_rises_during_a_backlog_and_returns_to_zero() {
+    // Jobs of 3 s: the records wait that long for their results.
+    let sim = common::start_sim(|c| c.base_time = Duration::from_secs(3)).await;
+    let topics = Topics::create("lagsecs", 3).await;
+    let records: kafka::Records = (0..900)
+        .map(|i| {
+            (
+                Some(format!("k{i}")),
+                common::event(&format!("lag{i}@example{}.com", i % 7)),
+            )
+        })
+        .collect();
+    kafka::produce(&topics.input, 3, &records).await;
+    let connector = Connector::start(common::config(&topics, &sim.base_url())).await;
+    let lag = |c: &Connector| max_series(&c.metrics(), "identify_lag_seconds");
+    kafka::wait_for(
+        "the lag to pass 2 s while the jobs run",
+        Duration::from_secs(60),
+        || lag(&connector) >= 2.0,
+    )
+    .await;
+    kafka::wait_for("every output", Duration::from_secs(120), || {
+        testkit::metrics::metric(&connector.metrics(), "identify_records_produced_total") >= 900.0
+    })
+    .await;
+    // Committed within a commit interval, then reported within a second.
+    kafka::wait_for("the lag back to 0", Duration::from_secs(10), || {
+        let text = connector.metrics();
+        text.contains("identify_lag_seconds{") && max_series(&text, "identify_lag_seconds") == 0.0
+    })
+    .await;
+    let text = connector.metrics();
+    let observed = testkit::metrics::metric(&text, "identify_end_to_end_latency_seconds_count");
+    assert_eq!(observed, 900.0, "one latency per output, flushed per delivery batch");
+    let sum = testkit::metrics::metric(&text, "identify_end_to_end_latency_seconds_sum");
+    assert!(
+        sum / observed >= 2.0,
+        "records waited for their 3 s jobs: mean {}",
+        sum / observed
+    );
     connector.stop().await;
 }

@@ -332,7 +332,7 @@ impl Harness {
                 .tracker
                 .lock()
                 .unwrap()
-                .track_consumed(&topic, TP.1, self.next_offset, 10)
+                .track_consumed(&topic, TP.1, self.next_offset, 10, 0)
                 .expect("assigned");
             self.next_offset += 1;
             batch.push(Work {

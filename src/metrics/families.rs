@@ -2,7 +2,7 @@
 //! `Metrics` methods in the parent module are the only call sites.
 
 use prometheus::{
-    exponential_buckets, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    exponential_buckets, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
 
@@ -60,6 +60,7 @@ pub(super) struct ApiMetrics {
 /// The consumer group.
 pub(super) struct KafkaMetrics {
     pub(super) consumer_lag: IntGaugeVec,
+    pub(super) lag_seconds: GaugeVec,
     pub(super) paused_partitions: IntGauge,
     pub(super) commits: IntCounter,
     pub(super) commit_errors: IntCounter,
@@ -104,7 +105,7 @@ impl RecordMetrics {
             e2e_latency: histogram(
                 r,
                 "end_to_end_latency_seconds",
-                "Input record timestamp to output acknowledged.",
+                "Input record's Kafka timestamp to its output's acknowledgement (observed per delivery batch).",
                 seconds_buckets(),
                 &[],
             )
@@ -244,6 +245,18 @@ impl KafkaMetrics {
                 "Consumer lag per partition (librdkafka statistics).",
                 &["topic", "partition"],
             ),
+            lag_seconds: {
+                let g = GaugeVec::new(
+                    Opts::new(
+                        "lag_seconds",
+                        "Age of the partition's oldest record not yet committed (now minus its Kafka timestamp), once consumed; 0 when every record consumed is committed.",
+                    ),
+                    &["topic", "partition"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             paused_partitions: gauge(r, "paused_partitions", "Partitions paused by back-pressure."),
             commits: counter(r, "commits_total", "Successful offset commits."),
             commit_errors: counter(r, "commit_errors_total", "Failed offset commits."),

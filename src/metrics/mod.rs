@@ -6,6 +6,7 @@ mod families;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus::local::LocalHistogram;
 use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
 use families::{ApiMetrics, JobMetrics, KafkaMetrics, RecordMetrics, StoreMetrics, WebhookMetrics};
@@ -110,9 +111,10 @@ impl Metrics {
     pub(crate) fn produce_failed(&self) {
         self.records.produce_errors.inc();
     }
-    /// Input timestamp to acknowledgement.
-    pub(crate) fn end_to_end(&self, d: Duration) {
-        self.records.e2e_latency.observe(d.as_secs_f64());
+    /// Input timestamp to acknowledgement, gathered per delivery batch
+    /// (flushed into the shared histogram with `flush`).
+    pub(crate) fn end_to_end_local(&self) -> LocalHistogram {
+        self.records.e2e_latency.local()
     }
     /// A batch was handed to a job.
     pub(crate) fn batch_submitted(&self, kind: &str, size: usize) {
@@ -192,12 +194,18 @@ impl Metrics {
             .with_label_values(&[topic, &partition.to_string()])
             .set(lag);
     }
+    /// The age of a partition's oldest record not yet committed.
+    pub(crate) fn set_lag_seconds(&self, topic: &str, partition: i32, seconds: f64) {
+        self.kafka
+            .lag_seconds
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(seconds);
+    }
     /// Drops the lag series of a partition no longer assigned.
     pub(crate) fn forget_partition(&self, topic: &str, partition: i32) {
-        let _ = self
-            .kafka
-            .consumer_lag
-            .remove_label_values(&[topic, &partition.to_string()]);
+        let labels = [topic, &partition.to_string()];
+        let _ = self.kafka.consumer_lag.remove_label_values(&labels);
+        let _ = self.kafka.lag_seconds.remove_label_values(&labels);
     }
     /// Records in flight.
     pub(crate) fn set_in_flight(&self, n: usize) {

@@ -9,7 +9,8 @@
 //! epoch (work of a partition since revoked) are ignored.
 //!
 //! The tracker is shared (behind a mutex) by the source thread, the
-//! dispatcher and the producer's delivery callbacks.
+//! dispatcher and the producer's delivery callbacks. It also knows each
+//! partition's oldest record not yet committed, for the lag in seconds.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ use crate::model::{SourcePos, TopicPartition};
 struct Entry {
     offset: i64,
     bytes: usize,
+    /// The record's timestamp (ms since the epoch).
+    ts_ms: i64,
     done: bool,
 }
 
@@ -34,6 +37,8 @@ struct PartitionState {
     next: Option<i64>,
     /// Last offset committed (or known committed) in this assignment.
     committed: Option<i64>,
+    /// The first record finished but not yet committed: (offset, timestamp).
+    finished: Option<(i64, i64)>,
 }
 
 /// A commit to make: partition and offset.
@@ -88,6 +93,7 @@ impl OffsetTracker {
                 pending: VecDeque::new(),
                 next: None,
                 committed: None,
+                finished: None,
             },
         );
         epoch
@@ -115,9 +121,10 @@ impl OffsetTracker {
             .is_some_and(|s| s.epoch == pos.epoch)
     }
 
-    /// Registers a consumed record. Returns false (and tracks nothing) if the
-    /// partition is not assigned in that epoch or the offset goes backwards.
-    pub(crate) fn track(&mut self, pos: &SourcePos, bytes: usize) -> bool {
+    /// Registers a consumed record (its timestamp `ts_ms`). Returns false
+    /// (and tracks nothing) if the partition is not assigned in that epoch
+    /// or the offset goes backwards.
+    pub(crate) fn track(&mut self, pos: &SourcePos, bytes: usize, ts_ms: i64) -> bool {
         let Some(state) = self.parts.get_mut(&(pos.topic.clone(), pos.partition)) else {
             return false;
         };
@@ -127,6 +134,7 @@ impl OffsetTracker {
         state.pending.push_back(Entry {
             offset: pos.offset,
             bytes,
+            ts_ms,
             done: false,
         });
         state.next = Some(pos.offset + 1);
@@ -145,6 +153,7 @@ impl OffsetTracker {
         partition: i32,
         offset: i64,
         bytes: usize,
+        ts_ms: i64,
     ) -> Option<SourcePos> {
         let epoch = self.parts.get(&(topic.clone(), partition))?.epoch;
         let pos = SourcePos {
@@ -153,7 +162,7 @@ impl OffsetTracker {
             offset,
             epoch,
         };
-        self.track(&pos, bytes).then_some(pos)
+        self.track(&pos, bytes, ts_ms).then_some(pos)
     }
 
     /// Marks a record finished (its output acknowledged). Returns false when
@@ -175,10 +184,26 @@ impl OffsetTracker {
         entry.done = true;
         self.in_flight -= 1;
         self.in_flight_bytes -= entry.bytes;
-        while state.pending.front().is_some_and(|e| e.done) {
+        // A commit never passes an unfinished record, so what leaves the
+        // front here is not committed yet.
+        while let Some(e) = state.pending.front().filter(|e| e.done) {
+            state.finished.get_or_insert((e.offset, e.ts_ms));
             state.pending.pop_front();
         }
         true
+    }
+
+    /// Each partition's oldest record not yet committed: the timestamp of
+    /// the record at its commit point, once it was consumed (`None` when
+    /// every record consumed is committed).
+    pub(crate) fn oldest_uncommitted(&self) -> Vec<(TopicPartition, Option<i64>)> {
+        self.parts
+            .iter()
+            .map(|(tp, s)| {
+                let ts = s.finished.map(|f| f.1).or_else(|| s.pending.front().map(|e| e.ts_ms));
+                (tp.clone(), ts)
+            })
+            .collect()
     }
 
     /// The offset `tp` may commit now, if any.
@@ -217,6 +242,12 @@ impl OffsetTracker {
         if let Some(s) = self.parts.get_mut(&point.tp) {
             if s.committed.is_none_or(|c| point.offset > c) {
                 s.committed = Some(point.offset);
+            }
+            // Finished records the commit passed are committed; those that
+            // finished after its point was taken wait for the next one
+            // (their age is counted again from the next unfinished record).
+            if s.finished.is_some_and(|(offset, _)| offset < point.offset) {
+                s.finished = None;
             }
         }
     }

@@ -6,12 +6,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus::local::LocalHistogram;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
-use super::poller::PolledProducer;
+use super::poller::{AfterPoll, PolledProducer};
 use super::{per_record, DeliveryFailure, Fatal, Refused, SinkError};
 use crate::metrics::Metrics;
 use crate::model::{InputRecord, SourcePos, TopicPartition};
@@ -49,10 +50,18 @@ pub(crate) struct Refusable {
     pub(super) batch_id: String,
 }
 
+/// The end-to-end latencies of one delivery batch (one poll's callbacks):
+/// observed with one clock reading, flushed into the histogram at its end.
+struct LatencyBatch {
+    local: LocalHistogram,
+    now_ms: Option<i64>,
+}
+
 /// Producer callbacks: acknowledgements finish source offsets.
 pub(crate) struct SinkContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     metrics: Arc<Metrics>,
+    latency: Mutex<LatencyBatch>,
     fatal: Arc<Fatal>,
     /// Staged records the broker refused for themselves in a transaction.
     txn_refused: Mutex<Vec<(TopicPartition, i64, KafkaError)>>,
@@ -66,6 +75,15 @@ impl SinkContext {
 }
 
 impl ClientContext for SinkContext {}
+
+impl AfterPoll for SinkContext {
+    fn after_poll(&self) {
+        let mut batch = self.latency.lock().expect("latency");
+        if batch.now_ms.take().is_some() {
+            batch.local.flush();
+        }
+    }
+}
 
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<Delivery>;
@@ -96,9 +114,12 @@ impl ProducerContext for SinkContext {
                     Kind::DeadLetter { reason } => self.metrics.dead_lettered(reason),
                 }
                 if let Some(ts) = timestamp_ms {
-                    let now = chrono::Utc::now().timestamp_millis();
+                    let mut batch = self.latency.lock().expect("latency");
+                    let now = *batch
+                        .now_ms
+                        .get_or_insert_with(|| chrono::Utc::now().timestamp_millis());
                     if now >= ts {
-                        self.metrics.end_to_end(Duration::from_millis((now - ts) as u64));
+                        batch.local.observe((now - ts) as f64 / 1000.0);
                     }
                 }
             }
@@ -138,6 +159,10 @@ pub(super) fn create(
     let context = SinkContext {
         tracker: tracker.clone(),
         metrics: metrics.clone(),
+        latency: Mutex::new(LatencyBatch {
+            local: metrics.end_to_end_local(),
+            now_ms: None,
+        }),
         fatal: fatal.clone(),
         txn_refused: Mutex::default(),
     };

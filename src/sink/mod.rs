@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 use crate::model::InputRecord;
-pub(crate) use poller::{PolledProducer, Record};
+pub(crate) use poller::{AfterPoll, PolledProducer, Record};
 pub(crate) use producer::KafkaSink;
 
 /// Errors creating or using the producer.

@@ -24,16 +24,23 @@ fn queue_full(e: &KafkaError) -> bool {
     matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
 }
 
+/// A producer context told when the callbacks of each poll (one delivery
+/// batch) have run: what it gathers per record it hands on per batch.
+pub(crate) trait AfterPoll: ProducerContext {
+    /// The callbacks of one poll have run.
+    fn after_poll(&self) {}
+}
+
 /// A record of a producer whose context is `C`.
 pub(crate) type Record<'a, C> = BaseRecord<'a, [u8], [u8], <C as ProducerContext>::DeliveryOpaque>;
 
 /// A `BaseProducer` polled by a thread of its own.
-pub(crate) struct PolledProducer<C: ProducerContext + 'static> {
+pub(crate) struct PolledProducer<C: AfterPoll + 'static> {
     producer: Arc<BaseProducer<C>>,
     stop: Arc<AtomicBool>,
 }
 
-impl<C: ProducerContext + 'static> PolledProducer<C> {
+impl<C: AfterPoll + 'static> PolledProducer<C> {
     /// Creates the producer and starts its polling thread (`name`).
     pub(crate) fn new(cc: &ClientConfig, context: C, name: &str) -> KafkaResult<Self> {
         let producer: Arc<BaseProducer<C>> = Arc::new(cc.create_with_context(context)?);
@@ -44,6 +51,7 @@ impl<C: ProducerContext + 'static> PolledProducer<C> {
             .spawn(move || {
                 while !s.load(Ordering::Relaxed) {
                     p.poll(POLL_WAIT);
+                    p.context().after_poll();
                 }
             })
             .map_err(|e| KafkaError::ClientCreation(format!("cannot start the {name} thread: {e}")))?;
@@ -108,7 +116,7 @@ impl<C: ProducerContext + 'static> PolledProducer<C> {
     }
 }
 
-impl<C: ProducerContext + 'static> Drop for PolledProducer<C> {
+impl<C: AfterPoll + 'static> Drop for PolledProducer<C> {
     /// The thread ends within [`POLL_WAIT`]; the producer goes with its
     /// last reference.
     fn drop(&mut self) {

@@ -262,15 +262,17 @@ pub(crate) fn transact(
         }
     }
     let now = chrono::Utc::now().timestamp_millis();
+    let e2e = metrics.end_to_end_local();
     for r in stage.remove_below(points) {
         match r.dead_letter {
             Some(reason) => metrics.dead_lettered(reason),
             None => metrics.record_produced(r.matched),
         }
         if let Some(ts) = r.timestamp_ms.filter(|ts| now >= *ts) {
-            metrics.end_to_end(Duration::from_millis((now - ts) as u64));
+            e2e.observe((now - ts) as f64 / 1000.0);
         }
     }
+    e2e.flush();
     Ok(())
 }
 

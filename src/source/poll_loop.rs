@@ -1,5 +1,5 @@
-//! The consumer thread's loop: apply back-pressure, offer commits, poll a
-//! batch of records, convert each one (track its offset, decode it,
+//! The consumer thread's loop: apply back-pressure, offer commits, report
+//! the lag in seconds, poll a batch of records, convert each one (track its offset, decode it,
 //! dead-letter bad input) and hand the batch to the dispatcher.
 
 use std::collections::HashMap;
@@ -25,6 +25,12 @@ const POLL_WAIT: Duration = Duration::from_millis(100);
 const PAUSED_WAIT: Duration = Duration::from_millis(20);
 /// How long a hold waits before the budget is looked at again.
 const HOLD_WAIT: Duration = Duration::from_millis(2);
+/// How often the lag in seconds is updated.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
 
 /// Polls until the pipeline asks the consumer to close (`Ok`) or a fatal
 /// error; commits are handed to the committer thread.
@@ -32,6 +38,7 @@ pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Re
     let mut topics = TopicNames::default();
     let mut gate = Gate::default();
     let mut last_commit = Instant::now();
+    let mut last_lag = Instant::now();
     let budget = Budget {
         records: p.cfg.max_in_flight,
         bytes: p.cfg.max_in_flight_bytes,
@@ -60,6 +67,10 @@ pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Re
         ) {
             offer_commits(consumer, p);
             last_commit = Instant::now();
+        }
+        if last_lag.elapsed() >= LAG_EVERY {
+            report_lag(p);
+            last_lag = Instant::now();
         }
         if action == Action::Hold {
             // Bounded: PAUSE_AFTER turns a long hold into a pause.
@@ -115,6 +126,17 @@ fn offer_commits(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) {
     let points = p.tracker.lock().expect("tracker").commit_candidates();
     if !points.is_empty() {
         consumer.context().commits.offer(points);
+    }
+}
+
+/// Each partition's lag in seconds: the age of its oldest record not yet
+/// committed (0 when every record consumed is).
+fn report_lag(p: &SourceParts) {
+    let oldest = p.tracker.lock().expect("tracker").oldest_uncommitted();
+    let now = now_ms();
+    for ((topic, partition), ts) in oldest {
+        let age = ts.map_or(0, |ts| (now - ts).max(0));
+        p.metrics.set_lag_seconds(&topic, partition, age as f64 / 1000.0);
     }
 }
 
@@ -179,11 +201,14 @@ fn convert(p: &SourceParts, topics: &mut TopicNames, msg: &BorrowedMessage<'_>) 
         h.iter().map(|x| x.key.len() + x.value.map_or(0, <[u8]>::len)).sum()
     });
     let size = value.as_ref().map_or(0, |v| v.len()) + msg.key().map_or(0, |k| k.len()) + header_bytes;
-    let tracked = p
-        .tracker
-        .lock()
-        .expect("tracker")
-        .track_consumed(&topic, msg.partition(), msg.offset(), size);
+    let timestamp_ms = msg.timestamp().to_millis();
+    let tracked = p.tracker.lock().expect("tracker").track_consumed(
+        &topic,
+        msg.partition(),
+        msg.offset(),
+        size,
+        timestamp_ms.unwrap_or_else(now_ms),
+    );
     let Some(pos) = tracked else {
         return Ok(None);
     };
@@ -193,7 +218,7 @@ fn convert(p: &SourceParts, topics: &mut TopicNames, msg: &BorrowedMessage<'_>) 
         key: msg.key().map(Bytes::copy_from_slice),
         value,
         headers: headers.map(|h| h.detach()),
-        timestamp_ms: msg.timestamp().to_millis(),
+        timestamp_ms,
     };
     match p.decoder.decode(rec.value.as_deref()) {
         Ok(id) => Ok(Some(Work { rec, id })),

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
-use crate::sink::{per_record, PolledProducer, Record};
+use crate::sink::{per_record, AfterPoll, PolledProducer, Record};
 
 /// Where Kafka put an acknowledged record: (partition, offset).
 pub(crate) type Written = (i32, i64);
@@ -27,6 +27,8 @@ pub(crate) type Ack = oneshot::Receiver<KafkaResult<Written>>;
 pub(crate) struct StoreContext;
 
 impl ClientContext for StoreContext {}
+
+impl AfterPoll for StoreContext {}
 
 impl ProducerContext for StoreContext {
     type DeliveryOpaque = Box<oneshot::Sender<KafkaResult<Written>>>;
