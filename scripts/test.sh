@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, layout, lints, unit and integration tests
-# (against a real local Apache Kafka broker and the Crustdata simulator),
-# and the Helm chart checks. Starts the broker if it is not running and
-# stops it again afterwards if it started it.
+# (against a real local Apache Kafka broker, the Crustdata simulator and, for
+# traces, a real Jaeger), and the Helm chart checks. Starts the broker if it
+# is not running and stops it again afterwards if it started it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -28,6 +28,9 @@ for f in target/helm-rendered/*.toml; do
   CRUSTDATA_API_KEY=check-only target/debug/identify-connector --config "$f" --check >/dev/null \
     || { echo "identify-connector --check rejects the chart's $f" >&2; exit 1; }
 done
+echo "== Jaeger for tests/telemetry.rs (built once into the cache)"
+JAEGER_BIN=$(scripts/jaeger.sh path)
+export JAEGER_BIN
 echo "== cargo test (with failpoints: tests/crash_points.rs aborts the binary at named steps)"
 cargo test --workspace --locked --features failpoints --lib --bins --tests 2>&1 | tee target/test-output.txt
 # One closing line over every test binary.

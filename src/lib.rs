@@ -25,11 +25,12 @@
 //! | `health`, `wake` | readiness flags; webhook tokens that wake waiting jobs |
 //! | `server` | `/metrics`, `/healthz`, `/readyz`, webhook callbacks |
 //! | `metrics`, `logging` | every Prometheus metric, defined in one place; log output |
+//! | `telemetry` | OpenTelemetry traces of jobs and traced records, exported over OTLP without blocking |
 //! | `pipeline` | building the stages, the API-key probe, the shutdown sequence |
 //!
 //! The public surface is what the binary and the tests use: [`Config`],
 //! [`start`] (the pipeline, stopped by the future it is given), [`Running`],
-//! [`init_logging`] and the error types.
+//! [`init_logging`], [`Telemetry`] and the error types.
 
 /// Fault injection at a named step of a job's life, for the crash tests:
 /// built with `--features failpoints` and run with `FAILPOINTS=<name>=return`
@@ -69,6 +70,7 @@ mod share;
 mod sink;
 mod source;
 mod store;
+mod telemetry;
 mod wake;
 
 pub use api::ApiError;
@@ -79,3 +81,4 @@ pub use pipeline::{check_api, start, PipelineError, Running};
 pub use sink::SinkError;
 pub use source::SourceError;
 pub use store::StoreError;
+pub use telemetry::{Telemetry, TelemetryError};

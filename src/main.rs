@@ -66,11 +66,21 @@ async fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    identify_connector::init_logging(cfg.log.format);
+    let telemetry = match identify_connector::Telemetry::init(&cfg.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    identify_connector::init_logging(cfg.log.format, telemetry.as_ref());
     let result = match identify_connector::start(cfg, shutdown).await {
         Ok(running) => running.wait().await,
         Err(e) => Err(e),
     };
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -112,6 +112,8 @@ pub(crate) struct InputRecord {
     pub(crate) headers: Option<OwnedHeaders>,
     /// Record timestamp (ms since the epoch), for end-to-end latency.
     pub(crate) timestamp_ms: Option<i64>,
+    /// Its W3C `traceparent` header, read only while telemetry is on.
+    pub(crate) traceparent: Option<Box<str>>,
 }
 
 #[cfg(test)]

@@ -15,10 +15,12 @@ use crate::model::{IdentifierType, API_MAX_BATCH};
 
 mod load;
 mod output;
+mod telemetry;
 mod types;
 mod validate;
 
 pub use output::{DeadLetterHeaders, OutputConfig, OutputKey, OutputMode};
+pub use telemetry::TelemetryConfig;
 pub use types::{duration, Properties, Secret};
 
 /// `transaction.timeout.ms` of the exactly-once producer unless
@@ -61,6 +63,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Traces (OpenTelemetry, off by default).
+    pub telemetry: TelemetryConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
 }

@@ -35,6 +35,7 @@ impl Config {
         self.cache.validate(&self.kafka, &mut p);
         self.server.validate(&mut p);
         self.output.validate(self.input.format == InputFormat::Json, &mut p);
+        self.telemetry.validate(&mut p);
         if p.0.is_empty() {
             Ok(())
         } else {

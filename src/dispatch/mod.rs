@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::batch::Batcher;
 use crate::config::Config;
@@ -41,6 +41,7 @@ use crate::share::Team;
 use crate::sink::{Fatal, Publish, Resolution, SinkError};
 use crate::source::{SourceEvent, Work};
 use crate::store::{Cached, ResultStore};
+use crate::telemetry;
 use halt::Refusals;
 use pending::Pending;
 use table::JobTable;
@@ -297,8 +298,10 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         let seq = self.jobs.next_seq();
         let id = new_job_id();
         self.pending.assign(&spec, seq);
+        let span = telemetry::job(&id, spec.ids.len(), false);
         let task = self.parts.runner.run(seq, id.clone(), spec.clone());
-        self.jobs.start(seq, id, spec, Phase::Planned, task);
+        self.jobs
+            .start(seq, id, spec, Phase::Planned, task.instrument(span.clone()), span);
         self.parts.metrics.set_active_jobs(self.jobs.active());
     }
 
@@ -331,8 +334,10 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             Phase::Following
         };
         let seq = self.jobs.next_seq();
+        let span = telemetry::job(&id, spec.ids.len(), true);
         let task = self.parts.runner.adopt(seq, id.clone(), rec);
-        self.jobs.start(seq, id, spec, phase, task);
+        self.jobs
+            .start(seq, id, spec, phase, task.instrument(span.clone()), span);
         self.parts.metrics.set_active_jobs(self.jobs.active());
         seq
     }
@@ -383,7 +388,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         }
         if let Some((hit, found)) = self.parts.store.get(kind, &key) {
             self.parts.metrics.credits_saved(found.label(), 1);
-            return self.publish_one(&rec, kind, &key, &hit).await;
+            return self.publish_one(&rec, kind, &key, &hit, None).await;
         }
         self.pending.insert(kind, key.clone(), rec, None);
         self.place(kind, key);
@@ -409,7 +414,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             let recs = self.pending.take(&key);
             self.parts.metrics.credits_saved(found.label(), recs.len() as u64);
             for rec in &recs {
-                self.publish_one(rec, kind, &key, &hit).await?;
+                self.publish_one(rec, kind, &key, &hit, None).await?;
             }
             return Ok(());
         }
@@ -431,18 +436,26 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         }
     }
 
-    /// Publishes `c` as the result of `rec`, unless its partition was revoked.
+    /// Publishes `c` as the result of `rec`, unless its partition was
+    /// revoked. A traced record gets its span, linked to `job` (the job
+    /// that resolved it, if one did).
     async fn publish_one(
         &self,
         rec: &InputRecord,
         kind: IdentifierType,
         key: &str,
         c: &Cached,
+        job: Option<&tracing::Span>,
     ) -> Result<(), DispatchError> {
         if !self.is_live(rec) {
             return Ok(());
         }
+        let traceparent = rec.traceparent.as_deref().and_then(|tp| {
+            let waited = rec.timestamp_ms.map(|ts| crate::jobs::now_ms() - ts);
+            telemetry::record(tp, job, waited)
+        });
         let r = Resolution {
+            traceparent: traceparent.as_deref(),
             identifier: key,
             identifier_type: kind.as_str(),
             matches: &c.matches,

@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tracing::{error, warn};
+use tokio::task::JoinError;
+use tracing::{error, warn, Instrument, Span};
 
 use super::halt::Verdict;
 use super::table::{Finished, Job};
@@ -18,14 +19,29 @@ use crate::lifecycle::{JobId, Outcome};
 use crate::model::{has_matches, IdentifierType, JobSpec, Matches};
 use crate::sink::{refused_reason, Failure, Publish};
 use crate::store::{Cached, ResultStore};
+use crate::telemetry;
 
 /// Resolved identifiers on their way into the store.
 type Resolved = Vec<(IdentifierType, String, Arc<Cached>)>;
+
+/// How a job's task ended, for its span.
+fn outcome_label(outcome: &Result<JobOutcome, JoinError>) -> &'static str {
+    match outcome {
+        Err(e) if e.is_panic() => "panicked",
+        Err(_) => "aborted",
+        Ok(JobOutcome::Done { .. }) => "completed",
+        Ok(JobOutcome::Rejected { .. }) => "rejected",
+        Ok(JobOutcome::Failed { .. }) => "failed",
+        Ok(JobOutcome::Released) => "released",
+    }
+}
 
 impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     /// Acts on a finished job; its slot is free from now on.
     pub(super) async fn finished(&mut self, f: Finished) -> Result<(), DispatchError> {
         let id = f.job.as_ref().map(|j| j.id.clone());
+        let span = f.job.as_ref().map_or_else(Span::none, |j| j.span.clone());
+        telemetry::attr(&span, "outcome", outcome_label(&f.outcome));
         let result = match f.outcome {
             Err(e) => {
                 if e.is_panic() {
@@ -45,7 +61,10 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 followed,
             }) => {
                 let own = if followed { None } else { id };
-                self.publish(spec, own, batch_id, results, missing).await
+                let publishing = telemetry::publish(&span);
+                self.publish(spec, own, batch_id, results, missing, &span)
+                    .instrument(publishing)
+                    .await
             }
             Ok(JobOutcome::Rejected { spec, status, message }) => {
                 if let Some(id) = id {
@@ -116,6 +135,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         key: String,
         cached: Arc<Cached>,
         resolved: &mut Resolved,
+        job: &Span,
     ) -> Result<usize, DispatchError> {
         self.pending.resolved(&key);
         self.refusals.forget(&key);
@@ -124,7 +144,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         }
         let recs = self.pending.take(&key);
         for rec in &recs {
-            self.publish_one(rec, kind, &key, &cached).await?;
+            self.publish_one(rec, kind, &key, &cached, Some(job)).await?;
         }
         resolved.push((kind, key, cached));
         Ok(recs.len())
@@ -139,6 +159,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         batch_id: Arc<str>,
         results: HashMap<String, Matches>,
         missing: Vec<String>,
+        job: &Span,
     ) -> Result<(), DispatchError> {
         let followed = own.is_none();
         let (resolved_at, resolved_at_ms) = now();
@@ -151,7 +172,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 resolved_at: resolved_at.clone(),
                 resolved_at_ms,
             });
-            answered += self.resolve(spec.kind, key, cached, &mut resolved).await?;
+            answered += self.resolve(spec.kind, key, cached, &mut resolved, job).await?;
             failpoint!("publish.halfway", answered * 2 >= spec.ids.len());
         }
         self.parts.store.put(own, resolved);

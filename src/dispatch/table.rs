@@ -25,6 +25,8 @@ pub(super) struct Job {
     pub(super) spec: JobSpec,
     /// Where it is.
     pub(super) phase: Phase,
+    /// Its trace span (disabled when telemetry is off).
+    pub(super) span: tracing::Span,
 }
 
 /// A job task that ended.
@@ -103,10 +105,11 @@ impl JobTable {
         spec: JobSpec,
         phase: Phase,
         task: impl Future<Output = JobOutcome> + Send + 'static,
+        span: tracing::Span,
     ) {
         let handle = self.set.spawn(task);
         self.tasks.insert(handle.id(), seq);
-        self.jobs.insert(seq, Job { id, spec, phase });
+        self.jobs.insert(seq, Job { id, spec, phase, span });
     }
 
     /// The job number of journal job `id`, if it runs here.

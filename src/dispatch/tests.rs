@@ -342,6 +342,7 @@ impl Harness {
                     value: None,
                     headers: None,
                     timestamp_ms: None,
+                    traceparent: None,
                 },
                 id: Identifier {
                     kind: IdentifierType::BusinessEmail,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument, Span};
 
 use crate::api::{with_retries, ApiClient, ApiError, Backoff, Endpoint, ErrorClass, RetryHooks, RetryPolicy};
 use crate::config::ApiConfig;
@@ -34,6 +34,7 @@ use crate::lifecycle::{JobId, Phase, Record, Stage};
 use crate::metrics::Metrics;
 use crate::model::JobSpec;
 use crate::store::KafkaStore;
+use crate::telemetry;
 use crate::wake::WakeRegistry;
 pub(crate) use outcome::{JobError, JobEvent, JobOutcome};
 pub(crate) use poll::DurationEstimator;
@@ -176,7 +177,19 @@ impl JobContext {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        with_retries(&self.policy(endpoint), &Hooks { ctx: self, seq }, endpoint, op).await
+        let span = telemetry::request(match endpoint {
+            Endpoint::Submit => "submit",
+            Endpoint::Status => "poll",
+            Endpoint::List => "list",
+            Endpoint::Download => "download",
+        });
+        let result = with_retries(&self.policy(endpoint), &Hooks { ctx: self, seq }, endpoint, op)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            telemetry::failed(&span, e);
+        }
+        result
     }
 
     /// One request of job `seq` that must not be given up for a reason that
@@ -309,6 +322,10 @@ impl JobContext {
                         Ok((results, missing)) => {
                             failpoint!("collect.after_download");
                             let credits = results.values().filter(|m| crate::model::has_matches(m)).count() as u64;
+                            let span = Span::current();
+                            telemetry::attr(&span, "results", results.len() as i64);
+                            telemetry::attr(&span, "matches", credits as i64);
+                            telemetry::attr(&span, "credits", credits as i64);
                             let completed = rec.at(Stage::Completed {
                                 attempt: rec.attempt(),
                                 batch_id: batch_id.to_string(),
@@ -363,8 +380,10 @@ impl JobContext {
         }
     }
 
-    /// Writes that job `job` was accepted as `batch_id`.
+    /// Writes that job `job` was accepted as `batch_id` (an attribute of
+    /// the job's span, the current one).
     async fn accepted(&self, job: &JobId, rec: &Record, batch_id: &str) -> Record {
+        telemetry::attr(&Span::current(), "batch_id", batch_id.to_string());
         let accepted = rec.at(Stage::Accepted {
             attempt: rec.attempt().max(1),
             batch_id: batch_id.to_string(),

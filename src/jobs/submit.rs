@@ -11,12 +11,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, Instrument, Span};
 
 use super::wait::Sent;
 use super::{now_ms, JobContext, JobEvent};
 use crate::api::{ApiError, Endpoint};
 use crate::lifecycle::{JobId, Record, Stage};
+use crate::telemetry;
 
 /// What submitting a job came to.
 pub(super) enum Submitted {
@@ -92,6 +93,9 @@ impl JobContext {
         let policy = self.policy(Endpoint::Submit);
         let hooks = super::Hooks { ctx: self, seq };
         let written = Mutex::new(rec.clone());
+        let span = telemetry::request("submit");
+        telemetry::attr(&span, "attempt", i64::from(attempt));
+        telemetry::attr(&Span::current(), "attempt", i64::from(attempt));
         let result = crate::api::with_retries(&policy, &hooks, Endpoint::Submit, || async {
             self.lease().await;
             // The rate limiter's wait comes before the record: the request
@@ -132,7 +136,13 @@ impl JobContext {
                 },
             }
         })
+        .instrument(span.clone())
         .await;
+        match &result {
+            Ok(Answer::Accepted(batch_id, _)) => telemetry::attr(&span, "batch_id", batch_id.to_string()),
+            Ok(Answer::Lost { .. }) => telemetry::failed(&span, &"the answer was lost"),
+            Err(e) => telemetry::failed(&span, e),
+        }
         *rec = written.into_inner().expect("record");
         match result {
             Ok(Answer::Accepted(batch_id, sent)) => {

@@ -4,12 +4,29 @@
 mod families;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use prometheus::local::LocalHistogram;
-use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, IntCounter, Opts, Registry, TextEncoder};
 
 use families::{ApiMetrics, JobMetrics, KafkaMetrics, RecordMetrics, StoreMetrics, WebhookMetrics};
+
+/// Trace spans dropped because the export queue was full. Counted from
+/// before any registry exists (telemetry starts first), so it lives here
+/// and every registry registers it.
+static SPANS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "spans_dropped_total",
+        "Trace spans dropped because the export queue was full (the collector is slow or down).",
+    )
+    .expect("valid metric")
+});
+
+/// A trace span found the export queue full.
+pub(crate) fn span_dropped() {
+    SPANS_DROPPED.inc();
+}
 
 /// All metrics, registered in one registry, grouped by stage.
 pub(crate) struct Metrics {
@@ -58,7 +75,10 @@ impl Metrics {
             },
             born: Instant::now(),
             first_output: AtomicBool::new(false),
-            registry: r,
+            registry: {
+                r.register(Box::new(SPANS_DROPPED.clone())).expect("registered once");
+                r
+            },
         }
     }
 

@@ -74,6 +74,8 @@ pub(crate) struct Resolution<'a> {
     pub(crate) batch_id: &'a str,
     /// RFC 3339 time of resolution.
     pub(crate) resolved_at: &'a str,
+    /// The W3C `traceparent` the output carries (a traced record's span).
+    pub(crate) traceparent: Option<&'a str>,
 }
 
 /// Why a record goes to the dead-letter topic.

@@ -279,7 +279,7 @@ impl Publish for KafkaSink {
         };
         if let Some(stage) = &self.stage {
             let key = self.shape.key(rec, r.identifier);
-            let headers = record::output_headers(rec, r.batch_id);
+            let headers = record::output_headers(rec, r.batch_id, r.traceparent);
             // With the record's framing; inside the transaction a refusal
             // would fail the commit (it is handled, but costs one).
             let size = value.len() + key.map_or(0, <[u8]>::len) + txn::headers_bytes(&headers) + 512;
@@ -328,7 +328,7 @@ impl Publish for KafkaSink {
         });
         let mut record = BaseRecord::with_opaque_to(&self.output_topic, delivery)
             .payload(value.as_slice())
-            .headers(record::output_headers(rec, r.batch_id));
+            .headers(record::output_headers(rec, r.batch_id, r.traceparent));
         if let Some(key) = self.shape.key(rec, r.identifier) {
             record = record.key(key);
         }

@@ -109,14 +109,18 @@ struct Output<'a> {
 }
 
 /// The input's forwarded headers (without any `identify.*` or
-/// `__connect.errors.*` of its own: ours are added, never duplicated),
-/// then `identify.source.{topic,partition,offset}`.
-pub(super) fn source_headers(rec: &InputRecord) -> OwnedHeaders {
+/// `__connect.errors.*` of its own: ours are added, never duplicated; nor
+/// its `traceparent` when `new_traceparent` replaces it), then
+/// `identify.source.{topic,partition,offset}`.
+pub(super) fn source_headers(rec: &InputRecord, new_traceparent: bool) -> OwnedHeaders {
     let forwarded = rec.headers.as_ref().map_or(0, |h| h.count());
     let mut headers = OwnedHeaders::new_with_capacity(forwarded + 8);
     if let Some(input) = &rec.headers {
         for h in input.iter() {
-            if !h.key.starts_with("identify.") && !h.key.starts_with("__connect.errors.") {
+            let ours = h.key.starts_with("identify.")
+                || h.key.starts_with("__connect.errors.")
+                || (new_traceparent && h.key.eq_ignore_ascii_case("traceparent"));
+            if !ours {
                 headers = headers.insert(h);
             }
         }
@@ -137,12 +141,20 @@ pub(super) fn source_headers(rec: &InputRecord) -> OwnedHeaders {
         })
 }
 
-/// The headers of the output of `rec`: its source and the job.
-pub(super) fn output_headers(rec: &InputRecord, batch_id: &str) -> OwnedHeaders {
-    source_headers(rec).insert(Header {
+/// The headers of the output of `rec`: its source and the job, and the
+/// `traceparent` of a traced record's span.
+pub(super) fn output_headers(rec: &InputRecord, batch_id: &str, traceparent: Option<&str>) -> OwnedHeaders {
+    let headers = source_headers(rec, traceparent.is_some()).insert(Header {
         key: "identify.batch_id",
         value: Some(batch_id.as_bytes()),
-    })
+    });
+    match traceparent {
+        Some(tp) => headers.insert(Header {
+            key: "traceparent",
+            value: Some(tp.as_bytes()),
+        }),
+        None => headers,
+    }
 }
 
 /// The Kafka Connect stage a dead-letter reason belongs to.
@@ -176,7 +188,7 @@ pub(super) fn dead_letter<'a>(
     // keep its head and say so, rather than stall the partition.
     let value = rec.value.as_deref();
     let truncated_from = value.filter(|v| v.len() > value_limit).map(|v| v.len().to_string());
-    let mut headers = source_headers(rec)
+    let mut headers = source_headers(rec, false)
         .insert(Header {
             key: "identify.error.reason",
             value: Some(reason.as_bytes()),
@@ -245,6 +257,7 @@ mod tests {
             matched: true,
             batch_id: "b-1",
             resolved_at: "2026-11-30T12:00:00.000Z",
+            traceparent: None,
         }
     }
 
@@ -260,6 +273,7 @@ mod tests {
             value: Some(Bytes::copy_from_slice(value)),
             headers: None,
             timestamp_ms: None,
+            traceparent: None,
         }
     }
 
@@ -278,7 +292,7 @@ mod tests {
         assert_eq!(v["matches"][0]["confidence_score"], 1.0);
         assert_eq!(v["source"]["partition"], 3);
         assert_eq!(v["source"]["offset"], 1234);
-        let h = output_headers(&rec(b"{}"), "b-1");
+        let h = output_headers(&rec(b"{}"), "b-1", None);
         assert_eq!(header(&h, "identify.batch_id").as_deref(), Some("b-1"));
         assert_eq!(header(&h, "identify.source.offset").as_deref(), Some("1234"));
     }
@@ -358,7 +372,7 @@ mod tests {
                     value: Some(&b"forged"[..]),
                 }),
         );
-        let h = output_headers(&input, "b-1");
+        let h = output_headers(&input, "b-1", None);
         let keys: Vec<&str> = h.iter().map(|x| x.key).collect();
         assert_eq!(
             keys,
@@ -374,6 +388,10 @@ mod tests {
         assert_eq!(h.get(0).value, Some(&b"00-abc-01"[..]));
         assert_eq!(h.get(1).value, None);
         assert_eq!(header(&h, "identify.batch_id").as_deref(), Some("b-1"));
+        // A traced record's span replaces the input's traceparent.
+        let h = output_headers(&input, "b-1", Some("00-def-01"));
+        let traceparents: Vec<_> = h.iter().filter(|x| x.key == "traceparent").map(|x| x.value).collect();
+        assert_eq!(traceparents, [Some(&b"00-def-01"[..])]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::rebalance::SourceContext;
 use super::{SourceError, SourceEvent, SourceParts, Work};
 use crate::model::InputRecord;
 use crate::sink::Failure;
+use crate::telemetry;
 
 /// How long a poll waits for the first record.
 const POLL_WAIT: Duration = Duration::from_millis(100);
@@ -140,6 +141,13 @@ fn report_lag(p: &SourceParts) {
     }
 }
 
+/// The record's W3C `traceparent` header, if it has one.
+fn traceparent(msg: &BorrowedMessage<'_>) -> Option<Box<str>> {
+    let headers = msg.headers()?;
+    let h = headers.iter().find(|h| h.key.eq_ignore_ascii_case("traceparent"))?;
+    std::str::from_utf8(h.value?).ok().map(Box::from)
+}
+
 /// Interned topic names: one `Arc<str>` per topic, not one per record.
 #[derive(Default)]
 struct TopicNames(HashMap<String, Arc<str>>);
@@ -219,6 +227,7 @@ fn convert(p: &SourceParts, topics: &mut TopicNames, msg: &BorrowedMessage<'_>) 
         value,
         headers: headers.map(|h| h.detach()),
         timestamp_ms,
+        traceparent: telemetry::enabled().then(|| traceparent(msg)).flatten(),
     };
     match p.decoder.decode(rec.value.as_deref()) {
         Ok(id) => Ok(Some(Work { rec, id })),
