@@ -14,7 +14,8 @@
 //! with Kafka running and `target/release/identify-connector` built).
 //! Scenarios: drain drain_rpm60 jitter webhooks jitter_webhooks shared
 //! realistic realistic_webhooks realistic_shared cachehit startup throughput
-//! rss latency recovery exactly_once (default: all).
+//! rss latency recovery exactly_once traces (default: all; traces needs
+//! JAEGER_BIN, which scripts/bench.sh sets).
 
 mod cachehit;
 mod common;
@@ -25,6 +26,7 @@ mod latency;
 mod plot;
 mod recovery;
 mod startup;
+mod traces;
 
 use drain::{Drain, Jobs};
 
@@ -48,6 +50,7 @@ async fn main() {
         "latency",
         "recovery",
         "exactly_once",
+        "traces",
     ];
     let drain = |name, pods, webhooks, jobs| Drain {
         name,
@@ -88,6 +91,7 @@ async fn main() {
             "latency" => latency::run().await,
             "recovery" => recovery::run().await,
             "exactly_once" => eos::run().await,
+            "traces" => traces::run().await,
             other => panic!("unknown scenario {other}; one of {all:?}"),
         }
     }

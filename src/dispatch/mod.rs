@@ -455,13 +455,13 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             telemetry::record(tp, job, waited)
         });
         let r = Resolution {
-            traceparent: traceparent.as_deref(),
             identifier: key,
             identifier_type: kind.as_str(),
             matches: &c.matches,
             matched: has_matches(&c.matches),
             batch_id: &c.batch_id,
             resolved_at: &c.resolved_at,
+            traceparent: traceparent.as_deref(),
         };
         Ok(self.parts.sink.output(rec, &r).await?)
     }

@@ -1,6 +1,7 @@
 //! The consumer thread's loop: apply back-pressure, offer commits, report
-//! the lag in seconds, poll a batch of records, convert each one (track its offset, decode it,
-//! dead-letter bad input) and hand the batch to the dispatcher.
+//! the lag in seconds, poll a batch of records, convert each one (track its
+//! offset, decode it, dead-letter bad input) and hand the batch to the
+//! dispatcher.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -29,6 +30,7 @@ const HOLD_WAIT: Duration = Duration::from_millis(2);
 /// How often the lag in seconds is updated.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
+/// Now, in ms since the epoch.
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
