@@ -105,7 +105,7 @@ impl RecordMetrics {
             e2e_latency: histogram(
                 r,
                 "end_to_end_latency_seconds",
-                "Input record's Kafka timestamp to its output's acknowledgement (observed per delivery batch).",
+                "Input record's Kafka timestamp to its output's acknowledgement.",
                 seconds_buckets(),
                 &[],
             )

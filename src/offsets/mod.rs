@@ -37,8 +37,12 @@ struct PartitionState {
     next: Option<i64>,
     /// Last offset committed (or known committed) in this assignment.
     committed: Option<i64>,
-    /// The first record finished but not yet committed: (offset, timestamp).
-    finished: Option<(i64, i64)>,
+    /// Finished records not yet committed, as (offset, timestamp): the
+    /// first one, then the first one at or after each commit point offered
+    /// since (so a commit of an earlier point leaves the next in view).
+    finished: VecDeque<(i64, i64)>,
+    /// The last commit point offered.
+    offered: Option<i64>,
 }
 
 /// A commit to make: partition and offset.
@@ -93,7 +97,8 @@ impl OffsetTracker {
                 pending: VecDeque::new(),
                 next: None,
                 committed: None,
-                finished: None,
+                finished: VecDeque::new(),
+                offered: None,
             },
         );
         epoch
@@ -187,7 +192,10 @@ impl OffsetTracker {
         // A commit never passes an unfinished record, so what leaves the
         // front here is not committed yet.
         while let Some(e) = state.pending.front().filter(|e| e.done) {
-            state.finished.get_or_insert((e.offset, e.ts_ms));
+            let first_past_offer = |last: &(i64, i64)| state.offered.is_some_and(|p| last.0 < p && e.offset >= p);
+            if state.finished.back().is_none_or(first_past_offer) {
+                state.finished.push_back((e.offset, e.ts_ms));
+            }
             state.pending.pop_front();
         }
         true
@@ -200,7 +208,11 @@ impl OffsetTracker {
         self.parts
             .iter()
             .map(|(tp, s)| {
-                let ts = s.finished.map(|f| f.1).or_else(|| s.pending.front().map(|e| e.ts_ms));
+                let ts = s
+                    .finished
+                    .front()
+                    .map(|f| f.1)
+                    .or_else(|| s.pending.front().map(|e| e.ts_ms));
                 (tp.clone(), ts)
             })
             .collect()
@@ -216,11 +228,12 @@ impl OffsetTracker {
     /// Partitions whose safe offset moved past what was last committed.
     pub(crate) fn commit_candidates(&mut self) -> Vec<CommitPoint> {
         let mut out = Vec::new();
-        for (tp, s) in self.parts.iter() {
+        for (tp, s) in self.parts.iter_mut() {
             let Some(safe) = safe_commit_offset(s.pending.front().map(|e| e.offset), s.next).or(s.committed) else {
                 continue;
             };
             if s.committed.is_none_or(|c| safe > c) {
+                s.offered = Some(safe);
                 out.push(CommitPoint {
                     tp: tp.clone(),
                     offset: safe,
@@ -243,11 +256,10 @@ impl OffsetTracker {
             if s.committed.is_none_or(|c| point.offset > c) {
                 s.committed = Some(point.offset);
             }
-            // Finished records the commit passed are committed; those that
-            // finished after its point was taken wait for the next one
-            // (their age is counted again from the next unfinished record).
-            if s.finished.is_some_and(|(offset, _)| offset < point.offset) {
-                s.finished = None;
+            // Finished records the commit passed are committed; the first
+            // one past its point (if any) is the oldest still waiting.
+            while s.finished.front().is_some_and(|&(offset, _)| offset < point.offset) {
+                s.finished.pop_front();
             }
         }
     }

@@ -50,11 +50,12 @@ pub(crate) struct Refusable {
     pub(super) batch_id: String,
 }
 
-/// The end-to-end latencies of one delivery batch (one poll's callbacks):
-/// observed with one clock reading, flushed into the histogram at its end.
+/// End-to-end latencies gathered in a local histogram (no shared atomics
+/// per record), flushed into the exported one after each producer poll
+/// (at most a second apart).
 struct LatencyBatch {
     local: LocalHistogram,
-    now_ms: Option<i64>,
+    observed: bool,
 }
 
 /// Producer callbacks: acknowledgements finish source offsets.
@@ -79,7 +80,7 @@ impl ClientContext for SinkContext {}
 impl AfterPoll for SinkContext {
     fn after_poll(&self) {
         let mut batch = self.latency.lock().expect("latency");
-        if batch.now_ms.take().is_some() {
+        if std::mem::take(&mut batch.observed) {
             batch.local.flush();
         }
     }
@@ -114,12 +115,11 @@ impl ProducerContext for SinkContext {
                     Kind::DeadLetter { reason } => self.metrics.dead_lettered(reason),
                 }
                 if let Some(ts) = timestamp_ms {
-                    let mut batch = self.latency.lock().expect("latency");
-                    let now = *batch
-                        .now_ms
-                        .get_or_insert_with(|| chrono::Utc::now().timestamp_millis());
+                    let now = chrono::Utc::now().timestamp_millis();
                     if now >= ts {
+                        let mut batch = self.latency.lock().expect("latency");
                         batch.local.observe((now - ts) as f64 / 1000.0);
+                        batch.observed = true;
                     }
                 }
             }
@@ -161,7 +161,7 @@ pub(super) fn create(
         metrics: metrics.clone(),
         latency: Mutex::new(LatencyBatch {
             local: metrics.end_to_end_local(),
-            now_ms: None,
+            observed: false,
         }),
         fatal: fatal.clone(),
         txn_refused: Mutex::default(),

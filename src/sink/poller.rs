@@ -24,10 +24,11 @@ fn queue_full(e: &KafkaError) -> bool {
     matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
 }
 
-/// A producer context told when the callbacks of each poll (one delivery
-/// batch) have run: what it gathers per record it hands on per batch.
+/// A producer context told when each poll has returned (`poll` serves the
+/// events of up to [`POLL_WAIT`]): what it gathers per record it hands on
+/// then, at most that far apart.
 pub(crate) trait AfterPoll: ProducerContext {
-    /// The callbacks of one poll have run.
+    /// A poll has returned.
     fn after_poll(&self) {}
 }
 
