@@ -126,6 +126,8 @@ pub(super) fn source_headers(rec: &InputRecord, new_traceparent: bool) -> OwnedH
         }
     }
     let pos = &rec.pos;
+    // Formatted on the stack: these headers are built for every output.
+    let (mut partition, mut offset) = (itoa::Buffer::new(), itoa::Buffer::new());
     headers
         .insert(Header {
             key: "identify.source.topic",
@@ -133,11 +135,11 @@ pub(super) fn source_headers(rec: &InputRecord, new_traceparent: bool) -> OwnedH
         })
         .insert(Header {
             key: "identify.source.partition",
-            value: Some(pos.partition.to_string().as_bytes()),
+            value: Some(partition.format(pos.partition).as_bytes()),
         })
         .insert(Header {
             key: "identify.source.offset",
-            value: Some(pos.offset.to_string().as_bytes()),
+            value: Some(offset.format(pos.offset).as_bytes()),
         })
 }
 

@@ -176,6 +176,7 @@ fn poll_batch(
     mut wait: Duration,
 ) -> Result<Vec<Work>, SourceError> {
     let mut batch = Vec::with_capacity(room.min(64));
+    let mut consumed = 0;
     while batch.len() < room {
         let msg = match consumer.poll(wait) {
             None => break,
@@ -194,16 +195,23 @@ fn poll_batch(
             // Not tracked, so never committed: the next owner reads it again.
             continue;
         }
-        if let Some(work) = convert(p, topics, &msg)? {
+        if let Some(work) = convert(p, topics, &msg, &mut consumed)? {
             batch.push(work);
         }
     }
+    p.metrics.records_consumed(consumed);
     Ok(batch)
 }
 
-/// Tracks the record's offset and decodes it; bad input is dead-lettered
-/// here and yields `None`, as does a record of a partition not assigned.
-fn convert(p: &SourceParts, topics: &mut TopicNames, msg: &BorrowedMessage<'_>) -> Result<Option<Work>, SourceError> {
+/// Tracks the record's offset (counting it in `consumed`) and decodes it;
+/// bad input is dead-lettered here and yields `None`, as does a record of
+/// a partition not assigned.
+fn convert(
+    p: &SourceParts,
+    topics: &mut TopicNames,
+    msg: &BorrowedMessage<'_>,
+    consumed: &mut u64,
+) -> Result<Option<Work>, SourceError> {
     let topic = topics.get(msg.topic());
     let value = msg.payload().map(Bytes::copy_from_slice);
     let headers = msg.headers().filter(|_| p.keep_headers);
@@ -222,7 +230,7 @@ fn convert(p: &SourceParts, topics: &mut TopicNames, msg: &BorrowedMessage<'_>) 
     let Some(pos) = tracked else {
         return Ok(None);
     };
-    p.metrics.record_consumed();
+    *consumed += 1;
     let rec = InputRecord {
         pos,
         key: msg.key().map(Bytes::copy_from_slice),
