@@ -605,6 +605,8 @@ def main():  # noqa: C901 (one linear list of checks)
             md = t.get("metadata") or {}
             c.check(set(t) <= SCALEDOBJECT_TRIGGER_KEYS and set(md) == {"serverAddress", "query", "threshold"},
                     "prometheus trigger has unknown or missing fields: %s" % sorted(md))
+            c.check(t.get("metricType") == "Value",
+                    "prometheus trigger metricType is not Value (the lag is a maximum, not a sum)")
             c.check(md.get("serverAddress") == lag_seconds.get("serverAddress"),
                     "prometheus trigger serverAddress is not autoscaling.keda.lagSeconds.serverAddress")
             c.check(md.get("threshold") == str(lag_seconds["threshold"]),

@@ -272,7 +272,8 @@ INVALID_CASES=(
   "hpa CPU target without a CPU request|needs resources.requests.cpu|--set	autoscaling.hpa.enabled=true	--set	autoscaling.partitions=6	--set	resources.requests.cpu=null"
   "hpa without any metric|has no metric|--set	autoscaling.hpa.enabled=true	--set	autoscaling.partitions=6	--set	autoscaling.hpa.targetCPUUtilizationPercentage=null"
   "keda lagThreshold 0|$SCHEMA_ERR|--set	autoscaling.keda.enabled=true	--set	autoscaling.partitions=6	--set-string	autoscaling.keda.lagThreshold=0"
-  "keda lagSeconds without a Prometheus server|needs autoscaling.keda.lagSeconds.serverAddress|--set	autoscaling.keda.enabled=true	--set	autoscaling.partitions=6	--set-string	autoscaling.keda.lagSeconds.threshold=60"
+  "keda lagSeconds without a Prometheus server|needs autoscaling.keda.lagSeconds.serverAddress|--set	autoscaling.keda.enabled=true	--set	autoscaling.partitions=6	--set	serviceMonitor.enabled=true	--set-string	autoscaling.keda.lagSeconds.threshold=60"
+  "keda lagSeconds default query without a ServiceMonitor|needs serviceMonitor.enabled|--set	autoscaling.keda.enabled=true	--set	autoscaling.partitions=6	--set-string	autoscaling.keda.lagSeconds.threshold=60	--set	autoscaling.keda.lagSeconds.serverAddress=http://prom:9090"
   "keda lagSeconds threshold 0|$SCHEMA_ERR|--set	autoscaling.keda.enabled=true	--set	autoscaling.partitions=6	--set-string	autoscaling.keda.lagSeconds.threshold=0"
 )
 for case in "${INVALID_CASES[@]}"; do
