@@ -23,7 +23,13 @@ fi
 work=$(mktemp -d)
 pids=()
 started_kafka=""
+container=""
 cleanup() {
+  # A container outlives its `podman run` client if that dies first.
+  if [ -n "$container" ]; then
+    podman stop -t 40 "$container" >/dev/null 2>&1 || true
+    podman rm -f "$container" >/dev/null 2>&1 || true
+  fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   [ -n "$started_kafka" ] && scripts/kafka-local.sh stop
@@ -106,8 +112,9 @@ if [ -n "$IMAGE" ]; then
   chmod 0644 "$work/connector.toml"
   # SIGTERM to `podman run` reaches the connector (--sig-proxy); its exit
   # status is the connector's.
-  podman run --rm --network host --read-only --user 10001:10001 \
-    -e CRUSTDATA_API_KEY=$KEY -e RUST_LOG="${RUST_LOG:-info}" \
+  container=$run-connector
+  podman run --rm --name "$container" --network host --read-only --user 10001:10001 \
+    -e CRUSTDATA_API_KEY="$KEY" -e RUST_LOG="${RUST_LOG:-info}" \
     -v "$work/connector.toml:/etc/identify-connector/config.toml:ro" \
     "$IMAGE" 2>"$work/connector.log" &
 else
@@ -171,7 +178,8 @@ if ! wait "$connector"; then
   exit 1
 fi
 echo "connector stopped cleanly (SIGTERM -> exit 0)"
-committed=$(scripts/kafka-local.sh committed "$run" "$input")
+committed=$(scripts/kafka-local.sh committed "$run" "$input") \
+  || { echo "could not read the group's committed offsets" >&2; exit 1; }
 echo "input offsets committed: $committed of $total"
 if [ "$committed" != "$total" ]; then
   echo "not every input offset was committed" >&2

@@ -30,14 +30,19 @@ build() {
   log "building Jaeger $JAEGER_VERSION (first run only, takes a few minutes)"
   local start=$SECONDS module
   module=$(mktemp -d)
-  trap 'rm -rf "$module"' RETURN
   mkdir -p "$(dirname "$BIN")"
-  (
+  if ! (
     cd "$module"
-    "$go" mod init jaeger-build >/dev/null 2>&1
-    "$go" get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" >/dev/null 2>&1
-    "$go" build -o "$BIN.partial" github.com/jaegertracing/jaeger/cmd/jaeger
-  )
+    "$go" mod init jaeger-build >"$module.log" 2>&1 &&
+      "$go" get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" >>"$module.log" 2>&1 &&
+      "$go" build -o "$BIN.partial" github.com/jaegertracing/jaeger/cmd/jaeger >>"$module.log" 2>&1
+  ); then
+    log "the build failed; its output:"
+    tail -n 30 "$module.log" >&2
+    rm -rf "$module" "$module.log" "$BIN.partial"
+    exit 1
+  fi
+  rm -rf "$module" "$module.log"
   mv "$BIN.partial" "$BIN"
   log "Jaeger $JAEGER_VERSION built in $((SECONDS - start)) s: $BIN"
 }

@@ -3,9 +3,10 @@
 //! spans over OTLP/HTTP, and its query API is read back: one trace per job
 //! with its submit, poll, download and publish spans and attributes; a
 //! record that carried a `traceparent` has its span in that trace, linked
-//! to its job, and its output carries the span's `traceparent`. With the
-//! collector down nothing blocks: every record is resolved and the
-//! connector stops at once.
+//! to its job, and its output carries the span's `traceparent`. With a
+//! collector that hangs nothing blocks: every record is resolved, the spans
+//! that find the export queue full are counted, and the connector stops
+//! within its bounds.
 
 mod common;
 
@@ -226,19 +227,35 @@ async fn every_job_is_a_trace_and_a_traced_record_is_linked_to_its_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_collector_that_is_down_blocks_nothing() {
+async fn a_collector_that_hangs_blocks_nothing_and_its_drops_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let sim = common::start_sim(|_| {}).await;
-    let topics = run_input("traces-down", 3_000, &[(hex(32), hex(16))]).await;
-    // Nothing listens there.
-    let endpoint = format!("http://127.0.0.1:{}", testkit::free_port());
+    // Every record traced: far more spans than the export queue holds.
+    let traced: Vec<(String, String)> = (0..3_000).map(|_| (hex(32), hex(16))).collect();
+    let topics = run_input("traces-down", 3_000, &traced).await;
+    // A collector that takes connections and never answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", hole.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hole.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let port = testkit::free_port();
     let cfg = config(dir.path(), &topics, &sim.base_url(), &endpoint, "identify-down");
+    let toml = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    std::fs::write(&cfg, toml).unwrap();
     let proc = common::connector_proc(&cfg, &dir.path().join("connector.log"), "warn", &[]);
     common::wait_done(&topics, Duration::from_secs(120)).await;
+    let dropped = testkit::metrics::scrape(&format!("127.0.0.1:{port}"), "identify_spans_dropped_total").await;
+    assert!(dropped > 0.0, "spans that found the queue full are counted: {dropped}");
     // The flush of spans that cannot leave is bounded too.
     let status = proc.terminate(Duration::from_secs(30));
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
     let audit = common::audit(&topics);
     audit.assert_nothing_lost("traces-down");
-    audit.assert_all_valid_resolved(3_001);
+    audit.assert_all_valid_resolved(6_000);
 }

@@ -4,7 +4,7 @@
 //! real Jaeger all-in-one receiving), and on with the collector down.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use testkit::kafka;
@@ -18,6 +18,16 @@ fn jaeger_bin() -> PathBuf {
     std::env::var_os("JAEGER_BIN")
         .map(PathBuf::from)
         .expect("JAEGER_BIN (scripts/bench.sh sets it from scripts/jaeger.sh path)")
+}
+
+/// A child process killed when dropped (also when a run panics).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn produce_traced(run: &Run, tag: &str) {
@@ -58,15 +68,16 @@ async fn once(mode: &str, telemetry: &str) -> (f64, f64) {
 
 pub async fn run() {
     let (off, off_cpu) = once("off", "").await;
-    let mut jaeger = Command::new(jaeger_bin())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start Jaeger");
+    let jaeger = Killed(
+        Command::new(jaeger_bin())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start Jaeger"),
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (on, on_cpu) = once("on", "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n").await;
-    let _ = jaeger.kill();
-    let _ = jaeger.wait();
+    drop(jaeger);
     let down = format!(
         "[telemetry]\notlp_endpoint = \"http://127.0.0.1:{}\"\n",
         testkit::free_port()

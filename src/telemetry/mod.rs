@@ -9,7 +9,8 @@
 //! span's status) and `publish` for handing its results out. A record that
 //! carries a W3C `traceparent` header gets a `record` span in that trace
 //! (sampled as its parent says), linked to the job that resolved it; its
-//! output carries that span's `traceparent`. Plain cache hits make no spans.
+//! output carries that span's `traceparent`. Records without one make no
+//! span (a traced cache hit gets its `record` span, with no job to link).
 //!
 //! Export never blocks the pipeline ([`export`]): a bounded queue, a thread
 //! of its own, and spans that find the queue full are dropped and counted.
@@ -71,7 +72,7 @@ impl Telemetry {
     /// Traces as `cfg` asks, or `None` when no collector is named.
     /// `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`
     /// (with its argument), `OTEL_EXPORTER_OTLP_*` (headers, timeout) and
-    /// `OTEL_BSP_*` are honoured.
+    /// `OTEL_BSP_*` (but the queue size, fixed at 2048) are honoured.
     pub fn init(cfg: &TelemetryConfig) -> Result<Option<Self>, TelemetryError> {
         let Some(url) = endpoint(cfg) else {
             return Ok(None);
