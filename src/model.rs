@@ -11,6 +11,12 @@ use serde_json::value::RawValue;
 /// The API's limit of identifiers per submission.
 pub(crate) const API_MAX_BATCH: usize = 300;
 
+/// Now, in ms since the epoch (the unit of record timestamps and of the
+/// journal's times).
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// The two identifier kinds the API accepts; one kind per job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum IdentifierType {

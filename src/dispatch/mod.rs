@@ -451,7 +451,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             return Ok(());
         }
         let traceparent = rec.traceparent.as_deref().and_then(|tp| {
-            let waited = rec.timestamp_ms.map(|ts| crate::jobs::now_ms() - ts);
+            let waited = rec.timestamp_ms.map(|ts| crate::model::now_ms() - ts);
             telemetry::record(tp, job, waited)
         });
         let r = Resolution {

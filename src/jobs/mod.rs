@@ -419,10 +419,7 @@ impl JobContext {
     }
 }
 
-/// Now, in ms since the epoch.
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub(crate) use crate::model::now_ms;
 
 /// An error after which another attempt of the same request may succeed.
 fn may_pass(e: &ApiError) -> bool {

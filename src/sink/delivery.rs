@@ -55,7 +55,6 @@ pub(crate) struct Refusable {
 /// (at most a second apart).
 struct LatencyBatch {
     local: LocalHistogram,
-    observed: bool,
 }
 
 /// Producer callbacks: acknowledgements finish source offsets.
@@ -79,10 +78,8 @@ impl ClientContext for SinkContext {}
 
 impl AfterPoll for SinkContext {
     fn after_poll(&self) {
-        let mut batch = self.latency.lock().expect("latency");
-        if std::mem::take(&mut batch.observed) {
-            batch.local.flush();
-        }
+        // A flush of nothing returns at once.
+        self.latency.lock().expect("latency").local.flush();
     }
 }
 
@@ -115,11 +112,10 @@ impl ProducerContext for SinkContext {
                     Kind::DeadLetter { reason } => self.metrics.dead_lettered(reason),
                 }
                 if let Some(ts) = timestamp_ms {
-                    let now = chrono::Utc::now().timestamp_millis();
+                    let now = crate::model::now_ms();
                     if now >= ts {
-                        let mut batch = self.latency.lock().expect("latency");
+                        let batch = self.latency.lock().expect("latency");
                         batch.local.observe((now - ts) as f64 / 1000.0);
-                        batch.observed = true;
                     }
                 }
             }
@@ -161,7 +157,6 @@ pub(super) fn create(
         metrics: metrics.clone(),
         latency: Mutex::new(LatencyBatch {
             local: metrics.end_to_end_local(),
-            observed: false,
         }),
         fatal: fatal.clone(),
         txn_refused: Mutex::default(),

@@ -17,7 +17,7 @@ use tracing::{debug, error, warn};
 use super::backpressure::{batch_room, commit_due, Action, Budget, Gate};
 use super::rebalance::SourceContext;
 use super::{SourceError, SourceEvent, SourceParts, Work};
-use crate::model::InputRecord;
+use crate::model::{now_ms, InputRecord};
 use crate::sink::Failure;
 use crate::telemetry;
 
@@ -29,11 +29,6 @@ const PAUSED_WAIT: Duration = Duration::from_millis(20);
 const HOLD_WAIT: Duration = Duration::from_millis(2);
 /// How often the lag in seconds is updated.
 const LAG_EVERY: Duration = Duration::from_secs(1);
-
-/// Now, in ms since the epoch.
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 /// Polls until the pipeline asks the consumer to close (`Ok`) or a fatal
 /// error; commits are handed to the committer thread.

@@ -34,7 +34,7 @@ use tracing::{debug, info};
 use crate::config::Config;
 use crate::lifecycle::{Applied, JobId, Outcome, Record, Stage};
 use crate::metrics::Metrics;
-use crate::model::{IdentifierType, Matches};
+use crate::model::{now_ms, IdentifierType, Matches};
 use crate::share::{Team, CLAIM_AFTER};
 use crate::sink::PolledProducer;
 use disk::Disk;
@@ -185,10 +185,6 @@ pub(crate) struct KafkaStore {
     ttl: Duration,
     tail: Tail,
     background: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// This pod's member id: its `kafka.instance_id` (unique in the group),
