@@ -15,6 +15,7 @@ pub(crate) struct Health {
     restoring: AtomicBool,
     halted: Mutex<Option<String>>,
     misrouted: Mutex<Option<String>>,
+    budget: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -57,6 +58,11 @@ impl Health {
     pub(crate) fn set_misrouted(&self, why: Option<String>) {
         *self.misrouted.lock().expect("health") = why;
     }
+    /// Submitting halted because the credit budget is spent (`Some`: why
+    /// and until when), or resumed (`None`).
+    pub(crate) fn set_budget(&self, why: Option<String>) {
+        *self.budget.lock().expect("health") = why;
+    }
     /// Why submitting is halted, if it is.
     pub(crate) fn halted(&self) -> Option<String> {
         self.halted.lock().expect("health").clone()
@@ -82,6 +88,9 @@ impl Health {
         }
         if let Some(why) = self.halted() {
             return Some(format!("submitting halted: the API refuses every request: {why}"));
+        }
+        if let Some(why) = self.budget.lock().expect("health").clone() {
+            return Some(format!("budget: {why}"));
         }
         if self.api_refused() {
             return Some("the API refuses the key".into());

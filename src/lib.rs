@@ -16,6 +16,7 @@
 //! | `offsets` | the offset tracker: in-flight offsets, contiguous commit watermarks, epochs |
 //! | `batch` | micro-batches: one identifier type per job, size and linger flushes |
 //! | `dispatch` | the single owner of pending identifiers: dedupe, the store, the jobs and their slots, fan-out, journaled jobs nobody drives |
+//! | `budget` | the credit ceilings per hour and day: reservations in one store-topic partition judged alike by every pod, settlements, the halt |
 //! | `share` | the split of the key's active-job slots among the pods that use it (member records in the store topic) |
 //! | `store` | the result store: a compacted topic tailed by every pod into a local store on disk, a hot set in memory, the job journal |
 //! | `lifecycle` | a job's life as a state machine: the journal's records, the rule that applies them in log order, the phases that hold slots (pure, a leaf) |
@@ -53,6 +54,7 @@ macro_rules! failpoint {
 
 mod api;
 mod batch;
+mod budget;
 pub mod config;
 mod decode;
 mod dispatch;

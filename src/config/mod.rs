@@ -13,12 +13,14 @@ use serde::Deserialize;
 
 use crate::model::{IdentifierType, API_MAX_BATCH};
 
+mod budget;
 mod load;
 mod output;
 mod telemetry;
 mod types;
 mod validate;
 
+pub use budget::BudgetConfig;
 pub use output::{DeadLetterHeaders, OutputConfig, OutputKey, OutputMode};
 pub use telemetry::TelemetryConfig;
 pub use types::{duration, Properties, Secret};
@@ -65,6 +67,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Traces (OpenTelemetry, off by default).
     pub telemetry: TelemetryConfig,
+    /// Credit ceilings (off by default).
+    pub budget: BudgetConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
 }

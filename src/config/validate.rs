@@ -36,6 +36,23 @@ impl Config {
         self.server.validate(&mut p);
         self.output.validate(self.input.format == InputFormat::Json, &mut p);
         self.telemetry.validate(&mut p);
+        self.budget.validate(&mut p);
+        // The store topic keeps records for cache.ttl plus an hour; the
+        // budget's reservations must outlive their longest window there.
+        let window = match (self.budget.credits_per_day, self.budget.credits_per_hour) {
+            (Some(_), _) => Some(("budget.day_length", self.budget.day_length)),
+            (None, Some(_)) => Some(("budget.hour_length", self.budget.hour_length)),
+            (None, None) => None,
+        };
+        if let Some((name, len)) = window {
+            p.need(
+                self.cache.ttl + std::time::Duration::from_secs(3600) >= len,
+                format!(
+                    "cache.ttl: {:?} plus an hour is shorter than {name} ({len:?}); the store topic would drop budget reservations before their window ends",
+                    self.cache.ttl
+                ),
+            );
+        }
         if p.0.is_empty() {
             Ok(())
         } else {
@@ -297,6 +314,25 @@ mod tests {
         assert!(valid_topic("emails.identify-out_1"));
         for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
             assert!(!valid_topic(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn budget_mistakes_are_named() {
+        let mut c = Config::default();
+        c.budget.credits_per_hour = Some(0);
+        c.budget.credits_per_day = Some(10);
+        c.budget.hour_length = std::time::Duration::from_millis(10);
+        c.cache.ttl = std::time::Duration::from_secs(3600);
+        let Err(ConfigError::Invalid(all)) = c.validate() else {
+            panic!("invalid")
+        };
+        for msg in [
+            "budget.credits_per_hour: 0 would never submit a job",
+            "budget.hour_length: 10ms is shorter than a second",
+            "cache.ttl: 3600s plus an hour is shorter than budget.day_length",
+        ] {
+            assert!(all.iter().any(|m| m.starts_with(msg)), "{msg} in {all:#?}");
         }
     }
 

@@ -13,6 +13,7 @@
 //! [`Publish`]er and a [`ResultStore`], so its decisions are unit-tested
 //! without either ([`tests`]).
 
+mod admit;
 mod halt;
 mod outcome;
 mod pending;
@@ -30,10 +31,11 @@ use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
 use crate::batch::Batcher;
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::health::Health;
 use crate::jobs::{JobEvent, Runner};
-use crate::lifecycle::{new_job_id, JobId, Phase, Record};
+use crate::lifecycle::{JobId, Phase, Record};
 use crate::metrics::Metrics;
 use crate::model::{has_matches, IdentifierType, InputRecord, JobSpec};
 use crate::offsets::OffsetTracker;
@@ -84,6 +86,8 @@ pub(crate) struct Parts<P, R, S> {
     pub(crate) fatal: Arc<Fatal>,
     /// The pods sharing the key (this pod's share of its slots).
     pub(crate) team: Arc<Team>,
+    /// The credit budget.
+    pub(crate) budget: Arc<Budget>,
 }
 
 /// How often the journal is looked at for jobs nobody drives.
@@ -137,6 +141,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         self.adopt_orphans();
         let mut orphans = tokio::time::interval_at(Instant::now() + ORPHANS_EVERY, ORPHANS_EVERY);
         let team = self.parts.team.clone();
+        let budget = self.parts.budget.clone();
         let stopped = loop {
             let now = std::time::Instant::now();
             self.jobs.judge(Instant::now(), |ms| team.peers_active_at(ms, now));
@@ -157,6 +162,12 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 .chain(self.jobs.capacity_change(Instant::now()))
                 .min()
                 .filter(|_| share_bound);
+            // While the budget halts submitting: wake when room may have
+            // come back (a settlement, a removal) or the window rolls.
+            let budget_halt = budget.halted().map(|r| {
+                let left = (r.reopens_ms - crate::model::now_ms()).max(0) as u64;
+                Instant::now() + Duration::from_millis(left)
+            });
             tokio::select! {
                 biased;
                 _ = &mut stop => break Stopped::Shutdown,
@@ -182,6 +193,8 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                 _ = orphans.tick() => self.adopt_orphans(),
                 _ = team.peers_changed.notified(), if share_bound => {}
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {}
+                _ = budget.changed.notified(), if budget_halt.is_some() => {}
+                _ = tokio::time::sleep_until(budget_halt.unwrap_or_else(Instant::now)), if budget_halt.is_some() => {}
             }
         };
         self.drain(&mut events, grace).await?;
@@ -215,11 +228,12 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     }
 
     /// Whether a new job may start now: a slot is free, submitting is not
-    /// halted, and the key is not refused (while it is, only the job
-    /// already retrying probes it).
+    /// halted (by the API's refusals or the budget), and the key is not
+    /// refused (while it is, only the job already retrying probes it).
     fn may_submit(&self) -> bool {
         self.has_room()
             && self.refusals.halted().is_none()
+            && self.parts.budget.halted().is_none()
             && (!self.parts.health.api_refused() || self.jobs.is_empty())
     }
 
@@ -244,59 +258,9 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         self.parts.team.room(slots, std::time::Instant::now()).free > 0
     }
 
-    /// Starts jobs while a slot is free and a batch is ready; while halted,
-    /// one probe when it is due.
-    fn dispatch(&mut self) {
-        let now = Instant::now();
-        if self.refusals.halted().is_some() {
-            if self.has_room() && self.refusals.probe_due(now) {
-                if let Some(spec) = self.probe_batch(now) {
-                    info!(size = spec.ids.len(), "probing whether the API accepts submits again");
-                    self.start_job(spec);
-                }
-            }
-            return;
-        }
-        while self.may_submit() {
-            let Some(spec) = self.next_batch(now) else {
-                break;
-            };
-            self.start_job(spec);
-        }
-    }
-
-    /// The next batch to submit, without identifiers of revoked partitions.
-    fn next_batch(&mut self, now: Instant) -> Option<JobSpec> {
-        loop {
-            let spec = self.batcher.next_job(now)?;
-            let t = self.parts.tracker.lock().expect("tracker");
-            if let Some(spec) = self.pending.prune_stale(spec, &t) {
-                return Some(spec);
-            }
-        }
-    }
-
-    /// What a probe of a halted API submits: the next batch, unless it is a
-    /// single identifier already refused (that would tell nothing about the
-    /// API); then an identifier known to resolve to nobody, if one is.
-    fn probe_batch(&mut self, now: Instant) -> Option<JobSpec> {
-        let spec = self.next_batch(now);
-        match (spec, &self.free_probe) {
-            (Some(s), Some((kind, id))) if s.ids.len() == 1 && self.refusals.suspect(&s.ids[0]) => {
-                self.batcher.push_ready_front(s);
-                Some(JobSpec {
-                    kind: *kind,
-                    ids: vec![id.clone()],
-                })
-            }
-            (spec, _) => spec,
-        }
-    }
-
-    fn start_job(&mut self, spec: JobSpec) {
+    fn start_job(&mut self, id: JobId, spec: JobSpec) {
         self.parts.metrics.batch_submitted(spec.kind.as_str(), spec.ids.len());
         let seq = self.jobs.next_seq();
-        let id = new_job_id();
         self.pending.assign(&spec, seq);
         let span = telemetry::job(&id, spec.ids.len(), false);
         let task = self.parts.runner.run(seq, id.clone(), spec.clone());

@@ -293,6 +293,7 @@ impl Harness {
                 health: health.clone(),
                 fatal: Arc::new(Fatal::default()),
                 team: team.clone(),
+                budget: Arc::new(crate::budget::Budget::new(&cfg.budget, health.clone(), metrics.clone())),
             },
         );
         let (records, rx) = mpsc::unbounded_channel();
@@ -1061,4 +1062,31 @@ async fn a_lone_refused_identifier_is_told_apart_by_probing_with_a_free_one() {
             reason: "api_rejected"
         })
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_budget_cuts_the_last_batch_to_fit_then_halts_while_hits_are_still_published() {
+    let mut h = Harness::start(|c| {
+        c.batch.max_size = 3;
+        c.budget.credits_per_hour = Some(5);
+    });
+    h.send(&["a@x.co", "b@x.co", "c@x.co", "d@x.co", "e@x.co", "f@x.co", "g@x.co"]);
+    let first = h.next_call().await;
+    assert_eq!(ids_of(&first), ["a@x.co", "b@x.co", "c@x.co"]);
+    let second = h.next_call().await;
+    assert_eq!(ids_of(&second), ["d@x.co", "e@x.co"], "cut to the 2 credits left");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    h.assert_no_call().await;
+    let why = h.health.unready().unwrap_or_default();
+    assert!(
+        why.starts_with("budget: the hour credit budget is spent until"),
+        "{why}"
+    );
+    // A resolved identifier is still answered while halted.
+    done(first, "job-1", &["a@x.co"], &[]);
+    h.settle().await;
+    h.send(&["a@x.co"]);
+    h.settle().await;
+    assert_eq!(h.sent().last(), Some(&output(7, "a@x.co", "job-1", true)));
+    h.assert_no_call().await;
 }

@@ -255,6 +255,10 @@ impl JobContext {
                     if std::mem::take(&mut confirm) && !self.still_own(job, &mut rec).await {
                         break JobOutcome::Released;
                     }
+                    // The budget's reservation for this submission comes
+                    // first: without a valid one, nothing leaves.
+                    let reservation = crate::budget::reservation_id(job, attempt);
+                    self.store.reserve(&reservation, spec.ids.len() as u64).await;
                     self.phase(seq, Phase::Submitting);
                     let hook_url = hook.as_ref().map(|(url, _, _)| url.as_str());
                     match self.submit(seq, job, &mut rec, attempt, hook_url).await {
@@ -270,7 +274,11 @@ impl JobContext {
                             self.phase(seq, Phase::Unresolved);
                             Step::Resolve { sent_at_ms, unanswered }
                         }
-                        Submitted::Rejected(status, message) => break JobOutcome::Rejected { spec, status, message },
+                        Submitted::Rejected(status, message) => {
+                            // Refused: it created nothing and costs nothing.
+                            self.store.settle(&reservation, 0).await;
+                            break JobOutcome::Rejected { spec, status, message };
+                        }
                         Submitted::GaveUp(e) => {
                             last = Some(JobError::Submit(e));
                             Step::Submit
@@ -333,6 +341,8 @@ impl JobContext {
                                 at_ms: now_ms(),
                             });
                             self.store.journal(job, &completed).await;
+                            let reservation = crate::budget::reservation_id(job, rec.attempt().max(1));
+                            self.store.settle(&reservation, credits).await;
                             break JobOutcome::Done {
                                 spec,
                                 batch_id,

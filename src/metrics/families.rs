@@ -47,6 +47,9 @@ pub(super) struct JobMetrics {
     pub(super) unknown_status: IntCounter,
     pub(super) halted: IntGauge,
     pub(super) halts: IntCounter,
+    pub(super) budget_halted: IntGauge,
+    pub(super) budget_remaining: IntGaugeVec,
+    pub(super) budget_forecast: IntGauge,
 }
 
 /// API requests.
@@ -204,6 +207,22 @@ impl JobMetrics {
                 r,
                 "submit_halts_total",
                 "Times submitting halted because the API refused every submit.",
+            ),
+            budget_halted: gauge(
+                r,
+                "budget_halted",
+                "1 while submitting is halted because the credit budget ([budget]) is spent.",
+            ),
+            budget_remaining: gauge_vec(
+                r,
+                "budget_remaining_credits",
+                "Credits left in the current budget window (hour or day), counting jobs in flight at their size until they are settled.",
+                &["window"],
+            ),
+            budget_forecast: gauge(
+                r,
+                "budget_forecast_credits",
+                "Estimated credits the current backlog will cost: consumer lag x the recent share of records that needed a job x their recent match rate.",
             ),
         }
     }

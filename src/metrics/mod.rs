@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+use prometheus::core::Collector;
 use prometheus::local::LocalHistogram;
 use prometheus::{Encoder, GaugeVec, IntCounter, Opts, Registry, TextEncoder};
 
@@ -289,6 +290,35 @@ impl Metrics {
             self.jobs.halts.inc();
         }
         self.jobs.halted.set(i64::from(halted));
+    }
+    /// Submitting halted by the credit budget (or resumed).
+    pub(crate) fn set_budget_halted(&self, halted: bool) {
+        self.jobs.budget_halted.set(i64::from(halted));
+    }
+    /// Credits left in the current `window` (`hour` or `day`).
+    pub(crate) fn set_budget_remaining(&self, window: &str, credits: u64) {
+        self.jobs
+            .budget_remaining
+            .with_label_values(&[window])
+            .set(credits as i64);
+    }
+    /// (records consumed, credits spent, consumer lag in records) now: what
+    /// the budget's forecast is computed from.
+    pub(crate) fn spend_sample(&self) -> (u64, u64, i64) {
+        let lag = self
+            .kafka
+            .consumer_lag
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_gauge().get_value() as i64)
+            .filter(|v| *v > 0)
+            .sum();
+        (self.records.consumed.get(), self.jobs.credits_spent.get(), lag)
+    }
+    /// The credits the backlog is expected to cost.
+    pub(crate) fn set_budget_forecast(&self, credits: u64) {
+        self.jobs.budget_forecast.set(credits as i64);
     }
     /// A status word the API does not document.
     pub(crate) fn unknown_status(&self) {

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{info, warn};
 
 use crate::api::{ApiClient, ApiError};
+use crate::budget::{self, Budget, Forecast};
 use crate::config::Config;
 use crate::decode::Decoder;
 use crate::dispatch::{self, DispatchError, Dispatcher};
@@ -126,8 +127,9 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     // A shutdown asked for while the store restores ends the start at once:
     // nothing was taken from the input yet, so there is nothing to finish.
     let mut shutdown = Box::pin(shutdown);
+    let budget = Arc::new(Budget::new(&cfg.budget, health.clone(), metrics.clone()));
     let store = tokio::select! {
-        store = KafkaStore::open(&cfg, metrics.clone()) => store?,
+        store = KafkaStore::open(&cfg, metrics.clone(), budget.clone()) => store?,
         () = &mut shutdown => {
             info!("shutdown asked for while the store restored; stopping");
             let _ = server_stop.send(());
@@ -217,6 +219,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
             health: health.clone(),
             fatal: fatal.clone(),
             team: store.team(),
+            budget,
         },
     );
     let (done_tx, done) = oneshot::channel();
@@ -261,10 +264,31 @@ async fn gauges(
 ) {
     let team = store.team();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut forecast = Forecast::default();
+    let mut told = std::time::Instant::now();
     loop {
         tick.tick().await;
         metrics.set_store_hot_bytes(store.hot_bytes());
         metrics.set_journal_jobs(store.journal_len());
+        let budget = store.budget();
+        if budget.enabled() {
+            let now_ms = crate::model::now_ms();
+            budget.report(now_ms);
+            let (consumed, credits, lag) = metrics.spend_sample();
+            if let Some(cost) = forecast.sample(std::time::Instant::now(), consumed, credits, lag) {
+                metrics.set_budget_forecast(cost);
+                if told.elapsed() >= budget::FORECAST_EVERY {
+                    told = std::time::Instant::now();
+                    let room = budget.room(now_ms).map_or(0, |r| r.credits);
+                    info!(
+                        backlog_records = lag,
+                        expected_credits = cost,
+                        room_credits = room,
+                        "budget forecast"
+                    );
+                }
+            }
+        }
         let assigned = tracker.lock().expect("tracker").assigned();
         team.set_partitions(assigned as u32);
         metrics.set_assigned_partitions(assigned);

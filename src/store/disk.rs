@@ -17,6 +17,8 @@ use super::StoreError;
 
 const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// Valid budget reservations, by reservation id (see [`crate::budget`]).
+const BUDGET: TableDefinition<&str, &[u8]> = TableDefinition::new("budget");
 /// Store-topic partition -> next offset to apply.
 const CHECKPOINT: TableDefinition<u32, u64> = TableDefinition::new("checkpoint");
 /// `topic` -> the store topic this database mirrors.
@@ -41,6 +43,8 @@ pub(crate) enum Change {
     Result(String, Option<Vec<u8>>),
     /// A job record (`None`: a tombstone).
     Job(String, Option<Vec<u8>>),
+    /// A valid budget reservation, by id (`None`: removed).
+    Budget(String, Option<Vec<u8>>),
 }
 
 /// The database.
@@ -77,12 +81,14 @@ impl Disk {
                 drop(meta);
                 txn.delete_table(RESULTS).map_err(db_err)?;
                 txn.delete_table(JOBS).map_err(db_err)?;
+                txn.delete_table(BUDGET).map_err(db_err)?;
                 txn.delete_table(CHECKPOINT).map_err(db_err)?;
                 meta = txn.open_table(META).map_err(db_err)?;
                 meta.insert("topic", topic).map_err(db_err)?;
             }
             txn.open_table(RESULTS).map_err(db_err)?;
             txn.open_table(JOBS).map_err(db_err)?;
+            txn.open_table(BUDGET).map_err(db_err)?;
             txn.open_table(CHECKPOINT).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)
@@ -102,8 +108,17 @@ impl Disk {
 
     /// Every job record.
     pub(crate) fn jobs(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.all(JOBS)
+    }
+
+    /// Every valid budget reservation.
+    pub(crate) fn budget(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.all(BUDGET)
+    }
+
+    fn all(&self, def: TableDefinition<&str, &[u8]>) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(JOBS).map_err(db_err)?;
+        let t = txn.open_table(def).map_err(db_err)?;
         let mut out = Vec::new();
         for entry in t.iter().map_err(db_err)? {
             let (k, v) = entry.map_err(db_err)?;
@@ -135,10 +150,12 @@ impl Disk {
         {
             let mut results = txn.open_table(RESULTS).map_err(db_err)?;
             let mut jobs = txn.open_table(JOBS).map_err(db_err)?;
+            let mut budget = txn.open_table(BUDGET).map_err(db_err)?;
             for c in changes {
                 let (table, key, value) = match c {
                     Change::Result(k, v) => (&mut results, k, v),
                     Change::Job(k, v) => (&mut jobs, k, v),
+                    Change::Budget(k, v) => (&mut budget, k, v),
                 };
                 match value {
                     Some(v) => table.insert(key.as_str(), v.as_slice()).map_err(db_err)?,

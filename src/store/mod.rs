@@ -5,12 +5,14 @@
 //! ([`disk`]), with a hot set in memory bounded by bytes in front
 //! ([`hot`]). The same topic carries the job journal ([`journal`]: every
 //! job's latest [`Record`], applied by the lifecycle's rule) and the
-//! members sharing the key ([`members`]).
+//! members sharing the key ([`members`]), and the credit budget's
+//! reservations ([`budget`]).
 //!
 //! The dispatcher reads and writes through the [`ResultStore`] trait;
 //! [`KafkaStore`] is the real one, and the job tasks use its journal
 //! methods directly.
 
+mod budget;
 mod disk;
 mod hot;
 mod journal;
@@ -31,6 +33,7 @@ use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::lifecycle::{Applied, JobId, Outcome, Record, Stage};
 use crate::metrics::Metrics;
@@ -185,6 +188,8 @@ pub(crate) struct KafkaStore {
     ttl: Duration,
     tail: Tail,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// The credit budget's ledger.
+    budget: Arc<Budget>,
 }
 
 /// This pod's member id: its `kafka.instance_id` (unique in the group),
@@ -205,7 +210,11 @@ fn member_id(instance_id: &str) -> String {
 impl KafkaStore {
     /// Finds or creates the topic, opens the local store, and restores it
     /// from the topic's tail; returns once restored.
-    pub(crate) async fn open(cfg: &Config, metrics: Arc<Metrics>) -> Result<Arc<Self>, StoreError> {
+    pub(crate) async fn open(
+        cfg: &Config,
+        metrics: Arc<Metrics>,
+        budget: Arc<Budget>,
+    ) -> Result<Arc<Self>, StoreError> {
         let topic = cfg.cache.topic_name(&cfg.kafka);
         let partitions = topic::ensure(&cfg.kafka, &cfg.cache, &topic).await?;
         let dir = PathBuf::from(&cfg.cache.dir);
@@ -219,6 +228,9 @@ impl KafkaStore {
                     j.apply(id, Some(rec), now);
                 }
             }
+        }
+        for (id, value) in disk.budget()? {
+            budget.load(&id, &value);
         }
         let ttl = cfg.cache.ttl;
         let team = Arc::new(Team::new(
@@ -237,6 +249,7 @@ impl KafkaStore {
                 changes: changes_tx,
                 metrics: metrics.clone(),
                 team: team.clone(),
+                budget: budget.clone(),
             },
             restored_tx,
         )?;
@@ -267,6 +280,7 @@ impl KafkaStore {
             ttl,
             tail,
             background,
+            budget,
         });
         let tidy = tokio::spawn(tidy(Arc::downgrade(&store)));
         // The tidy task ends with the store (it holds a weak reference).
@@ -380,6 +394,7 @@ async fn tidy(store: std::sync::Weak<KafkaStore>) {
             return;
         };
         store.remove_closed();
+        store.remove_ended_reservations();
     }
 }
 

@@ -6,7 +6,10 @@
 //!   ([`crate::lifecycle::Record`]: identifiers, owner, stage);
 //! - `m/<member>` -> a pod sharing the key (see [`crate::share`]): its
 //!   partitions, whether it has work, the slots it holds, when it said so;
-//!   a tombstone when it stopped.
+//!   a tombstone when it stopped;
+//! - `b/<job>/<attempt>` -> a reservation of the credit budget, and
+//!   `c/<job>/<attempt>` -> its settlement (see [`crate::budget`]); both
+//!   always in partition 0, whose order decides which reservations fit.
 //!
 //! Values are JSON with a version field `v`; a record this version cannot
 //! read is skipped, never fatal.
@@ -34,6 +37,10 @@ pub(crate) enum Key<'a> {
     Job(&'a str),
     /// A member of the team sharing the key.
     Member(&'a str),
+    /// A reservation of the credit budget.
+    Reservation(&'a str),
+    /// A reservation's settlement.
+    Settlement(&'a str),
 }
 
 fn kind_tag(kind: IdentifierType) -> &'static str {
@@ -66,8 +73,29 @@ pub(crate) fn parse_key(key: &str) -> Option<Key<'_>> {
     if let Some(member) = key.strip_prefix("m/") {
         return (!member.is_empty()).then_some(Key::Member(member));
     }
+    if let Some(id) = key.strip_prefix("b/") {
+        return (!id.is_empty()).then_some(Key::Reservation(id));
+    }
+    if let Some(id) = key.strip_prefix("c/") {
+        return (!id.is_empty()).then_some(Key::Settlement(id));
+    }
     let id = key.strip_prefix("j/")?;
     (!id.is_empty()).then_some(Key::Job(id))
+}
+
+/// The key of budget reservation `id`.
+pub(crate) fn reservation_key(id: &str) -> String {
+    format!("b/{id}")
+}
+
+/// The key of the settlement of budget reservation `id`.
+pub(crate) fn settlement_key(id: &str) -> String {
+    format!("c/{id}")
+}
+
+/// Whether `key` is a budget record (written to partition 0 only).
+pub(crate) fn is_budget_key(key: &str) -> bool {
+    key.starts_with("b/") || key.starts_with("c/")
 }
 
 /// The key of a member.
@@ -210,7 +238,20 @@ mod tests {
         );
         assert_eq!(parse_key(&job_key("b-1")), Some(Key::Job("b-1")));
         assert_eq!(parse_key(&member_key("pod-0")), Some(Key::Member("pod-0")));
-        for foreign in ["", "x", "r/", "r/phone/123", "r/business_email/", "j/", "m/"] {
+        assert_eq!(parse_key(&reservation_key("j1/2")), Some(Key::Reservation("j1/2")));
+        assert_eq!(parse_key(&settlement_key("j1/2")), Some(Key::Settlement("j1/2")));
+        assert!(is_budget_key("b/x") && is_budget_key("c/x") && !is_budget_key("j/x"));
+        for foreign in [
+            "",
+            "x",
+            "r/",
+            "r/phone/123",
+            "r/business_email/",
+            "j/",
+            "m/",
+            "b/",
+            "c/",
+        ] {
             assert_eq!(parse_key(foreign), None, "{foreign:?}");
         }
     }

@@ -5,9 +5,10 @@
 //! all within about a second. The store counts as restored once every
 //! partition has been read to the end it had at start-up.
 //!
-//! Journal records are applied by the job lifecycle's rule ([`Journal`]);
-//! only the records it takes reach the disk, so a restart resumes from
-//! the same state every pod holds. It also hands the other pods' member
+//! Journal records are applied by the job lifecycle's rule ([`Journal`]),
+//! budget records by the ledger's ([`Budget`]); only the records they take
+//! reach the disk, so a restart resumes from the same state every pod
+//! holds. It also hands the other pods' member
 //! records to the [`Team`].
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use super::disk::{Change, Disk};
 use super::journal::Journal;
 use super::record::{self, Key};
 use super::StoreError;
+use crate::budget::Budget;
 use crate::config::KafkaConfig;
 use crate::lifecycle::Applied;
 use crate::metrics::Metrics;
@@ -52,6 +54,8 @@ pub(super) struct TailParts {
     pub(super) metrics: Arc<Metrics>,
     /// The pods sharing the key, from their member records.
     pub(super) team: Arc<Team>,
+    /// The credit budget's ledger, from the reservations.
+    pub(super) budget: Arc<Budget>,
 }
 
 /// The running tail.
@@ -313,6 +317,16 @@ fn gather(
                 }
             }
             Some(Key::Member(member)) => heard(&p.team, member, value.as_deref()),
+            Some(Key::Reservation(id)) => {
+                if let Some(stored) = p.budget.apply_reservation(id, value.as_deref()) {
+                    changes.push(Change::Budget(id.to_string(), stored));
+                }
+            }
+            Some(Key::Settlement(id)) => {
+                if let Some(stored) = value.as_deref().and_then(|v| p.budget.apply_settlement(id, v)) {
+                    changes.push(Change::Budget(id.to_string(), Some(stored)));
+                }
+            }
             None => {}
         }
     }

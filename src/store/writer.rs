@@ -59,6 +59,10 @@ impl Writer {
     fn record<'a>(&'a self, key: &'a str, value: Option<&'a [u8]>) -> (Record<'a, StoreContext>, Ack) {
         let (tx, rx) = oneshot::channel();
         let mut rec = BaseRecord::with_opaque_to(&self.topic, Box::new(tx)).key(key.as_bytes());
+        if super::record::is_budget_key(key) {
+            // One partition: its order decides which reservations fit.
+            rec = rec.partition(0);
+        }
         if let Some(v) = value {
             rec = rec.payload(v);
         }
