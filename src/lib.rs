@@ -27,6 +27,9 @@
 //! | `server` | `/metrics`, `/healthz`, `/readyz`, webhook callbacks |
 //! | `metrics`, `logging` | every Prometheus metric, defined in one place; log output |
 //! | `telemetry` | OpenTelemetry traces of jobs and traced records, exported over OTLP without blocking |
+//! | `lookup` | the `lookup` tool: what is known of identifiers, from the running connector (a Unix socket), the local store or the store topic |
+//! | `redrive` | the `redrive` tool: dead letters sent through again, remembered in a compacted topic written in the same transaction |
+//! | `scan` | reading a whole topic outside the pipeline, for the operator tools |
 //! | `pipeline` | building the stages, the API-key probe, the shutdown sequence |
 //!
 //! The public surface is what the binary and the tests use: [`Config`],
@@ -63,10 +66,13 @@ mod health;
 mod jobs;
 mod lifecycle;
 mod logging;
+mod lookup;
 mod metrics;
 mod model;
 mod offsets;
 mod pipeline;
+mod redrive;
+mod scan;
 mod server;
 mod share;
 mod sink;
@@ -79,7 +85,9 @@ pub use api::ApiError;
 pub use config::{Config, ConfigError};
 pub use dispatch::DispatchError;
 pub use logging::init as init_logging;
+pub use lookup::{run as lookup, Answer as LookupAnswer, LookupError};
 pub use pipeline::{check_api, start, PipelineError, Running};
+pub use redrive::{run as redrive, RedriveArgs, RedriveError, Summary as RedriveSummary};
 pub use sink::SinkError;
 pub use source::SourceError;
 pub use store::StoreError;

@@ -1,6 +1,6 @@
 //! The `identify-connector` binary: parses the command line, loads the
 //! configuration, installs signal handlers and runs the pipeline until
-//! SIGTERM or SIGINT.
+//! SIGTERM or SIGINT, or runs an operator tool (`redrive`, `lookup`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,11 +19,55 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     /// TOML configuration file (environment variables IDENTIFY_* and
     /// CRUSTDATA_API_KEY override it).
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     /// Validate the configuration and exit.
     #[arg(long)]
     check: bool,
+    /// A tool instead of the connector.
+    #[command(subcommand)]
+    tool: Option<Tool>,
+}
+
+/// Operator tools.
+#[derive(clap::Subcommand, Debug)]
+enum Tool {
+    /// Send dead letters through again: each selected letter's original
+    /// key, value and kept headers go back to its original topic, once.
+    Redrive {
+        /// Only letters of this reason (repeatable), e.g. job_failed.
+        #[arg(long = "reason")]
+        reasons: Vec<String>,
+        /// Only letters of this error class: input, api or output.
+        #[arg(long)]
+        class: Option<String>,
+        /// Only letters that came from this topic.
+        #[arg(long)]
+        topic: Option<String>,
+        /// Only letters dead-lettered at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only letters dead-lettered before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Re-drive at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Say what would be re-driven; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// What the connector knows of identifiers, one JSON line each: exit
+    /// 0 when every one was resolved (matched or not), 1 when some were
+    /// not, 2 on an error.
+    Lookup {
+        /// Read the store topic instead of the running connector or the
+        /// local store.
+        #[arg(long)]
+        from_topic: bool,
+        /// Business emails or profile URLs.
+        identifiers: Vec<String>,
+    },
 }
 
 /// SIGTERM or SIGINT. The handlers are installed when this is called, not
@@ -41,6 +85,65 @@ fn signalled() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// Runs an operator tool. `redrive`: exit 0 when it did its work, 2 for
+/// bad arguments or input (nothing changed), 1 when Kafka failed.
+async fn run_tool(cfg: &Config, tool: Tool) -> ExitCode {
+    match tool {
+        Tool::Redrive {
+            reasons,
+            class,
+            topic,
+            since,
+            until,
+            limit,
+            dry_run,
+        } => {
+            let args = identify_connector::RedriveArgs {
+                reasons,
+                class,
+                topic,
+                since,
+                until,
+                limit,
+                dry_run,
+            };
+            match identify_connector::redrive(cfg, &args).await {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e @ identify_connector::RedriveError::Kafka(_)) => {
+                    eprintln!("redrive: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("redrive: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Tool::Lookup {
+            from_topic,
+            identifiers,
+        } => match identify_connector::lookup(cfg, &identifiers, from_topic).await {
+            Ok(answers) => {
+                for a in &answers {
+                    println!("{}", serde_json::to_string(a).expect("an answer serializes"));
+                }
+                if answers.iter().all(|a| a.found()) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("lookup: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Crash-test builds only: FAILPOINTS=<step>=return aborts at that step.
@@ -55,6 +158,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(tool) = cli.tool {
+        return run_tool(&cfg, tool).await;
+    }
     if cli.check {
         match identify_connector::check_api(&cfg).await {
             Ok(None) => println!("configuration is valid; the API answers at api.base_url"),

@@ -11,6 +11,29 @@ use serde_json::value::RawValue;
 /// The API's limit of identifiers per submission.
 pub(crate) const API_MAX_BATCH: usize = 300;
 
+/// Every dead-letter reason (`identify.error.reason`) with its error
+/// class: `input` (the record itself is bad), `api` (the API's verdict on
+/// it after work), `output` (its output could not be produced).
+pub(crate) const DEAD_LETTER_REASONS: [(&str, &str); 12] = [
+    ("empty_value", "input"),
+    ("oversized", "input"),
+    ("not_parseable", "input"),
+    ("missing_field", "input"),
+    ("not_a_string", "input"),
+    ("invalid_identifier", "input"),
+    ("not_enrichable", "input"),
+    ("api_rejected", "api"),
+    ("job_failed", "api"),
+    ("missing_result", "api"),
+    ("output_too_large", "output"),
+    ("output_refused", "output"),
+];
+
+/// The error class of dead-letter reason `reason`, if it is one.
+pub(crate) fn reason_class(reason: &str) -> Option<&'static str> {
+    DEAD_LETTER_REASONS.iter().find(|(r, _)| *r == reason).map(|(_, c)| *c)
+}
+
 /// Now, in ms since the epoch (the unit of record timestamps and of the
 /// journal's times).
 pub(crate) fn now_ms() -> i64 {

@@ -21,6 +21,7 @@ use crate::decode::Decoder;
 use crate::dispatch::{self, DispatchError, Dispatcher};
 use crate::health::Health;
 use crate::jobs::JobContext;
+use crate::lookup;
 use crate::metrics::Metrics;
 use crate::offsets::OffsetTracker;
 use crate::server::{self, ServerState};
@@ -201,6 +202,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     metrics.startup_step("consumer", step.elapsed());
 
     let probe = tokio::spawn(probe::probe_key(api.clone(), health.clone()));
+    let lookups = tokio::spawn(lookup::serve(store.clone(), lookup::socket_path(&cfg.cache.dir)));
     let gauges = tokio::spawn(gauges(
         store.clone(),
         api.clone(),
@@ -230,6 +232,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         grace: cfg.shutdown.timeout,
         probe,
         gauges,
+        lookups,
         store,
         sink,
         control,

@@ -31,6 +31,8 @@ pub(super) struct Stages {
     pub(super) grace: Duration,
     pub(super) probe: TaskHandle<()>,
     pub(super) gauges: TaskHandle<()>,
+    /// The `lookup` tool's socket.
+    pub(super) lookups: TaskHandle<()>,
     pub(super) store: Arc<KafkaStore>,
     pub(super) sink: Arc<KafkaSink>,
     pub(super) control: Arc<SourceControl>,
@@ -58,6 +60,7 @@ impl Stages {
         self.control.stop_taking.store(true, Ordering::Relaxed);
         self.probe.abort();
         self.gauges.abort();
+        self.lookups.abort();
         flush(&self.sink).await;
         self.control.close.store(true, Ordering::Relaxed);
         let source = join_source(self.source_thread).await;

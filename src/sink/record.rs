@@ -161,9 +161,9 @@ pub(super) fn output_headers(rec: &InputRecord, batch_id: &str, traceparent: Opt
 
 /// The Kafka Connect stage a dead-letter reason belongs to.
 fn connect_stage(reason: &str) -> &'static str {
-    match reason {
-        "output_too_large" | "output_refused" => "KAFKA_PRODUCE",
-        "api_rejected" | "job_failed" | "missing_result" => "TASK_PUT",
+    match crate::model::reason_class(reason) {
+        Some("output") => "KAFKA_PRODUCE",
+        Some("api") => "TASK_PUT",
         _ => "VALUE_CONVERTER",
     }
 }

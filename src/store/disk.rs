@@ -72,6 +72,28 @@ impl Disk {
         Ok(disk)
     }
 
+    /// Opens `dir/store.redb` to read it, only if it mirrors `topic` (never
+    /// emptied).
+    pub(crate) fn open_mirror_of(dir: &Path, topic: &str) -> Result<Self, StoreError> {
+        let path = dir.join("store.redb");
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open(&path)
+            .map_err(|e| StoreError::Disk(format!("{}: {e}", path.display())))?;
+        let mirrored = {
+            let txn = db.begin_read().map_err(db_err)?;
+            let meta = txn.open_table(META).map_err(db_err)?;
+            meta.get("topic").map_err(db_err)?.map(|v| v.value().to_string())
+        };
+        if mirrored.as_deref() != Some(topic) {
+            return Err(StoreError::Disk(format!(
+                "{} mirrors the store topic {mirrored:?}, not {topic:?} (check cache.topic and kafka.group_id)",
+                path.display()
+            )));
+        }
+        Ok(Self { db, path })
+    }
+
     fn init(&self, topic: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(db_err)?;
         {

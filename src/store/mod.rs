@@ -15,6 +15,7 @@
 mod budget;
 mod disk;
 mod hot;
+mod inspect;
 mod journal;
 mod lookup;
 mod members;
@@ -42,6 +43,7 @@ use crate::share::{Team, CLAIM_AFTER};
 use crate::sink::PolledProducer;
 use disk::Disk;
 use hot::HotSet;
+pub(crate) use inspect::{decode as decode_result, read_local, result_key};
 use journal::Journal;
 use lookup::lookup;
 use tail::{Tail, TailParts};
