@@ -83,11 +83,23 @@ async fn a_spent_budget_halts_without_dropping_and_resumes_when_the_window_rolls
         kafka::end_offsets(&topics.output, 3).iter().sum::<i64>() >= (before + known.len()) as i64
     })
     .await;
+    // The backlog's cost is forecast (statistics give the lag every 5 s).
+    kafka::wait_for("a forecast of the backlog's cost", Duration::from_secs(10), || {
+        common::metric(&connector.metrics(), "identify_budget_forecast_credits") > 0.0
+    })
+    .await;
+    let m = connector.metrics();
+    let forecast = common::metric(&m, "identify_budget_forecast_credits");
+    let remaining = common::metric(&m, "identify_budget_remaining_credits");
     let in_window = window_start.elapsed();
     let still_halted = common::metric(&connector.metrics(), "identify_budget_halted");
     let charged_in_window = sim.stats().credits_charged;
     println!(
-        "budget: charged={charged} (then {charged_in_window}) of {BUDGET} in the first window, watched for {in_window:?}, readyz={code} {why:?}"
+        "budget: charged={charged} (then {charged_in_window}) of {BUDGET} in the first window, watched for {in_window:?}, readyz={code} {why:?} forecast={forecast} remaining={remaining}"
+    );
+    assert!(
+        remaining <= (BUDGET - charged.min(BUDGET)) as f64,
+        "{remaining} credits said to remain"
     );
     assert!(in_window < WINDOW, "the halt was watched inside one window");
     assert_eq!(still_halted, 1.0);

@@ -1,7 +1,7 @@
-//! The forecast: what the backlog (the consumer lag) is expected to cost,
-//! at the credits per consumed record of the last [`WINDOW`] (that rate
-//! holds the recent match rate and the recent share of cache hits and
-//! repeats alike).
+//! The forecast: what the backlog (the consumer lag and the records
+//! consumed but not yet published) is expected to cost, at the credits per
+//! published record of the last [`WINDOW`] (that rate holds the recent
+//! match rate and the recent share of cache hits and repeats alike).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -9,17 +9,17 @@ use std::time::{Duration, Instant};
 /// How far back the rate looks.
 pub(crate) const WINDOW: Duration = Duration::from_secs(300);
 
-/// Samples of (when, records consumed, credits spent).
+/// Samples of (when, records published, credits spent).
 #[derive(Debug, Default)]
 pub(crate) struct Forecast {
     samples: VecDeque<(Instant, u64, u64)>,
 }
 
 impl Forecast {
-    /// Adds a sample; returns the credits `lag` records are expected to
-    /// cost, once a rate is known.
-    pub(crate) fn sample(&mut self, now: Instant, consumed: u64, credits: u64, lag: i64) -> Option<u64> {
-        self.samples.push_back((now, consumed, credits));
+    /// Adds a sample; returns the credits `waiting` records are expected
+    /// to cost, once a rate is known.
+    pub(crate) fn sample(&mut self, now: Instant, published: u64, credits: u64, waiting: i64) -> Option<u64> {
+        self.samples.push_back((now, published, credits));
         while self
             .samples
             .front()
@@ -28,12 +28,12 @@ impl Forecast {
             self.samples.pop_front();
         }
         let (_, c0, k0) = *self.samples.front()?;
-        let records = consumed.saturating_sub(c0);
+        let records = published.saturating_sub(c0);
         if records == 0 {
             return None;
         }
         let per_record = credits.saturating_sub(k0) as f64 / records as f64;
-        Some((lag.max(0) as f64 * per_record).round() as u64)
+        Some((waiting.max(0) as f64 * per_record).round() as u64)
     }
 }
 

@@ -222,7 +222,7 @@ impl JobMetrics {
             budget_forecast: gauge(
                 r,
                 "budget_forecast_credits",
-                "Estimated credits the current backlog will cost: consumer lag x the recent share of records that needed a job x their recent match rate.",
+                "Estimated credits the backlog (consumer lag plus records consumed and not yet published) will cost, at the credits per published record of the last 5 minutes.",
             ),
         }
     }

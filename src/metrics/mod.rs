@@ -302,10 +302,11 @@ impl Metrics {
             .with_label_values(&[window])
             .set(credits as i64);
     }
-    /// (records consumed, credits spent, consumer lag in records) now: what
-    /// the budget's forecast is computed from.
+    /// (records published, credits spent, records waiting: the consumer lag
+    /// plus the records consumed and not yet published) now: what the
+    /// budget's forecast is computed from.
     pub(crate) fn spend_sample(&self) -> (u64, u64, i64) {
-        let lag = self
+        let lag: i64 = self
             .kafka
             .consumer_lag
             .collect()
@@ -314,7 +315,12 @@ impl Metrics {
             .map(|m| m.get_gauge().get_value() as i64)
             .filter(|v| *v > 0)
             .sum();
-        (self.records.consumed.get(), self.jobs.credits_spent.get(), lag)
+        let published = self.records.produced_matched.get() + self.records.produced_unmatched.get();
+        (
+            published,
+            self.jobs.credits_spent.get(),
+            lag + self.records.in_flight.get(),
+        )
     }
     /// The credits the backlog is expected to cost.
     pub(crate) fn set_budget_forecast(&self, credits: u64) {

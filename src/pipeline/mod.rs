@@ -277,14 +277,14 @@ async fn gauges(
         if budget.enabled() {
             let now_ms = crate::model::now_ms();
             budget.report(now_ms);
-            let (consumed, credits, lag) = metrics.spend_sample();
-            if let Some(cost) = forecast.sample(std::time::Instant::now(), consumed, credits, lag) {
+            let (published, credits, waiting) = metrics.spend_sample();
+            if let Some(cost) = forecast.sample(std::time::Instant::now(), published, credits, waiting) {
                 metrics.set_budget_forecast(cost);
                 if told.elapsed() >= budget::FORECAST_EVERY {
                     told = std::time::Instant::now();
                     let room = budget.room(now_ms).map_or(0, |r| r.credits);
                     info!(
-                        backlog_records = lag,
+                        backlog_records = waiting,
                         expected_credits = cost,
                         room_credits = room,
                         "budget forecast"
