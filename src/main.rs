@@ -56,6 +56,10 @@ enum Tool {
         /// Say what would be re-driven; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also re-drive letters that did not keep the input's headers
+        /// (output.forward_headers = false), without them.
+        #[arg(long)]
+        without_headers: bool,
     },
     /// What the connector knows of identifiers, one JSON line each: exit
     /// 0 when every one was resolved (matched or not), 1 when some were
@@ -97,6 +101,7 @@ async fn run_tool(cfg: &Config, tool: Tool) -> ExitCode {
             until,
             limit,
             dry_run,
+            without_headers,
         } => {
             let args = identify_connector::RedriveArgs {
                 reasons,
@@ -106,6 +111,7 @@ async fn run_tool(cfg: &Config, tool: Tool) -> ExitCode {
                 until,
                 limit,
                 dry_run,
+                without_headers,
             };
             match identify_connector::redrive(cfg, &args).await {
                 Ok(summary) => {

@@ -59,6 +59,9 @@ pub struct RedriveArgs {
     pub limit: Option<usize>,
     /// Report what would be re-driven; write nothing.
     pub dry_run: bool,
+    /// Re-drive letters that did not keep the input's headers (written
+    /// with `output.forward_headers = false`), without them.
+    pub without_headers: bool,
 }
 
 /// What a run did.
@@ -86,6 +89,12 @@ impl std::fmt::Display for Summary {
         )?;
         for (why, n) in &self.skipped {
             write!(f, ", skipped ({why}): {n}")?;
+        }
+        if self.skipped.contains_key("headers_not_kept") {
+            write!(
+                f,
+                "\n(headers_not_kept: dead-lettered with output.forward_headers = false, so their headers are gone; add --without-headers to send them without)"
+            )?;
         }
         Ok(())
     }
@@ -141,6 +150,7 @@ fn filter(a: &RedriveArgs) -> Result<Filter, RedriveError> {
         topic: a.topic.clone(),
         since_ms,
         until_ms,
+        without_headers: a.without_headers,
     })
 }
 

@@ -1,7 +1,8 @@
 //! Which dead letters a re-drive sends through again: the filter the
 //! operator gave (reasons, error class, original topic, time range), the
 //! letters already re-driven, and those that cannot be sent back as they
-//! came (a value cut to fit the dead-letter topic). Pure, unit-tested.
+//! came (a value cut to fit the dead-letter topic; the input's headers not
+//! kept, unless the operator accepts that). Pure, unit-tested.
 
 use std::collections::HashSet;
 
@@ -59,6 +60,8 @@ pub(crate) struct Filter {
     pub(crate) since_ms: Option<i64>,
     /// Dead-lettered before (ms).
     pub(crate) until_ms: Option<i64>,
+    /// Re-drive letters that did not keep the input's headers, without them.
+    pub(crate) without_headers: bool,
 }
 
 /// The verdict on one letter.
@@ -101,6 +104,9 @@ pub(crate) fn judge(l: &Letter, f: &Filter, done: &HashSet<String>) -> Result<Ve
     }
     if l.header("identify.error.value_truncated_from").is_some() {
         return Ok(Verdict::Skipped("value_truncated"));
+    }
+    if l.header("identify.error.headers_dropped").is_some() && !f.without_headers {
+        return Ok(Verdict::Skipped("headers_not_kept"));
     }
     Ok(Verdict::Redrive(topic.to_string()))
 }
@@ -170,6 +176,15 @@ mod tests {
         cut.headers
             .push(("identify.error.value_truncated_from".into(), Some(b"9000000".to_vec())));
         assert_eq!(judge(&cut, &any, &done), Ok(Verdict::Skipped("value_truncated")));
+        let mut bare = letter(9, Some("job_failed"), 0);
+        bare.headers
+            .push(("identify.error.headers_dropped".into(), Some(b"true".to_vec())));
+        assert_eq!(judge(&bare, &any, &done), Ok(Verdict::Skipped("headers_not_kept")));
+        let anyway = Filter {
+            without_headers: true,
+            ..Filter::default()
+        };
+        assert_eq!(judge(&bare, &anyway, &done), Ok(Verdict::Redrive("in".into())));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub(crate) struct Shape {
     pub(super) input_key: bool,
     /// `output.dead_letter_headers = "connect"`: the connector's name there.
     pub(super) connect: Option<String>,
+    /// `output.forward_headers`: dead letters keep the input's headers.
+    pub(super) forward_headers: bool,
 }
 
 impl Shape {
@@ -41,6 +43,7 @@ impl Shape {
             enrich_at: cfg.enrich_pointer(),
             input_key: cfg.key == OutputKey::Input,
             connect: (cfg.dead_letter_headers == DeadLetterHeaders::Connect).then(|| connector.to_string()),
+            forward_headers: cfg.forward_headers,
         }
     }
 
@@ -205,6 +208,13 @@ pub(super) fn dead_letter<'a>(
             value: Some(size.as_bytes()),
         });
     }
+    if !shape.forward_headers {
+        // The input's headers are not here: a re-drive would lose them.
+        headers = headers.insert(Header {
+            key: "identify.error.headers_dropped",
+            value: Some(b"true"),
+        });
+    }
     for (key, v) in [("identify.identifier", f.identifier), ("identify.batch_id", f.batch_id)] {
         if let Some(v) = v {
             headers = headers.insert(Header {
@@ -314,6 +324,18 @@ mod tests {
         assert_eq!(header(&h, "identify.error.reason").as_deref(), Some("not_parseable"));
         assert_eq!(header(&h, "identify.error.message").unwrap().len(), 1000);
         assert!(header(&h, "identify.error.value_truncated_from").is_none());
+        assert_eq!(
+            header(&h, "identify.error.headers_dropped").as_deref(),
+            Some("true"),
+            "forward_headers is off: a re-drive must know the input's headers are not here"
+        );
+        let (h, _) = dead_letter(
+            &small,
+            f("not_parseable", ""),
+            1024,
+            &shape(|c| c.forward_headers = true),
+        );
+        assert!(header(&h, "identify.error.headers_dropped").is_none());
         let big = rec(&vec![b'x'; 5000]);
         let (h, v) = dead_letter(&big, f("oversized", ""), 1024, &shape(|_| {}));
         assert_eq!(v.unwrap().len(), 1024);
