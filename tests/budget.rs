@@ -195,9 +195,38 @@ async fn three_pods_on_one_budget_keep_to_it_together() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(60), halted)
-            .await
-            .expect("every member halts on the shared budget");
+        if tokio::time::timeout(Duration::from_secs(60), halted).await.is_err() {
+            let mut state = Vec::new();
+            for a in &addrs {
+                let m = reqwest::get(format!("http://{a}/metrics"))
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let names = [
+                    "identify_budget_halted",
+                    "identify_active_jobs",
+                    "identify_budget_remaining_credits",
+                    "identify_in_flight_records",
+                    "identify_slot_share",
+                    "identify_assigned_partitions",
+                ];
+                let values: Vec<String> = names
+                    .iter()
+                    .map(|n| format!("{}={}", n.trim_start_matches("identify_"), common::metric(&m, n)))
+                    .collect();
+                state.push((values.join(" "), readyz(a).await));
+            }
+            let logs: Vec<String> = (0..MEMBERS)
+                .map(|i| std::fs::read_to_string(dir.path().join(format!("member-{i}.log"))).unwrap_or_default())
+                .collect();
+            panic!(
+                "round {round}: not every member halted within 60 s (charged {}): {state:?}\n{}",
+                sim.stats().credits_charged,
+                logs.join("\n----\n")
+            );
+        }
         let charged = charged_settles(&sim, Duration::from_secs(3), Duration::from_secs(60)).await;
         let mut reasons = Vec::new();
         for a in &addrs {

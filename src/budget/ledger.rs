@@ -61,6 +61,9 @@ pub(crate) struct Entry {
     pub(crate) n: u64,
     /// The windows it counts in.
     pub(crate) slots: Vec<Slot>,
+    /// When it was written (ms since the epoch, the writer's clock).
+    #[serde(default)]
+    pub(crate) at_ms: i64,
     /// What the job cost, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cost: Option<u64>,
@@ -68,12 +71,13 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// A reservation of `n` credits by `owner` in `slots`.
-    pub(crate) fn new(owner: &str, n: u64, slots: Vec<Slot>) -> Self {
+    pub(crate) fn new(owner: &str, n: u64, slots: Vec<Slot>, at_ms: i64) -> Self {
         Self {
             v: VERSION,
             owner: owner.to_string(),
             n,
             slots,
+            at_ms,
             cost: None,
         }
     }
@@ -139,7 +143,8 @@ pub(crate) struct Ledger {
 impl Ledger {
     fn add(&mut self, e: &Entry) {
         for s in &e.slots {
-            *self.spent.entry((s.span, s.start_ms)).or_default() += e.charge();
+            let v = self.spent.entry((s.span, s.start_ms)).or_default();
+            *v = v.saturating_add(e.charge());
         }
     }
 
@@ -161,7 +166,10 @@ impl Ledger {
         if self.entries.contains_key(id) {
             return None;
         }
-        let fits = e.slots.iter().all(|s| self.spent(s.span, s.start_ms) + e.n <= s.limit);
+        let fits = e
+            .slots
+            .iter()
+            .all(|s| self.spent(s.span, s.start_ms).saturating_add(e.n) <= s.limit);
         if !fits {
             return None;
         }
@@ -203,6 +211,19 @@ impl Ledger {
     /// Whether `id` is a valid reservation.
     pub(crate) fn holds(&self, id: &str) -> bool {
         self.entries.contains_key(id)
+    }
+
+    /// The valid reservations whose id starts with `prefix` (one job
+    /// submission's tries), not yet settled, latest first.
+    pub(crate) fn unsettled(&self, prefix: &str) -> Vec<(String, Entry)> {
+        let mut v: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|(id, e)| id.starts_with(prefix) && e.cost.is_none())
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect();
+        v.sort_by_key(|(id, e)| (std::cmp::Reverse(e.at_ms), id.clone()));
+        v
     }
 
     /// Credits counted in window `start_ms` of `span`.
@@ -258,18 +279,27 @@ mod tests {
     #[test]
     fn a_reservation_is_valid_only_if_its_windows_keep_their_ceilings() {
         let mut l = Ledger::default();
-        assert!(l.reserve("a/1", Entry::new("p1", 300, vec![hour(0, 1000)])).is_some());
-        assert!(l.reserve("b/1", Entry::new("p2", 300, vec![hour(0, 1000)])).is_some());
-        assert!(l.reserve("c/1", Entry::new("p1", 300, vec![hour(0, 1000)])).is_some());
+        assert!(l
+            .reserve("a/1", Entry::new("p1", 300, vec![hour(0, 1000)], 0))
+            .is_some());
+        assert!(l
+            .reserve("b/1", Entry::new("p2", 300, vec![hour(0, 1000)], 0))
+            .is_some());
+        assert!(l
+            .reserve("c/1", Entry::new("p1", 300, vec![hour(0, 1000)], 0))
+            .is_some());
         assert!(
-            l.reserve("d/1", Entry::new("p2", 300, vec![hour(0, 1000)])).is_none(),
+            l.reserve("d/1", Entry::new("p2", 300, vec![hour(0, 1000)], 0))
+                .is_none(),
             "1,200 > 1,000"
         );
         assert!(!l.holds("d/1"));
-        assert!(l.reserve("e/1", Entry::new("p2", 100, vec![hour(0, 1000)])).is_some());
+        assert!(l
+            .reserve("e/1", Entry::new("p2", 100, vec![hour(0, 1000)], 0))
+            .is_some());
         assert_eq!(l.spent(Span::Hour, 0), 1000);
         assert!(
-            l.reserve("f/1", Entry::new("p1", 1, vec![hour(3_600_000, 1000)]))
+            l.reserve("f/1", Entry::new("p1", 1, vec![hour(3_600_000, 1000)], 0))
                 .is_some(),
             "the next hour is another window"
         );
@@ -279,15 +309,15 @@ mod tests {
     #[test]
     fn a_settlement_gives_back_what_the_job_did_not_cost_and_counts_once() {
         let mut l = Ledger::default();
-        l.reserve("a/1", Entry::new("p1", 300, vec![hour(0, 600), day(5000)]));
-        l.reserve("b/1", Entry::new("p1", 300, vec![hour(0, 600), day(5000)]));
-        assert!(l.reserve("c/1", Entry::new("p1", 100, vec![hour(0, 600)])).is_none());
+        l.reserve("a/1", Entry::new("p1", 300, vec![hour(0, 600), day(5000)], 0));
+        l.reserve("b/1", Entry::new("p1", 300, vec![hour(0, 600), day(5000)], 0));
+        assert!(l.reserve("c/1", Entry::new("p1", 100, vec![hour(0, 600)], 0)).is_none());
         assert_eq!(l.settle("a/1", 180).unwrap().cost, Some(180));
         assert!(l.settle("a/1", 0).is_none(), "settled once");
         assert!(l.settle("x/1", 0).is_none(), "not a valid reservation");
         assert_eq!(l.spent(Span::Hour, 0), 480);
         assert_eq!(l.spent(Span::Day, 0), 480);
-        assert!(l.reserve("c/1", Entry::new("p1", 100, vec![hour(0, 600)])).is_some());
+        assert!(l.reserve("c/1", Entry::new("p1", 100, vec![hour(0, 600)], 0)).is_some());
         assert!(l.remove("a/1"));
         assert_eq!(l.spent(Span::Hour, 0), 400);
         assert!(!l.remove("a/1"));
@@ -296,15 +326,19 @@ mod tests {
     #[test]
     fn a_reservation_already_held_is_not_judged_again() {
         let mut l = Ledger::default();
-        assert!(l.reserve("a/1", Entry::new("p1", 900, vec![hour(0, 1000)])).is_some());
-        assert!(l.reserve("a/1", Entry::new("p1", 900, vec![hour(0, 1000)])).is_none());
+        assert!(l
+            .reserve("a/1", Entry::new("p1", 900, vec![hour(0, 1000)], 0))
+            .is_some());
+        assert!(l
+            .reserve("a/1", Entry::new("p1", 900, vec![hour(0, 1000)], 0))
+            .is_none());
         assert_eq!(l.spent(Span::Hour, 0), 900, "not counted twice");
     }
 
     #[test]
     fn the_tightest_window_names_when_room_comes_back() {
         let mut l = Ledger::default();
-        l.reserve("a/1", Entry::new("p1", 450, vec![hour(0, 1000), day(500)]));
+        l.reserve("a/1", Entry::new("p1", 450, vec![hour(0, 1000), day(500)], 0));
         let r = l.room(&[hour(0, 1000), day(500)]).unwrap();
         assert_eq!((r.credits, r.tightest, r.reopens_ms), (50, Span::Day, 86_400_000));
         assert_eq!(l.room(&[]), None);
@@ -313,8 +347,30 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_reservation_does_not_wrap_around() {
+        let mut l = Ledger::default();
+        assert!(l.reserve("a/1", Entry::new("p1", 10, vec![hour(0, 100)], 0)).is_some());
+        assert!(l
+            .reserve("b/1", Entry::new("p1", u64::MAX, vec![hour(0, 100)], 0))
+            .is_none());
+        assert_eq!(l.spent(Span::Hour, 0), 10);
+    }
+
+    #[test]
+    fn the_tries_of_one_submission_are_listed_latest_first() {
+        let mut l = Ledger::default();
+        l.reserve("j/1/a", Entry::new("p1", 5, vec![hour(0, 100)], 10));
+        l.reserve("j/1/b", Entry::new("p1", 5, vec![hour(0, 100)], 20));
+        l.reserve("j/2/c", Entry::new("p1", 5, vec![hour(0, 100)], 30));
+        let ids: Vec<String> = l.unsettled("j/1/").into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["j/1/b", "j/1/a"]);
+        l.settle("j/1/b", 1);
+        assert_eq!(l.unsettled("j/1/").len(), 1);
+    }
+
+    #[test]
     fn entries_and_settlements_round_trip() {
-        let e = Entry::new("p1", 7, vec![hour(0, 10)]);
+        let e = Entry::new("p1", 7, vec![hour(0, 10)], 0);
         assert_eq!(Entry::decode(&e.encode()), Some(e));
         assert_eq!(Settlement::decode(&Settlement::encode(4)), Some(4));
         assert_eq!(Entry::decode(b"{\"v\":9}"), None);

@@ -68,7 +68,11 @@ pub(crate) struct Budget {
     metrics: Arc<Metrics>,
 }
 
-/// The id of job `job`'s reservation for submission `attempt`.
+/// The id of job `job`'s submission `attempt` in the budget: what the
+/// dispatcher takes under, and the prefix of that submission's
+/// reservations (`<job>/<attempt>/<try>`: every write has its own key, so
+/// a write retried after a lost acknowledgement is never a second copy of
+/// the same key, which compaction would move to a later offset).
 pub(crate) fn reservation_id(job: &str, attempt: u32) -> String {
     format!("{job}/{attempt}")
 }
@@ -149,6 +153,29 @@ impl Budget {
         self.ledger.lock().expect("ledger").holds(id)
     }
 
+    /// The latest valid, unsettled try of submission `prefix` that counts
+    /// in exactly the windows `slots` (the windows of now).
+    pub(crate) fn held_now(&self, prefix: &str, slots: &[Slot]) -> Option<String> {
+        self.ledger
+            .lock()
+            .expect("ledger")
+            .unsettled(prefix)
+            .into_iter()
+            .find(|(_, e)| e.slots == slots)
+            .map(|(id, _)| id)
+    }
+
+    /// The valid, unsettled tries of submission `prefix`, latest first.
+    pub(crate) fn unsettled(&self, prefix: &str) -> Vec<String> {
+        self.ledger
+            .lock()
+            .expect("ledger")
+            .unsettled(prefix)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// Applies reservation `id` read from the topic (`None`: a tombstone);
     /// returns what to store (`Some(None)`: remove it), if anything.
     pub(crate) fn apply_reservation(&self, id: &str, value: Option<&[u8]>) -> Option<Option<Vec<u8>>> {
@@ -157,7 +184,6 @@ impl Budget {
             None => ledger.remove(id).then_some(None),
             Some(v) => {
                 let entry = Entry::decode(v)?;
-                self.taken.lock().expect("budget").remove(id);
                 ledger.reserve(id, entry).map(|e| Some(e.encode()))
             }
         };
@@ -272,8 +298,10 @@ mod tests {
     }
 
     fn reserve(b: &Budget, id: &str, n: u64, now_ms: i64) -> bool {
-        let e = Entry::new("me", n, b.slots(now_ms));
-        b.apply_reservation(id, Some(&e.encode())).is_some()
+        let e = Entry::new("me", n, b.slots(now_ms), now_ms);
+        let valid = b.apply_reservation(&format!("{id}/x"), Some(&e.encode())).is_some();
+        b.untake(id);
+        valid
     }
 
     #[test]
@@ -310,7 +338,13 @@ mod tests {
         assert!(reserve(&b, "b/1", 200, t));
         assert_eq!(b.room(t).unwrap().credits, 0);
         // The first job matched 120: 180 credits come back.
-        let stored = b.apply_settlement("a/1", &Settlement::encode(120));
+        assert_eq!(b.held_now("a/1/", &b.slots(t)), Some("a/1/x".to_string()));
+        assert_eq!(
+            b.held_now("a/1/", &b.slots(t + 3_600_000)),
+            None,
+            "another hour: reserve again"
+        );
+        let stored = b.apply_settlement("a/1/x", &Settlement::encode(120));
         assert_eq!(Entry::decode(&stored.unwrap()).unwrap().cost, Some(120));
         assert_eq!(b.room(t).unwrap().credits, 180);
         assert_eq!(b.room(t + 3_600_000).unwrap().credits, 500, "the next hour");
@@ -324,8 +358,8 @@ mod tests {
     fn a_tombstone_removes_and_is_stored_as_a_removal() {
         let b = budget(Some(500), None);
         assert!(reserve(&b, "a/1", 300, 0));
-        assert_eq!(b.apply_reservation("a/1", None), Some(None));
-        assert_eq!(b.apply_reservation("a/1", None), None);
+        assert_eq!(b.apply_reservation("a/1/x", None), Some(None));
+        assert_eq!(b.apply_reservation("a/1/x", None), None);
         assert_eq!(b.room(0).unwrap().credits, 500);
     }
 

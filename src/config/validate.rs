@@ -44,6 +44,20 @@ impl Config {
             (None, Some(_)) => Some(("budget.hour_length", self.budget.hour_length)),
             (None, None) => None,
         };
+        for (name, ceiling) in [
+            ("credits_per_hour", self.budget.credits_per_hour),
+            ("credits_per_day", self.budget.credits_per_day),
+        ] {
+            if let Some(c) = ceiling.filter(|c| *c > 0) {
+                p.need(
+                    c >= self.batch.max_size as u64,
+                    format!(
+                        "budget.{name}: {c} is below batch.max_size ({}): a full job could never be reserved; lower batch.max_size or raise the ceiling",
+                        self.batch.max_size
+                    ),
+                );
+            }
+        }
         if let Some((name, len)) = window {
             p.need(
                 self.cache.ttl + std::time::Duration::from_secs(3600) >= len,
@@ -322,6 +336,7 @@ mod tests {
         let mut c = Config::default();
         c.budget.credits_per_hour = Some(0);
         c.budget.credits_per_day = Some(10);
+        c.batch.max_size = 20;
         c.budget.hour_length = std::time::Duration::from_millis(10);
         c.cache.ttl = std::time::Duration::from_secs(3600);
         let Err(ConfigError::Invalid(all)) = c.validate() else {
@@ -331,6 +346,7 @@ mod tests {
             "budget.credits_per_hour: 0 would never submit a job",
             "budget.hour_length: 10ms is shorter than a second",
             "cache.ttl: 3600s plus an hour is shorter than budget.day_length",
+            "budget.credits_per_day: 10 is below batch.max_size (20)",
         ] {
             assert!(all.iter().any(|m| m.starts_with(msg)), "{msg} in {all:#?}");
         }

@@ -33,7 +33,7 @@ use crate::health::Health;
 use crate::lifecycle::{JobId, Phase, Record, Stage};
 use crate::metrics::Metrics;
 use crate::model::JobSpec;
-use crate::store::KafkaStore;
+use crate::store::{KafkaStore, Reserved};
 use crate::telemetry;
 use crate::wake::WakeRegistry;
 pub(crate) use outcome::{JobError, JobEvent, JobOutcome};
@@ -256,9 +256,15 @@ impl JobContext {
                         break JobOutcome::Released;
                     }
                     // The budget's reservation for this submission comes
-                    // first: without a valid one, nothing leaves.
-                    let reservation = crate::budget::reservation_id(job, attempt);
-                    self.store.reserve(&reservation, spec.ids.len() as u64).await;
+                    // first: without a valid one, nothing leaves. A job
+                    // nothing of which was written yet gives its
+                    // identifiers back when there is no room (the
+                    // dispatcher cuts them to the room that comes back).
+                    let fresh = matches!(rec.stage, Stage::Submitting { sent_at_ms: 0, .. });
+                    let n = spec.ids.len() as u64;
+                    if self.store.reserve(job, attempt, n, fresh).await == Reserved::NoRoom {
+                        break JobOutcome::Released;
+                    }
                     self.phase(seq, Phase::Submitting);
                     let hook_url = hook.as_ref().map(|(url, _, _)| url.as_str());
                     match self.submit(seq, job, &mut rec, attempt, hook_url).await {
@@ -276,7 +282,7 @@ impl JobContext {
                         }
                         Submitted::Rejected(status, message) => {
                             // Refused: it created nothing and costs nothing.
-                            self.store.settle(&reservation, 0).await;
+                            self.store.settle(job, attempt, 0).await;
                             break JobOutcome::Rejected { spec, status, message };
                         }
                         Submitted::GaveUp(e) => {
@@ -341,8 +347,7 @@ impl JobContext {
                                 at_ms: now_ms(),
                             });
                             self.store.journal(job, &completed).await;
-                            let reservation = crate::budget::reservation_id(job, rec.attempt().max(1));
-                            self.store.settle(&reservation, credits).await;
+                            self.store.settle(job, rec.attempt().max(1), credits).await;
                             break JobOutcome::Done {
                                 spec,
                                 batch_id,

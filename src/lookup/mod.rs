@@ -7,13 +7,13 @@
 mod answer;
 mod socket;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 pub use answer::Answer;
-pub(crate) use socket::{path as socket_path, serve};
+pub(crate) use socket::{path as socket_path, serve, MAX_IDENTIFIERS};
 
 use crate::config::Config;
 use crate::store::{decode_result, read_local, result_key, Cached};
@@ -45,22 +45,26 @@ pub async fn run(cfg: &Config, ids: &[String], from_topic: bool) -> Result<Vec<A
     if from_topic {
         return from_store_topic(cfg, ids);
     }
-    match UnixStream::connect(socket_path(&cfg.cache.dir)).await {
-        Ok(conn) => ask(conn, ids).await.map_err(LookupError::Socket),
-        // No connector runs here (no socket, or one left by a crash).
-        Err(_) => {
-            let wanted: Vec<_> = ids.iter().filter_map(|raw| parse(raw)).collect();
-            let stored = read_local(cfg, &wanted).map_err(|e| LookupError::Store(e.to_string()))?;
-            let mut found: HashMap<_, _> = wanted.into_iter().zip(stored).collect();
-            Ok(ids
-                .iter()
-                .map(|raw| {
-                    let c = parse(raw).and_then(|k| found.remove(&k)).flatten();
-                    answer(raw, c.as_ref(), "local_store")
-                })
-                .collect())
+    let socket = socket_path(&cfg.cache.dir);
+    if UnixStream::connect(&socket).await.is_ok() {
+        let mut answers = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_IDENTIFIERS) {
+            let conn = UnixStream::connect(&socket).await.map_err(LookupError::Socket)?;
+            answers.extend(ask(conn, chunk).await.map_err(LookupError::Socket)?);
         }
+        return Ok(answers);
     }
+    // No connector runs here (no socket, or one left by a crash).
+    let wanted: Vec<_> = ids.iter().filter_map(|raw| parse(raw)).collect();
+    let stored = read_local(cfg, &wanted).map_err(|e| LookupError::Store(e.to_string()))?;
+    let found: HashMap<_, _> = wanted.into_iter().zip(stored).collect();
+    Ok(ids
+        .iter()
+        .map(|raw| {
+            let c = parse(raw).and_then(|k| found.get(&k)).and_then(Option::as_ref);
+            answer(raw, c, "local_store")
+        })
+        .collect())
 }
 
 async fn ask(conn: UnixStream, ids: &[String]) -> std::io::Result<Vec<Answer>> {
@@ -75,6 +79,12 @@ async fn ask(conn: UnixStream, ids: &[String]) -> std::io::Result<Vec<Answer>> {
     let mut lines = BufReader::new(read).lines();
     let mut answers = Vec::with_capacity(ids.len());
     while let Some(line) = lines.next_line().await? {
+        let refused = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
+        if let Some(why) = refused {
+            return Err(std::io::Error::other(why));
+        }
         answers.push(serde_json::from_str(&line).map_err(std::io::Error::other)?);
     }
     if answers.len() != ids.len() {
@@ -89,33 +99,34 @@ async fn ask(conn: UnixStream, ids: &[String]) -> std::io::Result<Vec<Answer>> {
 
 fn from_store_topic(cfg: &Config, ids: &[String]) -> Result<Vec<Answer>, LookupError> {
     let topic = cfg.cache.topic_name(&cfg.kafka);
-    let keys: HashMap<String, usize> = ids
+    let keys: HashSet<String> = ids
         .iter()
-        .enumerate()
-        .filter_map(|(i, raw)| parse(raw).map(|(k, v)| (result_key(k, &v), i)))
+        .filter_map(|raw| parse(raw).map(|(k, v)| result_key(k, &v)))
         .collect();
-    let mut found: HashMap<usize, Cached> = HashMap::new();
+    let mut found: HashMap<String, Cached> = HashMap::new();
     let partitions = crate::scan::partitions(cfg, &topic)
         .map_err(LookupError::Kafka)?
         .ok_or_else(|| LookupError::Kafka(format!("the store topic {topic:?} does not exist")))?;
     crate::scan::read_to_end(cfg, &topic, partitions, |r| {
-        let Some(i) = r
+        let Some(key) = r
             .key
             .as_deref()
             .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| keys.get(k))
+            .filter(|k| keys.contains(*k))
         else {
             return;
         };
         match r.value.as_deref().and_then(decode_result) {
-            Some(c) => found.insert(*i, c),
-            None => found.remove(i),
+            Some(c) => found.insert(key.to_string(), c),
+            None => found.remove(key),
         };
     })
     .map_err(LookupError::Kafka)?;
     Ok(ids
         .iter()
-        .enumerate()
-        .map(|(i, raw)| answer(raw, found.get(&i), "topic"))
+        .map(|raw| {
+            let c = parse(raw).and_then(|(k, v)| found.get(&result_key(k, &v)));
+            answer(raw, c, "topic")
+        })
         .collect())
 }

@@ -206,6 +206,15 @@ pub async fn run(cfg: &Config, args: &RedriveArgs) -> Result<Summary, RedriveErr
             "kafka.dead_letter_topic {dlq:?} does not exist"
         )));
     };
+    // A real run first fences any other run on this dead-letter topic (its
+    // transactional id), and only then reads what was re-driven: letters a
+    // run still going sent are not sent again.
+    let writer = if args.dry_run {
+        None
+    } else {
+        topics::ensure_memory(cfg, &memory).await?;
+        Some(tokio::task::block_in_place(|| topics::Writer::new(cfg))?)
+    };
     let done = topics::remembered(cfg, &memory)?;
     let mut summary = Summary {
         dry_run: args.dry_run,
@@ -238,12 +247,10 @@ pub async fn run(cfg: &Config, args: &RedriveArgs) -> Result<Summary, RedriveErr
     if let Some(e) = foreign {
         return Err(RedriveError::Foreign(e.to_string()));
     }
-    if args.dry_run || chosen.is_empty() {
+    let Some(writer) = writer.filter(|_| !chosen.is_empty()) else {
         summary.redriven = chosen.len();
         return Ok(summary);
-    }
-    topics::ensure_memory(cfg, &memory).await?;
-    let writer = topics::Writer::new(cfg)?;
+    };
     let run = format!(
         "{}/{}",
         Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

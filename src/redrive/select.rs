@@ -35,6 +35,16 @@ impl Letter {
         self.header("identify.error.reason")
     }
 
+    /// When it was dead-lettered: its `identify.error.at` header, else its
+    /// timestamp (which is the input's).
+    pub(crate) fn dead_lettered_ms(&self) -> i64 {
+        self.header("identify.error.at")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis())
+            .or(self.timestamp_ms)
+            .unwrap_or(0)
+    }
+
     /// The topic it came from (`identify.source.topic`).
     pub(crate) fn source_topic(&self) -> Option<&str> {
         self.header("identify.source.topic")
@@ -90,7 +100,7 @@ pub(crate) fn judge(l: &Letter, f: &Filter, done: &HashSet<String>) -> Result<Ve
     let foreign = |missing| Foreign { id: l.id(), missing };
     let reason = l.reason().ok_or_else(|| foreign("identify.error.reason"))?;
     let topic = l.source_topic().ok_or_else(|| foreign("identify.source.topic"))?;
-    let ts = l.timestamp_ms.unwrap_or(0);
+    let ts = l.dead_lettered_ms();
     let selected = (f.reasons.is_empty() || f.reasons.iter().any(|r| r == reason))
         && f.class.as_deref().is_none_or(|c| reason_class(reason) == Some(c))
         && f.topic.as_deref().is_none_or(|t| t == topic)
@@ -164,6 +174,12 @@ mod tests {
             judge(&letter(3, Some("job_failed"), 2000), &window, &none),
             Ok(Verdict::Unselected)
         );
+        // The time it was dead-lettered counts, not the input's.
+        let mut late = letter(4, Some("job_failed"), 1000);
+        late.headers
+            .push(("identify.error.at".into(), Some(b"1970-01-01T00:00:02.500Z".to_vec())));
+        assert_eq!(late.dead_lettered_ms(), 2500);
+        assert_eq!(judge(&late, &window, &none), Ok(Verdict::Unselected));
     }
 
     #[test]

@@ -208,6 +208,12 @@ pub(super) fn dead_letter<'a>(
             value: Some(size.as_bytes()),
         });
     }
+    // When it was dead-lettered (the record keeps the input's timestamp).
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    headers = headers.insert(Header {
+        key: "identify.error.at",
+        value: Some(at.as_bytes()),
+    });
     if !shape.forward_headers {
         // The input's headers are not here: a re-drive would lose them.
         headers = headers.insert(Header {
@@ -336,6 +342,8 @@ mod tests {
             &shape(|c| c.forward_headers = true),
         );
         assert!(header(&h, "identify.error.headers_dropped").is_none());
+        let at = header(&h, "identify.error.at").unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(&at).is_ok(), "{at}");
         let big = rec(&vec![b'x'; 5000]);
         let (h, v) = dead_letter(&big, f("oversized", ""), 1024, &shape(|_| {}));
         assert_eq!(v.unwrap().len(), 1024);

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{now_ms, record, KafkaStore, Written};
-use crate::budget::{Budget, Entry};
+use crate::budget::{reservation_id, Budget, Entry};
 
 /// How often a submission waiting for room looks again (besides every
 /// settlement and removal).
@@ -15,6 +15,20 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// How long after its windows end a reservation is removed (a pod whose
 /// clock lags still counts it in the meantime).
 const KEEP_AFTER_END: Duration = Duration::from_secs(300);
+/// First and longest pause after a reservation Kafka did not acknowledge.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const LONGEST_PAUSE: Duration = Duration::from_secs(5);
+
+/// What reserving came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Reserved {
+    /// A valid reservation of now's windows (or no ceilings): the
+    /// submission may leave.
+    Held,
+    /// No room, and the caller may give the job up (nothing of it was
+    /// written yet): submitting is halted on the budget.
+    NoRoom,
+}
 
 /// A submission waiting for room; it stops waiting when dropped (also
 /// when its task is aborted).
@@ -32,54 +46,98 @@ impl KafkaStore {
         &self.budget
     }
 
-    /// Waits until reservation `id` of `n` credits is valid: writes it to
-    /// the store topic and reads the log's verdict; while it does not fit,
-    /// submitting is halted and it is written again once room may be
-    /// there. Returns at once without ceilings, or when `id` already
-    /// holds (a submission proven never created, going again).
-    pub(crate) async fn reserve(&self, id: &str, n: u64) {
+    /// Reserves `n` credits for submission `attempt` of job `job`: a
+    /// valid reservation that counts in the windows of now, reused if one
+    /// is held (a submission proven never created, going again), else
+    /// written to the store topic (each write under its own key) and judged
+    /// by the log. Without room: halts submitting, then returns
+    /// [`Reserved::NoRoom`] if `may_give_up`, else waits for room and
+    /// tries again.
+    pub(crate) async fn reserve(&self, job: &str, attempt: u32, n: u64, may_give_up: bool) -> Reserved {
         let b = &*self.budget;
-        if !b.enabled() || b.holds(id) {
-            b.untake(id);
-            return;
+        let taken = reservation_id(job, attempt);
+        if !b.enabled() {
+            b.untake(&taken);
+            return Reserved::Held;
         }
+        let prefix = format!("{taken}/");
+        let mut tries: Vec<String> = Vec::new();
+        let mut pause = FIRST_PAUSE;
         loop {
-            let entry = Entry::new(self.me(), n, b.slots(now_ms()));
-            let written = self
-                .j
-                .writer
-                .write(
-                    &record::reservation_key(id),
-                    Some(&entry.encode()),
-                    &self.j.metrics,
-                    "budget reservation",
-                )
-                .await;
+            let now = now_ms();
+            let slots = b.slots(now);
+            if let Some(id) = b.held_now(&prefix, &slots) {
+                b.untake(&taken);
+                // Tries written before whose acknowledgement was lost, but
+                // that the log took: nothing is submitted under them.
+                for extra in b
+                    .unsettled(&prefix)
+                    .into_iter()
+                    .filter(|x| *x != id && tries.contains(x))
+                {
+                    self.settle_one(&extra, 0).await;
+                }
+                debug!(reservation = %id, credits = n, "budget reserved");
+                return Reserved::Held;
+            }
+            let id = format!("{prefix}{}", uuid::Uuid::new_v4().simple());
+            let entry = Entry::new(self.me(), n, slots, now);
+            tries.push(id.clone());
+            let key = record::reservation_key(&id);
+            let written = match self.j.writer.send_acked(&key, Some(&entry.encode())).await {
+                Ok(w) => w,
+                Err(e) => {
+                    self.j.metrics.store_write_failed_by(1);
+                    warn!(error = %e, "the store topic refuses a budget reservation; nothing is submitted until it takes one");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LONGEST_PAUSE);
+                    continue;
+                }
+            };
             self.applied(written).await;
-            if b.holds(id) {
-                debug!(reservation = id, credits = n, "budget reserved");
-                return;
+            b.untake(&taken);
+            if b.holds(&id) {
+                // Valid: the next round returns it, if its windows are
+                // still now's (else it stays counted where it is and
+                // another is written).
+                continue;
+            }
+            let Some(room) = b.room(now_ms()) else {
+                continue;
+            };
+            b.halt(room);
+            if may_give_up {
+                return Reserved::NoRoom;
             }
             b.waiting(true);
             let _waiting = Waiting(b);
             loop {
-                let room = b.room(now_ms()).expect("a ceiling");
-                if room.credits >= n {
+                let changed = b.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if b.room(now_ms()).is_none_or(|r| r.credits >= n) {
                     break;
                 }
-                b.halt(room);
-                let changed = b.changed.notified();
                 let _ = tokio::time::timeout(RECHECK, changed).await;
             }
         }
     }
 
-    /// Reservation `id`'s job cost `credits` (its matches; 0 when the API
-    /// refused it).
-    pub(crate) async fn settle(&self, id: &str, credits: u64) {
+    /// Submission `attempt` of job `job` cost `credits` (its matches; 0
+    /// when the API refused it): its latest valid reservation is settled
+    /// at that, any other unsettled one at 0 (nothing else of that
+    /// submission was created).
+    pub(crate) async fn settle(&self, job: &str, attempt: u32, credits: u64) {
         if !self.budget.enabled() {
             return;
         }
+        let prefix = format!("{}/", reservation_id(job, attempt));
+        for (i, id) in self.budget.unsettled(&prefix).into_iter().enumerate() {
+            self.settle_one(&id, if i == 0 { credits } else { 0 }).await;
+        }
+    }
+
+    async fn settle_one(&self, id: &str, credits: u64) {
         let value = crate::budget::Settlement::encode(credits);
         self.j
             .writer

@@ -79,7 +79,13 @@ impl Disk {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .open(&path)
-            .map_err(|e| StoreError::Disk(format!("{}: {e}", path.display())))?;
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Disk(format!(
+                    "{} is in use: a connector here is starting (its lookup socket opens once its store is restored); try again in a moment, or use --from-topic",
+                    path.display()
+                )),
+                e => StoreError::Disk(format!("{}: {e}", path.display())),
+            })?;
         let mirrored = {
             let txn = db.begin_read().map_err(db_err)?;
             let meta = txn.open_table(META).map_err(db_err)?;

@@ -41,6 +41,7 @@ use crate::metrics::Metrics;
 use crate::model::{now_ms, IdentifierType, Matches};
 use crate::share::{Team, CLAIM_AFTER};
 use crate::sink::PolledProducer;
+pub(crate) use budget::Reserved;
 use disk::Disk;
 use hot::HotSet;
 pub(crate) use inspect::{decode as decode_result, read_local, result_key};
