@@ -87,14 +87,19 @@ fn output_mistakes_are_named() {
             "mode = \"enrich\"\n[input]\nformat = \"text\"",
             "output.mode = \"enrich\" needs input.format = \"json\"",
         ),
+        (
+            "ordering = \"key\"",
+            "output.ordering = \"key\" needs output.key = \"input\"",
+        ),
     ] {
         let e = errors(&format!("{MINIMAL}\n[output]\n{bad}\n")).join("\n");
         assert!(e.contains(says), "{bad}: {e}");
     }
     assert!(errors(&format!("{MINIMAL}\n[output]\nkey = \"value\"\n"))[0].contains("value"));
     assert!(errors(&format!("{MINIMAL}\n[output]\ndead_letter_headers = \"kafka\"\n"))[0].contains("kafka"));
+    assert!(errors(&format!("{MINIMAL}\n[output]\nordering = \"partition\"\n"))[0].contains("partition"));
     let ok = Config::from_toml(&format!(
-        "{MINIMAL}\n[output]\nmode = \"enrich\"\nenrich_field = \"/meta/identify\"\nkey = \"input\"\nforward_headers = true\ndead_letter_headers = \"connect\"\n"
+        "{MINIMAL}\n[output]\nmode = \"enrich\"\nenrich_field = \"/meta/identify\"\nkey = \"input\"\nforward_headers = true\ndead_letter_headers = \"connect\"\nordering = \"key\"\n"
     ));
     assert!(ok.is_ok(), "{ok:?}");
 }

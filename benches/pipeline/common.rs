@@ -193,13 +193,23 @@ pub fn two_second_jobs(c: &mut SimConfig) {
 }
 
 pub async fn produce_unique(run: &Run, n: usize, tag: &str) {
+    produce_keyed(run, n, tag, 0).await;
+}
+
+/// [`produce_unique`] with `keys` keys (none when 0), each on one partition
+/// (the key of record `i` has the index of `i`'s partition modulo the
+/// partition count) and its records spread over the whole backlog.
+pub async fn produce_keyed(run: &Run, n: usize, tag: &str, keys: usize) {
+    let parts = run.partitions as usize;
+    let per_partition = (keys / parts).max(1);
+    let key = |i: usize| (keys > 0).then(|| format!("user-{}", i % parts + parts * ((i / parts) % per_partition)));
     let started = Instant::now();
     let chunk = 100_000;
     for start in (0..n).step_by(chunk) {
         let records: kafka::Records = (start..(start + chunk).min(n))
             .map(|i| {
                 (
-                    None,
+                    key(i),
                     format!(r#"{{"email":"{tag}{i}@company{}.com","n":{i}}}"#, i % 997).into_bytes(),
                 )
             })

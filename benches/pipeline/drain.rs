@@ -43,6 +43,9 @@ pub struct Drain {
     /// with realistic jobs (the default's requests per job-second at 1/20
     /// time scale).
     pub rpm: Option<u32>,
+    /// Records keyed over 500 keys, `output.key = "input"` and
+    /// `output.ordering = "key"` (what per-key order costs the drain).
+    pub ordered: bool,
 }
 
 impl Drain {
@@ -86,19 +89,26 @@ pub async fn run(d: Drain) {
     if d.rpm.is_some() || d.jobs == Jobs::Realistic {
         run.api_extra = format!("requests_per_minute = {}", d.budget());
     }
+    let output = if d.ordered {
+        "[output]\nkey = \"input\"\nordering = \"key\"\n"
+    } else {
+        ""
+    };
+    let keys = if d.ordered { 500 } else { 0 };
     if d.pods == 1 {
-        produce_unique(&run, d.records, d.name).await;
+        produce_keyed(&run, d.records, d.name, keys).await;
     }
     let t0 = Instant::now();
     let t0_ms = chrono::Utc::now().timestamp_millis();
     let pods: Vec<Connector> = (0..d.pods)
         .map(|i| {
             let port = testkit::free_port();
-            let extra = if d.webhooks {
+            let mut extra = if d.webhooks {
                 format!("[webhook]\npublic_url = \"http://127.0.0.1:{port}\"\n")
             } else {
                 String::new()
             };
+            extra.push_str(output);
             let store = run.store_dir().join(format!("pod{i}"));
             Connector::start(&run.config_in(&sim.base_url(), port, &extra, &store), port)
         })
@@ -107,7 +117,7 @@ pub async fn run(d: Drain) {
         // Pods that share a key, not a group still forming: the backlog
         // arrives once every pod has its partitions and knows the others.
         settle(&run, &pods).await;
-        produce_unique(&run, d.records, d.name).await;
+        produce_keyed(&run, d.records, d.name, keys).await;
     }
     let samples = sample_until_drained(&run, &pods, t0, Duration::from_secs(600)).await;
     let observed = t0.elapsed().as_secs_f64();
@@ -147,6 +157,7 @@ pub async fn run(d: Drain) {
         &[
             ("records", d.records.to_string()),
             ("pods", d.pods.to_string()),
+            ("ordering", if d.ordered { "key" } else { "none" }.to_string()),
             ("requests_per_minute", d.budget().to_string()),
             ("slot_utilization", format!("{utilization:.3}")),
             ("zero_gap_utilization", format!("{ceiling:.3}")),

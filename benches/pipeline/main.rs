@@ -2,7 +2,7 @@
 //! broker and the simulator: backlog drains against a simulator that
 //! answers like a remote API (slot utilization, drain vs the API floor,
 //! requests and 429s per job; one pod or three on one key; fixed or
-//! jittered job times; polling or webhooks), the cache-hit path next to a
+//! jittered job times; polling or webhooks; per-key order), the cache-hit path next to a
 //! bare `kcat` pipe, throughput and CPU with an instant API, peak RSS with
 //! a 1,000,000-record backlog, end-to-end latency under light load, and
 //! credits re-spent after a SIGKILL, and what exactly-once output costs.
@@ -12,7 +12,7 @@
 //!
 //! Run with `scripts/bench.sh` (or `cargo bench --bench pipeline -- NAME...`
 //! with Kafka running and `target/release/identify-connector` built).
-//! Scenarios: drain drain_rpm60 jitter webhooks jitter_webhooks shared
+//! Scenarios: drain drain_rpm60 jitter webhooks jitter_webhooks jitter_ordered shared
 //! realistic realistic_webhooks realistic_shared cachehit startup throughput
 //! rss latency recovery exactly_once traces (default: all; traces needs
 //! JAEGER_BIN, which scripts/bench.sh sets).
@@ -39,6 +39,7 @@ async fn main() {
         "jitter",
         "webhooks",
         "jitter_webhooks",
+        "jitter_ordered",
         "shared",
         "realistic",
         "realistic_webhooks",
@@ -59,6 +60,7 @@ async fn main() {
         webhooks,
         jobs,
         rpm: None,
+        ordered: false,
     };
     let chosen: Vec<&str> = if args.is_empty() {
         all.to_vec()
@@ -80,6 +82,13 @@ async fn main() {
             "jitter" => drain::run(drain("jitter", 1, false, Jobs::Jitter)).await,
             "webhooks" => drain::run(drain("webhooks", 1, true, Jobs::Fixed)).await,
             "jitter_webhooks" => drain::run(drain("jitter_webhooks", 1, true, Jobs::Jitter)).await,
+            "jitter_ordered" => {
+                drain::run(Drain {
+                    ordered: true,
+                    ..drain("jitter_ordered", 1, false, Jobs::Jitter)
+                })
+                .await
+            }
             "shared" => drain::run(drain("shared", 3, false, Jobs::Fixed)).await,
             "realistic" => drain::run(drain("realistic", 1, false, Jobs::Realistic)).await,
             "realistic_webhooks" => drain::run(drain("realistic_webhooks", 1, true, Jobs::Realistic)).await,

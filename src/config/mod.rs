@@ -21,7 +21,7 @@ mod types;
 mod validate;
 
 pub use budget::BudgetConfig;
-pub use output::{DeadLetterHeaders, OutputConfig, OutputKey, OutputMode};
+pub use output::{DeadLetterHeaders, Ordering, OutputConfig, OutputKey, OutputMode};
 pub use telemetry::TelemetryConfig;
 pub use types::{duration, Properties, Secret};
 

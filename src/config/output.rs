@@ -25,6 +25,9 @@ pub struct OutputConfig {
     /// `identify` (default): `identify.error.*` headers on dead letters;
     /// `connect`: Kafka Connect's `__connect.errors.*` as well.
     pub dead_letter_headers: DeadLetterHeaders,
+    /// `none` (default): outputs go as their jobs finish; `key`: the
+    /// outputs of one input key (from one input partition) in input order.
+    pub ordering: Ordering,
 }
 
 impl Default for OutputConfig {
@@ -35,6 +38,7 @@ impl Default for OutputConfig {
             key: OutputKey::Identifier,
             forward_headers: false,
             dead_letter_headers: DeadLetterHeaders::Identify,
+            ordering: Ordering::None,
         }
     }
 }
@@ -69,6 +73,16 @@ pub enum DeadLetterHeaders {
     Connect,
 }
 
+/// `output.ordering`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// As jobs finish.
+    None,
+    /// Per input key, in input order.
+    Key,
+}
+
 impl OutputConfig {
     /// The parsed `enrich_field` (validated).
     pub(crate) fn enrich_pointer(&self) -> Option<Pointer> {
@@ -84,6 +98,10 @@ impl OutputConfig {
         p.need(
             self.mode != OutputMode::Enrich || json_input,
             "output.mode = \"enrich\" needs input.format = \"json\" (it adds the result to the input object)",
+        );
+        p.need(
+            self.ordering != Ordering::Key || self.key == OutputKey::Input,
+            "output.ordering = \"key\" needs output.key = \"input\" (a key's outputs keep their order on one output partition)",
         );
     }
 }

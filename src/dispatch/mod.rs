@@ -15,8 +15,10 @@
 
 mod admit;
 mod halt;
+mod order;
 mod outcome;
 mod pending;
+mod publish;
 mod slots;
 mod table;
 #[cfg(test)]
@@ -37,15 +39,17 @@ use crate::health::Health;
 use crate::jobs::{JobEvent, Runner};
 use crate::lifecycle::{JobId, Phase, Record};
 use crate::metrics::Metrics;
-use crate::model::{has_matches, IdentifierType, InputRecord, JobSpec};
+use crate::model::{IdentifierType, InputRecord, JobSpec};
 use crate::offsets::OffsetTracker;
 use crate::share::Team;
-use crate::sink::{Fatal, Publish, Resolution, SinkError};
+use crate::sink::{Fatal, Publish, SinkError};
 use crate::source::{SourceEvent, Work};
-use crate::store::{Cached, ResultStore};
+use crate::store::ResultStore;
 use crate::telemetry;
 use halt::Refusals;
+use order::KeyOrder;
 use pending::Pending;
+use publish::Held;
 use table::JobTable;
 
 /// Why the dispatcher stopped with an error.
@@ -108,6 +112,9 @@ pub(crate) struct Dispatcher<P, R, S> {
     key_slots: usize,
     /// Job tasks that panicked, by journal id.
     panics: std::collections::HashMap<JobId, u32>,
+    /// `output.ordering = "key"` (at least once; exactly-once produces
+    /// each partition's outputs in input order already).
+    order: Option<KeyOrder<Held>>,
     parts: Parts<P, R, S>,
 }
 
@@ -123,6 +130,8 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             max_job_attempts: cfg.api.max_job_attempts,
             key_slots: cfg.api.max_active_jobs,
             panics: std::collections::HashMap::new(),
+            order: (cfg.output.ordering == crate::config::Ordering::Key && !cfg.kafka.exactly_once)
+                .then(KeyOrder::default),
             parts,
         }
     }
@@ -345,6 +354,9 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     /// covers waits for that job, a new one is batched.
     async fn accept(&mut self, w: Work) -> Result<(), DispatchError> {
         let (kind, key, rec) = (w.id.kind, w.id.value, w.rec);
+        if let Some(order) = &mut self.order {
+            order.enter(&rec.pos, rec.key.as_ref());
+        }
         if self.pending.contains(&key) {
             self.pending.push(&key, rec);
             self.parts.metrics.credits_saved("dedupe", 1);
@@ -352,7 +364,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         }
         if let Some((hit, found)) = self.parts.store.get(kind, &key) {
             self.parts.metrics.credits_saved(found.label(), 1);
-            return self.publish_one(&rec, kind, &key, &hit, None).await;
+            return self.publish_one(rec, kind, &key, &hit, None).await;
         }
         self.pending.insert(kind, key.clone(), rec, None);
         self.place(kind, key);
@@ -377,7 +389,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
         if let Some((hit, found)) = self.parts.store.get(kind, &key) {
             let recs = self.pending.take(&key);
             self.parts.metrics.credits_saved(found.label(), recs.len() as u64);
-            for rec in &recs {
+            for rec in recs {
                 self.publish_one(rec, kind, &key, &hit, None).await?;
             }
             return Ok(());
@@ -393,41 +405,16 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             let t = self.parts.tracker.lock().expect("tracker");
             self.pending.drop_revoked(&t)
         };
+        if let Some(order) = &mut self.order {
+            let t = self.parts.tracker.lock().expect("tracker");
+            order.retain(|tp, epoch| t.is_current(tp, epoch));
+            self.parts.metrics.set_held_outputs(order.held());
+        }
         if dropped > 0 {
             let pending = &self.pending;
             self.batcher.retain(|_, id| pending.contains(id));
             info!(identifiers = dropped, "identifiers of revoked partitions dropped");
         }
-    }
-
-    /// Publishes `c` as the result of `rec`, unless its partition was
-    /// revoked. A traced record gets its span, linked to `job` (the job
-    /// that resolved it, if one did).
-    async fn publish_one(
-        &self,
-        rec: &InputRecord,
-        kind: IdentifierType,
-        key: &str,
-        c: &Cached,
-        job: Option<&tracing::Span>,
-    ) -> Result<(), DispatchError> {
-        if !self.is_live(rec) {
-            return Ok(());
-        }
-        let traceparent = rec.traceparent.as_deref().and_then(|tp| {
-            let waited = rec.timestamp_ms.map(|ts| crate::model::now_ms() - ts);
-            telemetry::record(tp, job, waited)
-        });
-        let r = Resolution {
-            identifier: key,
-            identifier_type: kind.as_str(),
-            matches: &c.matches,
-            matched: has_matches(&c.matches),
-            batch_id: &c.batch_id,
-            resolved_at: &c.resolved_at,
-            traceparent: traceparent.as_deref(),
-        };
-        Ok(self.parts.sink.output(rec, &r).await?)
     }
 
     fn is_live(&self, rec: &InputRecord) -> bool {

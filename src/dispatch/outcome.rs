@@ -143,11 +143,12 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
             self.free_probe = Some((kind, key.clone()));
         }
         let recs = self.pending.take(&key);
-        for rec in &recs {
+        let n = recs.len();
+        for rec in recs {
             self.publish_one(rec, kind, &key, &cached, Some(job)).await?;
         }
         resolved.push((kind, key, cached));
-        Ok(recs.len())
+        Ok(n)
     }
 
     /// Publishes what job `own` (this pod's; `None`: another pod's, whose
@@ -271,6 +272,7 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                         batch_id,
                     };
                     self.parts.sink.dead_letter(&rec, f).await?;
+                    self.dead_lettered(&rec).await?;
                 }
             }
         }

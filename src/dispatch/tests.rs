@@ -326,9 +326,15 @@ impl Harness {
     /// Consumes one record per identifier (offsets in order) and hands
     /// them over in one batch.
     fn send(&mut self, ids: &[&str]) {
+        let keyed: Vec<(&str, Option<&str>)> = ids.iter().map(|id| (*id, None)).collect();
+        self.send_keyed(&keyed);
+    }
+
+    /// [`Self::send`], each record with its key.
+    fn send_keyed(&mut self, ids: &[(&str, Option<&str>)]) {
         let topic: Arc<str> = Arc::from(TP.0);
         let mut batch = Vec::new();
-        for id in ids {
+        for (id, key) in ids {
             let pos = self
                 .tracker
                 .lock()
@@ -339,7 +345,7 @@ impl Harness {
             batch.push(Work {
                 rec: InputRecord {
                     pos,
-                    key: None,
+                    key: key.map(|k| bytes::Bytes::copy_from_slice(k.as_bytes())),
                     value: None,
                     headers: None,
                     timestamp_ms: None,
@@ -1089,4 +1095,55 @@ async fn a_spent_budget_cuts_the_last_batch_to_fit_then_halts_while_hits_are_sti
     h.settle().await;
     assert_eq!(h.sent().last(), Some(&output(7, "a@x.co", "job-1", true)));
     h.assert_no_call().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_per_key_order_a_hit_waits_for_the_earlier_record_of_its_key_and_a_dead_letter_releases_it() {
+    let store = Arc::new(MemoryStore::default());
+    let stored = Arc::new(Cached {
+        matches: matches(true),
+        batch_id: Arc::from("old"),
+        resolved_at: Arc::from("2026-01-01T00:00:00.000Z"),
+        resolved_at_ms: 0,
+    });
+    store.results.lock().unwrap().insert("hit@x.co".into(), stored);
+    let mut h = Harness::with(
+        |c| {
+            c.output.key = crate::config::OutputKey::Input;
+            c.output.ordering = crate::config::Ordering::Key;
+        },
+        store,
+    );
+    h.send_keyed(&[
+        ("new@x.co", Some("k")),
+        ("hit@x.co", Some("k")),
+        ("hit@x.co", Some("other")),
+        ("hit@x.co", None),
+    ]);
+    h.settle().await;
+    assert_eq!(
+        h.sent(),
+        [output(2, "hit@x.co", "old", true), output(3, "hit@x.co", "old", true)],
+        "other keys and keyless records are not held"
+    );
+    let call = h.next_call().await;
+    let ids = ids_of(&call);
+    call.finish(JobOutcome::Failed {
+        spec: spec(&ids),
+        error: JobError::TimedOut {
+            batch_id: Arc::from("j1"),
+        },
+    });
+    h.settle().await;
+    assert_eq!(
+        h.sent()[2..],
+        [
+            Sent::DeadLetter {
+                offset: 0,
+                reason: "job_failed"
+            },
+            output(1, "hit@x.co", "old", true)
+        ],
+        "the held hit goes once the record before it of its key is out"
+    );
 }

@@ -22,6 +22,7 @@ pub(super) struct RecordMetrics {
     pub(super) produced_unmatched: IntCounter,
     pub(super) dead_letters: IntCounterVec,
     pub(super) in_flight: IntGauge,
+    pub(super) held: IntGauge,
     pub(super) e2e_latency: Histogram,
     pub(super) produce_errors: IntCounter,
 }
@@ -104,6 +105,11 @@ impl RecordMetrics {
                 r,
                 "in_flight_records",
                 "Records consumed whose output is not yet acknowledged.",
+            ),
+            held: gauge(
+                r,
+                "held_outputs",
+                "Outputs held back until an earlier record of their key is out (output.ordering = \"key\").",
             ),
             e2e_latency: histogram(
                 r,

@@ -241,6 +241,10 @@ impl Metrics {
     pub(crate) fn set_in_flight(&self, n: usize) {
         self.records.in_flight.set(n as i64);
     }
+    /// Outputs held back for per-key order.
+    pub(crate) fn set_held_outputs(&self, n: usize) {
+        self.records.held.set(n as i64);
+    }
     /// Partitions paused.
     pub(crate) fn set_paused_partitions(&self, n: usize) {
         self.kafka.paused_partitions.set(n as i64);

@@ -121,9 +121,12 @@ impl OffsetTracker {
 
     /// True if `pos` belongs to the current assignment of its partition.
     pub(crate) fn is_live(&self, pos: &SourcePos) -> bool {
-        self.parts
-            .get(&(pos.topic.clone(), pos.partition))
-            .is_some_and(|s| s.epoch == pos.epoch)
+        self.is_current(&(pos.topic.clone(), pos.partition), pos.epoch)
+    }
+
+    /// True if `tp` is assigned here in `epoch`.
+    pub(crate) fn is_current(&self, tp: &TopicPartition, epoch: u64) -> bool {
+        self.parts.get(tp).is_some_and(|s| s.epoch == epoch)
     }
 
     /// Registers a consumed record (its timestamp `ts_ms`). Returns false
