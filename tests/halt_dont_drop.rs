@@ -112,9 +112,10 @@ async fn refusal_scenario(name: &str, status: u16, message: &str) {
     })
     .await;
     let until = Instant::now() + Duration::from_secs(30);
-    let mut unready = 0;
+    let (mut unready, mut samples) = (0, 0);
     while Instant::now() < until {
         let (code, why) = readyz().await;
+        samples += 1;
         if code == 503 && why.contains(message) {
             unready += 1;
         }
@@ -130,7 +131,7 @@ async fn refusal_scenario(name: &str, status: u16, message: &str) {
     let audit = common::audit(&topics);
     println!("{}", audit.result_line(name, 0.0));
     println!(
-        "{name}: submits_refused={refused} readyz_503_with_the_message={unready}/60 halts={}",
+        "{name}: submits_refused={refused} readyz_503_with_the_message={unready}/{samples} halts={}",
         common::metric(&metrics, "identify_submit_halts_total")
     );
     audit.assert_nothing_lost(name);
@@ -141,9 +142,11 @@ async fn refusal_scenario(name: &str, status: u16, message: &str) {
     );
     assert_eq!(audit.outputs.len(), N, "everything resolved afterwards");
     assert_eq!(halted, 1.0, "identify_submits_halted during the refusal");
+    // Every sample but the first (the halt may be a moment behind the
+    // refused submit); how many samples fit in 30 s depends on the machine.
     assert!(
-        unready >= 50,
-        "/readyz answered 503 with the API's message during the refusal ({unready} of 60)"
+        samples >= 10 && unready + 1 >= samples,
+        "/readyz answered 503 with the API's message during the refusal ({unready} of {samples})"
     );
     assert_eq!(code, 200, "/readyz is 200 again after it");
     assert!(refused < 20, "probes are slow: {refused} refused submits in 30 s");
