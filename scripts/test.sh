@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, layout, lints, unit and integration tests
 # (against a real local Apache Kafka broker, the Crustdata simulator and, for
-# traces, a real Jaeger), and the Helm chart checks. Starts the broker if it
+# traces, a real Jaeger; for registry formats, a real Schema Registry and
+# Confluent's Python serializers), and the Helm chart checks. Starts the broker if it
 # is not running and stops it again afterwards if it started it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,9 @@ done
 echo "== Jaeger for tests/telemetry.rs (built once into the cache)"
 JAEGER_BIN=$(scripts/jaeger.sh path)
 export JAEGER_BIN
+echo "== Schema Registry and the Confluent Python serializers for tests/registry.rs (built once into the cache)"
+scripts/schema-registry.sh path >/dev/null
+scripts/py-venv.sh >/dev/null
 echo "== cargo test (with failpoints: tests/crash_points.rs aborts the binary at named steps)"
 cargo test --workspace --locked --features failpoints --lib --bins --tests 2>&1 | tee target/test-output.txt
 # One closing line over every test binary.

@@ -16,6 +16,7 @@ pub(crate) struct Health {
     halted: Mutex<Option<String>>,
     misrouted: Mutex<Option<String>>,
     budget: Mutex<Option<String>>,
+    registry: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -63,6 +64,11 @@ impl Health {
     pub(crate) fn set_budget(&self, why: Option<String>) {
         *self.budget.lock().expect("health") = why;
     }
+    /// Taking records halted because the schema registry cannot answer
+    /// (`Some`: why), or resumed (`None`).
+    pub(crate) fn set_registry(&self, why: Option<String>) {
+        *self.registry.lock().expect("health") = why;
+    }
     /// Why submitting is halted, if it is.
     pub(crate) fn halted(&self) -> Option<String> {
         self.halted.lock().expect("health").clone()
@@ -91,6 +97,9 @@ impl Health {
         }
         if let Some(why) = self.budget.lock().expect("health").clone() {
             return Some(format!("budget: {why}"));
+        }
+        if let Some(why) = self.registry.lock().expect("health").clone() {
+            return Some(format!("schema registry: {why}"));
         }
         if self.api_refused() {
             return Some("the API refuses the key".into());

@@ -72,6 +72,7 @@ mod model;
 mod offsets;
 mod pipeline;
 mod redrive;
+mod registry;
 mod scan;
 mod server;
 mod share;

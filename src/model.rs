@@ -14,8 +14,11 @@ pub(crate) const API_MAX_BATCH: usize = 300;
 /// Every dead-letter reason (`identify.error.reason`) with its error
 /// class: `input` (the record itself is bad), `api` (the API's verdict on
 /// it after work), `output` (its output could not be produced).
-pub(crate) const DEAD_LETTER_REASONS: [(&str, &str); 12] = [
+pub(crate) const DEAD_LETTER_REASONS: [(&str, &str); 15] = [
     ("empty_value", "input"),
+    ("unknown_schema", "input"),
+    ("unusable_schema", "input"),
+    ("not_decodable", "input"),
     ("oversized", "input"),
     ("not_parseable", "input"),
     ("missing_field", "input"),

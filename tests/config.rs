@@ -157,3 +157,22 @@ fn an_exactly_once_transaction_timeout_shorter_than_the_connectors_commit_retrie
     assert!(all.contains("kafka.producer.\"transaction.timeout.ms\""), "{all}");
     assert!(Config::from_toml(&with("90000")).is_ok());
 }
+
+#[test]
+fn registry_input_needs_a_registry_url_and_consistent_credentials() {
+    let e = errors(&format!("{MINIMAL}\n[input]\nformat = \"registry\"\n")).join("\n");
+    assert!(e.contains("schema_registry.url: \"\" must be an http(s) URL"), "{e}");
+    let e = errors(&format!(
+        "{MINIMAL}\n[input]\nformat = \"registry\"\n[schema_registry]\nurl = \"http://sr:8081\"\nusername = \"u\"\nbearer_token = \"t\"\n"
+    ))
+    .join("\n");
+    assert!(e.contains("username and schema_registry.password go together"), "{e}");
+    assert!(e.contains("not both"), "{e}");
+    assert!(!e.contains("t\""), "no secret in the message: {e}");
+    let ok = Config::from_toml(&format!(
+        "{MINIMAL}\n[input]\nformat = \"registry\"\n[schema_registry]\nurl = \"https://sr:8081\"\nusername = \"u\"\npassword = \"p\"\n"
+    ));
+    assert!(ok.is_ok(), "{ok:?}");
+    let debug = format!("{:?}", ok.unwrap().schema_registry);
+    assert!(!debug.contains("\"p\""), "the password is not in Debug: {debug}");
+}

@@ -16,12 +16,14 @@ use crate::model::{IdentifierType, API_MAX_BATCH};
 mod budget;
 mod load;
 mod output;
+mod registry;
 mod telemetry;
 mod types;
 mod validate;
 
 pub use budget::BudgetConfig;
 pub use output::{DeadLetterHeaders, Ordering, OutputConfig, OutputKey, OutputMode};
+pub use registry::SchemaRegistryConfig;
 pub use telemetry::TelemetryConfig;
 pub use types::{duration, Properties, Secret};
 
@@ -69,6 +71,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Credit ceilings (off by default).
     pub budget: BudgetConfig,
+    /// The Schema Registry of `input.format = "registry"`.
+    pub schema_registry: SchemaRegistryConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
 }
@@ -172,6 +176,10 @@ pub enum InputFormat {
     Json,
     /// The whole value, as UTF-8 text, is the identifier.
     Text,
+    /// The Confluent wire format (Avro, JSON Schema or Protobuf, by the
+    /// schema's type, fetched by id from `[schema_registry]`); the
+    /// identifier sits at `input.field` of the decoded record.
+    Registry,
 }
 
 /// Which identifier type input records carry.

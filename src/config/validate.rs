@@ -37,6 +37,8 @@ impl Config {
         self.output.validate(self.input.format == InputFormat::Json, &mut p);
         self.telemetry.validate(&mut p);
         self.budget.validate(&mut p);
+        self.schema_registry
+            .validate(self.input.format == InputFormat::Registry, &mut p);
         // The store topic keeps records for cache.ttl plus an hour; the
         // budget's reservations must outlive their longest window there.
         let window = match (self.budget.credits_per_day, self.budget.credits_per_hour) {
@@ -152,7 +154,7 @@ impl KafkaConfig {
 
 impl InputConfig {
     fn validate(&self, p: &mut Problems) {
-        if self.format == InputFormat::Json {
+        if self.format != InputFormat::Text {
             p.need(
                 self.field.is_empty() || self.field.starts_with('/'),
                 format!(

@@ -15,9 +15,12 @@
 //! - with `identifier_type = "auto"`, a value starting with `http://` or
 //!   `https://` is a profile URL and anything else an email.
 
+use std::sync::Arc;
+
 use crate::config::{IdentifierTypeSetting, InputConfig, InputFormat};
 use crate::enrich::{self, EnrichError, Pointer};
 use crate::model::{Identifier, IdentifierType};
+use crate::registry::{Registry, RegistryError};
 
 mod pointer;
 
@@ -56,6 +59,17 @@ pub(crate) enum DecodeError {
     /// Enrich mode cannot add the result to this value.
     #[error("cannot enrich: {0}")]
     NotEnrichable(EnrichError),
+    /// Registry input: the schema id is unknown, or its schema cannot be used.
+    #[error("{0}")]
+    Schema(RegistryError),
+    /// Registry input: not in the wire format, or the bytes do not decode
+    /// with their schema.
+    #[error("value does not decode: {0}")]
+    NotDecodable(String),
+    /// Registry input: the registry cannot answer. Not the record's
+    /// fault: it is never dead-lettered (the source halts).
+    #[error("{0}")]
+    RegistryDown(RegistryError),
 }
 
 impl DecodeError {
@@ -69,6 +83,10 @@ impl DecodeError {
             Self::NotAString(_) => "not_a_string",
             Self::InvalidIdentifier { .. } => "invalid_identifier",
             Self::NotEnrichable(_) => "not_enrichable",
+            Self::Schema(RegistryError::UnknownId(_)) => "unknown_schema",
+            Self::Schema(_) => "unusable_schema",
+            Self::NotDecodable(_) => "not_decodable",
+            Self::RegistryDown(_) => "registry_unavailable",
         }
     }
 }
@@ -81,6 +99,7 @@ pub(crate) struct Decoder {
     kind: IdentifierTypeSetting,
     max_bytes: usize,
     enrich_at: Option<Pointer>,
+    registry: Option<Arc<Registry>>,
 }
 
 impl Decoder {
@@ -94,7 +113,19 @@ impl Decoder {
             kind: cfg.identifier_type,
             max_bytes: cfg.max_value_bytes,
             enrich_at,
+            registry: None,
         }
+    }
+
+    /// The registry of `input.format = "registry"`.
+    pub(crate) fn registry(&self) -> Option<&Arc<Registry>> {
+        self.registry.as_ref()
+    }
+
+    /// With the registry that `input.format = "registry"` reads schemas from.
+    pub(crate) fn with_registry(mut self, registry: Option<Arc<Registry>>) -> Self {
+        self.registry = registry;
+        self
     }
 
     /// Decodes one record value.
@@ -118,13 +149,45 @@ impl Decoder {
                         e => DecodeError::NotEnrichable(e),
                     })?;
                 }
-                match pointer::lookup(value, &self.field) {
-                    Err(e) => Err(DecodeError::NotParseable("JSON", e.to_string())),
-                    Ok(pointer::Found::Missing) => Err(DecodeError::MissingField(self.field.clone())),
-                    Ok(pointer::Found::NotAString) => Err(DecodeError::NotAString(self.field.clone())),
-                    Ok(pointer::Found::Str(s)) => self.identifier(&s),
-                }
+                self.json_field(value)
             }
+            InputFormat::Registry => self.registry_record(value),
+        }
+    }
+
+    fn json_field(&self, value: &[u8]) -> Result<Identifier, DecodeError> {
+        match pointer::lookup(value, &self.field) {
+            Err(e) => Err(DecodeError::NotParseable("JSON", e.to_string())),
+            Ok(pointer::Found::Missing) => Err(DecodeError::MissingField(self.field.clone())),
+            Ok(pointer::Found::NotAString) => Err(DecodeError::NotAString(self.field.clone())),
+            Ok(pointer::Found::Str(s)) => self.identifier(&s),
+        }
+    }
+
+    /// A record in the Confluent wire format: its schema (fetched when not
+    /// in memory, blocking this thread), then the identifier at
+    /// `input.field` of the decoded record.
+    fn registry_record(&self, value: &[u8]) -> Result<Identifier, DecodeError> {
+        let registry = self.registry.as_ref().expect("input.format = registry has a registry");
+        let (id, payload) = crate::registry::split(value).map_err(DecodeError::NotDecodable)?;
+        let schema = registry.schema_blocking(id).map_err(|e| {
+            if e.systemic() {
+                DecodeError::RegistryDown(e)
+            } else {
+                DecodeError::Schema(e)
+            }
+        })?;
+        if schema.is_json() {
+            return match self.json_field(payload) {
+                Err(DecodeError::NotParseable(_, m)) => Err(DecodeError::NotDecodable(format!("JSON: {m}"))),
+                other => other,
+            };
+        }
+        let doc = schema.to_json(payload).map_err(DecodeError::NotDecodable)?;
+        match doc.pointer(&self.field) {
+            None | Some(serde_json::Value::Null) => Err(DecodeError::MissingField(self.field.clone())),
+            Some(serde_json::Value::String(s)) => self.identifier(s),
+            Some(_) => Err(DecodeError::NotAString(self.field.clone())),
         }
     }
 

@@ -66,6 +66,7 @@ pub(super) struct KafkaMetrics {
     pub(super) consumer_lag: IntGaugeVec,
     pub(super) lag_seconds: GaugeVec,
     pub(super) paused_partitions: IntGauge,
+    pub(super) registry_halted: IntGauge,
     pub(super) commits: IntCounter,
     pub(super) commit_errors: IntCounter,
     pub(super) rebalances: IntCounterVec,
@@ -283,6 +284,11 @@ impl KafkaMetrics {
                 g
             },
             paused_partitions: gauge(r, "paused_partitions", "Partitions paused by back-pressure."),
+            registry_halted: gauge(
+                r,
+                "registry_halted",
+                "1 while records are not taken because the schema registry cannot answer.",
+            ),
             commits: counter(r, "commits_total", "Successful offset commits."),
             commit_errors: counter(r, "commit_errors_total", "Failed offset commits."),
             rebalances: counter_vec(r, "rebalances_total", "Rebalance callbacks by kind.", &["kind"]),

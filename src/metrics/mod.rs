@@ -249,6 +249,10 @@ impl Metrics {
     pub(crate) fn set_paused_partitions(&self, n: usize) {
         self.kafka.paused_partitions.set(n as i64);
     }
+    /// Taking records halted for the schema registry (or resumed).
+    pub(crate) fn set_registry_halted(&self, halted: bool) {
+        self.kafka.registry_halted.set(i64::from(halted));
+    }
     /// An offset commit finished.
     pub(crate) fn commit(&self, ok: bool) {
         if ok {

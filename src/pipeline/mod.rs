@@ -45,6 +45,9 @@ pub enum PipelineError {
     /// The result store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The schema registry client could not be built.
+    #[error("schema registry: {0}")]
+    Registry(#[from] crate::registry::RegistryError),
     /// The HTTP server could not bind.
     #[error("HTTP server on {listen}: {source}")]
     Server {
@@ -185,12 +188,16 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
     )?);
     metrics.startup_step("sink", step.elapsed());
 
+    let registry = (cfg.input.format == crate::config::InputFormat::Registry)
+        .then(|| crate::registry::Registry::new(&cfg.schema_registry, tokio::runtime::Handle::current()))
+        .transpose()?
+        .map(Arc::new);
     let step = std::time::Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
     let control = Arc::new(SourceControl::default());
     let source_thread = source::spawn(SourceParts {
         cfg: cfg.kafka.clone(),
-        decoder: Decoder::new(&cfg.input, cfg.output.enrich_pointer()),
+        decoder: Decoder::new(&cfg.input, cfg.output.enrich_pointer()).with_registry(registry),
         keep_headers: cfg.output.forward_headers,
         tracker: tracker.clone(),
         sink: sink.clone(),

@@ -15,6 +15,7 @@
 
 mod backpressure;
 mod commit;
+mod halt;
 mod poll_loop;
 mod rebalance;
 

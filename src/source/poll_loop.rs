@@ -15,8 +15,10 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use tracing::{debug, error, warn};
 
 use super::backpressure::{batch_room, commit_due, Action, Budget, Gate};
+use super::halt::RegistryHalt;
 use super::rebalance::SourceContext;
 use super::{SourceError, SourceEvent, SourceParts, Work};
+use crate::decode::DecodeError;
 use crate::model::{now_ms, InputRecord};
 use crate::sink::Failure;
 use crate::telemetry;
@@ -37,6 +39,7 @@ pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Re
     let mut gate = Gate::default();
     let mut last_commit = Instant::now();
     let mut last_lag = Instant::now();
+    let mut halt: Option<RegistryHalt> = None;
     let budget = Budget {
         records: p.cfg.max_in_flight,
         bytes: p.cfg.max_in_flight_bytes,
@@ -55,8 +58,14 @@ pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Re
         let (in_flight, bytes) = (in_flight + staged, bytes + staged_bytes);
         p.metrics.set_in_flight(in_flight);
         let assignments = consumer.context().assignments();
-        let action = gate.decide(in_flight, bytes, budget, stop, assignments, Instant::now());
-        apply(consumer, p, &mut gate, action, assignments);
+        let action = if halt.is_some() {
+            Action::Keep
+        } else {
+            gate.decide(in_flight, bytes, budget, stop, assignments, Instant::now())
+        };
+        if halt.is_none() {
+            apply(consumer, p, &mut gate, action, assignments);
+        }
         if commit_due(
             last_commit.elapsed(),
             p.cfg.commit_interval,
@@ -70,6 +79,13 @@ pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Re
             report_lag(p);
             last_lag = Instant::now();
         }
+        if let Some(h) = &mut halt {
+            if h.turn(consumer, p)? {
+                halt = None;
+                gate.resumed(assignments);
+            }
+            continue;
+        }
         if action == Action::Hold {
             // Bounded: PAUSE_AFTER turns a long hold into a pause.
             std::thread::sleep(HOLD_WAIT);
@@ -77,7 +93,8 @@ pub(super) fn run(consumer: &BaseConsumer<SourceContext>, p: &SourceParts) -> Re
         }
         // While paused, only events arrive: look at the budget again soon.
         let wait = if gate.is_paused() { PAUSED_WAIT } else { POLL_WAIT };
-        let batch = poll_batch(consumer, p, &mut topics, batch_room(in_flight, budget), stop, wait)?;
+        let (batch, halted) = poll_batch(consumer, p, &mut topics, batch_room(in_flight, budget), stop, wait)?;
+        halt = halted;
         if !batch.is_empty() && p.tx.send(SourceEvent::Records(batch)).is_err() {
             return Err(SourceError::DispatcherGone);
         }
@@ -161,7 +178,8 @@ impl TopicNames {
 }
 
 /// Takes what is ready, up to `room` records, waiting at most `wait` for
-/// the first; every record is converted on the way.
+/// the first; every record is converted on the way. A record whose schema
+/// the registry cannot give ends the batch and starts a halt.
 fn poll_batch(
     consumer: &BaseConsumer<SourceContext>,
     p: &SourceParts,
@@ -169,7 +187,7 @@ fn poll_batch(
     room: usize,
     stop: bool,
     mut wait: Duration,
-) -> Result<Vec<Work>, SourceError> {
+) -> Result<(Vec<Work>, Option<RegistryHalt>), SourceError> {
     let mut batch = Vec::with_capacity(room.min(64));
     let mut consumed = 0;
     while batch.len() < room {
@@ -190,23 +208,49 @@ fn poll_batch(
             // Not tracked, so never committed: the next owner reads it again.
             continue;
         }
-        if let Some(work) = convert(p, topics, &msg, &mut consumed)? {
-            batch.push(work);
+        match convert(p, topics, &msg, &mut consumed)? {
+            Converted::Work(work) => batch.push(work),
+            Converted::Skipped => {}
+            Converted::Halt(id, e) => {
+                let halt = RegistryHalt::start(consumer, p, &msg, id, &e)?;
+                p.metrics.records_consumed(consumed);
+                return Ok((batch, Some(halt)));
+            }
         }
     }
     p.metrics.records_consumed(consumed);
-    Ok(batch)
+    Ok((batch, None))
 }
 
-/// Tracks the record's offset (counting it in `consumed`) and decodes it;
-/// bad input is dead-lettered here and yields `None`, as does a record of
-/// a partition not assigned.
+/// What became of a polled record.
+enum Converted {
+    /// To the dispatcher.
+    Work(Work),
+    /// Dead-lettered, or of a partition not assigned.
+    Skipped,
+    /// Not taken: the registry cannot give schema `id` (not tracked).
+    Halt(u32, crate::registry::RegistryError),
+}
+
+/// Decodes the record and tracks its offset (counting it in `consumed`);
+/// bad input is dead-lettered here. A record the registry cannot decode
+/// now is not tracked at all.
 fn convert(
     p: &SourceParts,
     topics: &mut TopicNames,
     msg: &BorrowedMessage<'_>,
     consumed: &mut u64,
-) -> Result<Option<Work>, SourceError> {
+) -> Result<Converted, SourceError> {
+    let decoded = match p.decoder.decode(msg.payload()) {
+        Err(DecodeError::RegistryDown(e)) => {
+            let id = msg
+                .payload()
+                .and_then(|v| crate::registry::split(v).ok())
+                .map_or(0, |(id, _)| id);
+            return Ok(Converted::Halt(id, e));
+        }
+        other => other,
+    };
     let topic = topics.get(msg.topic());
     let value = msg.payload().map(Bytes::copy_from_slice);
     let headers = msg.headers().filter(|_| p.keep_headers);
@@ -223,7 +267,7 @@ fn convert(
         timestamp_ms.unwrap_or_else(now_ms),
     );
     let Some(pos) = tracked else {
-        return Ok(None);
+        return Ok(Converted::Skipped);
     };
     *consumed += 1;
     let rec = InputRecord {
@@ -234,8 +278,8 @@ fn convert(
         timestamp_ms,
         traceparent: telemetry::enabled().then(|| traceparent(msg)).flatten(),
     };
-    match p.decoder.decode(rec.value.as_deref()) {
-        Ok(id) => Ok(Some(Work { rec, id })),
+    match decoded {
+        Ok(id) => Ok(Converted::Work(Work { rec, id })),
         Err(e) => {
             let message = e.to_string();
             let f = Failure {
@@ -245,7 +289,7 @@ fn convert(
                 batch_id: None,
             };
             p.sink.dead_letter_blocking(&rec, f)?;
-            Ok(None)
+            Ok(Converted::Skipped)
         }
     }
 }

@@ -7,6 +7,8 @@
 //!   CPU time and peak RSS), and free ports;
 //! - [`metrics`]: reading values out of the Prometheus text format;
 //! - [`sim`]: a simulator with fast jobs, and the records the tests feed;
+//! - [`registry`]: a real Schema Registry and the Confluent Python
+//!   serializers that make the registry-format inputs;
 //! - [`audit`]: every input accounted for (outputs, dead letters,
 //!   duplicates, lost records) from the `identify.source.*` headers.
 //!
@@ -17,6 +19,7 @@ pub mod audit;
 pub mod kafka;
 pub mod metrics;
 pub mod proc;
+pub mod registry;
 pub mod sim;
 
 pub use audit::{audit, wait_done, Audit, Topics};
