@@ -169,6 +169,11 @@ fn registry_input_needs_a_registry_url_and_consistent_credentials() {
     assert!(e.contains("username and schema_registry.password go together"), "{e}");
     assert!(e.contains("not both"), "{e}");
     assert!(!e.contains("t\""), "no secret in the message: {e}");
+    let e = errors(&format!(
+        "{MINIMAL}\n[input]\nformat = \"registry\"\n[schema_registry]\nurl = \"https://u:hunter2@sr:8081\"\n"
+    ))
+    .join("\n");
+    assert!(e.contains("must not hold credentials") && !e.contains("hunter2"), "{e}");
     let ok = Config::from_toml(&format!(
         "{MINIMAL}\n[input]\nformat = \"registry\"\n[schema_registry]\nurl = \"https://sr:8081\"\nusername = \"u\"\npassword = \"p\"\n"
     ));

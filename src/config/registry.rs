@@ -61,6 +61,18 @@ impl SchemaRegistryConfig {
             return;
         }
         let parsed = url::Url::parse(&self.url);
+        if parsed
+            .as_ref()
+            .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+            || self.url.contains('@')
+        {
+            // Never echoed: it may hold a password.
+            p.need(
+                false,
+                "schema_registry.url must not hold credentials: use schema_registry.username and password (or bearer_token)",
+            );
+            return;
+        }
         p.need(
             parsed
                 .as_ref()

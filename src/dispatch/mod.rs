@@ -354,8 +354,15 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
     /// covers waits for that job, a new one is batched.
     async fn accept(&mut self, w: Work) -> Result<(), DispatchError> {
         let (kind, key, rec) = (w.id.kind, w.id.value, w.rec);
-        if let Some(order) = &mut self.order {
-            order.enter(&rec.pos, rec.key.as_ref());
+        if self.order.is_some() {
+            // A record of a partition revoked meanwhile (its Revoked event
+            // can come before the batch that holds it) never leaves a queue.
+            if !self.is_live(&rec) {
+                return Ok(());
+            }
+            if let Some(order) = &mut self.order {
+                order.enter(&rec.pos, rec.key.as_ref());
+            }
         }
         if self.pending.contains(&key) {
             self.pending.push(&key, rec);

@@ -124,6 +124,11 @@ impl OffsetTracker {
         self.is_current(&(pos.topic.clone(), pos.partition), pos.epoch)
     }
 
+    /// True if `tp` is assigned here.
+    pub(crate) fn is_assigned(&self, tp: &TopicPartition) -> bool {
+        self.parts.contains_key(tp)
+    }
+
     /// True if `tp` is assigned here in `epoch`.
     pub(crate) fn is_current(&self, tp: &TopicPartition, epoch: u64) -> bool {
         self.parts.get(tp).is_some_and(|s| s.epoch == epoch)

@@ -15,6 +15,7 @@ mod client;
 mod wire;
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
@@ -64,10 +65,16 @@ impl RegistryError {
     }
 }
 
+/// How long an id the registry does not know, or a schema that cannot be
+/// used, is answered from memory: a run of such records must not cost two
+/// requests each, and a schema registered late is still found.
+const REFUSED_FOR: Duration = Duration::from_secs(30);
+
 /// The registry client and the schemas fetched so far.
 pub(crate) struct Registry {
     client: client::Client,
     schemas: Mutex<FxHashMap<u32, Arc<Parsed>>>,
+    refused: Mutex<FxHashMap<u32, (Instant, RegistryError)>>,
     max: usize,
     runtime: tokio::runtime::Handle,
 }
@@ -87,6 +94,7 @@ impl Registry {
         Ok(Self {
             client: client::Client::new(cfg)?,
             schemas: Mutex::default(),
+            refused: Mutex::default(),
             max: cfg.max_schemas,
             runtime,
         })
@@ -103,7 +111,22 @@ impl Registry {
         if let Some(s) = self.cached(id) {
             return Ok(s);
         }
-        self.runtime.block_on(self.fetch(id))
+        if let Some((at, e)) = self.refused.lock().expect("refused").get(&id) {
+            if at.elapsed() < REFUSED_FOR {
+                return Err(e.clone());
+            }
+        }
+        let fetched = self.runtime.block_on(self.fetch(id));
+        if let Err(e) = &fetched {
+            if !e.systemic() {
+                let mut refused = self.refused.lock().expect("refused");
+                refused.retain(|_, (at, _)| at.elapsed() < REFUSED_FOR);
+                if refused.len() < self.max {
+                    refused.insert(id, (Instant::now(), e.clone()));
+                }
+            }
+        }
+        fetched
     }
 
     async fn fetch(&self, id: u32) -> Result<Arc<Parsed>, RegistryError> {

@@ -84,7 +84,7 @@ impl Parsed {
                 if !value.validate(schema) {
                     return Err("Avro: the record ends early or does not fit its schema".into());
                 }
-                serde_json::Value::try_from(value).map_err(|e| format!("Avro: {e}"))
+                serde_json::Value::try_from(finite(value)).map_err(|e| format!("Avro: {e}"))
             }
             Self::Json => serde_json::from_slice(payload).map_err(|e| format!("JSON: {e}")),
             Self::Protobuf(pool, file) => {
@@ -100,6 +100,21 @@ impl Parsed {
     /// Whether the payload is JSON as it stands (JSON Schema).
     pub(crate) fn is_json(&self) -> bool {
         matches!(self, Self::Json)
+    }
+}
+
+/// `value` with every NaN or infinite float as null: JSON has no such
+/// numbers, and a record's identifier must not be lost to another field.
+fn finite(value: apache_avro::types::Value) -> apache_avro::types::Value {
+    use apache_avro::types::Value;
+    match value {
+        Value::Float(f) if !f.is_finite() => Value::Null,
+        Value::Double(f) if !f.is_finite() => Value::Null,
+        Value::Record(fields) => Value::Record(fields.into_iter().map(|(k, v)| (k, finite(v))).collect()),
+        Value::Map(m) => Value::Map(m.into_iter().map(|(k, v)| (k, finite(v))).collect()),
+        Value::Array(a) => Value::Array(a.into_iter().map(finite).collect()),
+        Value::Union(i, v) => Value::Union(i, Box::new(finite(*v))),
+        other => other,
     }
 }
 
@@ -222,6 +237,22 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(1);
         assert!(p.to_json(&longer).is_err(), "trailing bytes");
+    }
+
+    #[test]
+    fn a_nan_in_another_field_does_not_lose_the_identifier() {
+        let p = Parsed::from_doc(&doc(
+            r#"{"type":"record","name":"E","fields":[{"name":"email","type":"string"},{"name":"score","type":"double"}]}"#,
+            None,
+        ))
+        .unwrap();
+        let Parsed::Avro(schema) = &p else { panic!() };
+        let mut rec = apache_avro::types::Record::new(schema).unwrap();
+        rec.put("email", "jane@acme.com");
+        rec.put("score", f64::NAN);
+        let v = p.to_json(&apache_avro::to_avro_datum(schema, rec).unwrap()).unwrap();
+        assert_eq!(v["email"], "jane@acme.com");
+        assert!(v["score"].is_null());
     }
 
     #[test]

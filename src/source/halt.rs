@@ -85,7 +85,11 @@ impl RegistryHalt {
         // Partitions assigned meanwhile are paused too.
         pause_all(consumer);
         if let Some(Ok(msg)) = consumer.poll(HALTED_WAIT) {
-            put_back(consumer, &msg)?;
+            // Not of a partition revoked meanwhile: its next owner reads it.
+            let tp = (std::sync::Arc::from(msg.topic()), msg.partition());
+            if p.tracker.lock().expect("tracker").is_assigned(&tp) {
+                put_back(consumer, &msg)?;
+            }
         }
         if Instant::now() < self.next_try {
             return Ok(false);

@@ -241,8 +241,14 @@ fn convert(
     msg: &BorrowedMessage<'_>,
     consumed: &mut u64,
 ) -> Result<Converted, SourceError> {
+    let topic = topics.get(msg.topic());
     let decoded = match p.decoder.decode(msg.payload()) {
         Err(DecodeError::RegistryDown(e)) => {
+            // Of a partition no longer assigned here: the next owner reads it.
+            let tp = (topic, msg.partition());
+            if !p.tracker.lock().expect("tracker").is_assigned(&tp) {
+                return Ok(Converted::Skipped);
+            }
             let id = msg
                 .payload()
                 .and_then(|v| crate::registry::split(v).ok())
@@ -251,7 +257,6 @@ fn convert(
         }
         other => other,
     };
-    let topic = topics.get(msg.topic());
     let value = msg.payload().map(Bytes::copy_from_slice);
     let headers = msg.headers().filter(|_| p.keep_headers);
     let header_bytes: usize = headers.map_or(0, |h| {
