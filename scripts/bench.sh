@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (docs/BENCHMARKS.md): builds the release binaries, starts the
 # local Kafka broker if needed, and runs the scenarios given as arguments
-# (default: all of drain jitter webhooks shared cachehit throughput rss
+# (default: all of drain jitter webhooks shared cachehit decode_formats throughput rss
 # latency recovery ... traces). The cache-hit scenario compares with a kcat
 # pipe, installed through apt when missing; the traces scenario runs Jaeger
 # (scripts/jaeger.sh builds it once).

@@ -2,10 +2,11 @@
 //! broker and the simulator: backlog drains against a simulator that
 //! answers like a remote API (slot utilization, drain vs the API floor,
 //! requests and 429s per job; one pod or three on one key; fixed or
-//! jittered job times; polling or webhooks; per-key order), the cache-hit path next to a
-//! bare `kcat` pipe, throughput and CPU with an instant API, peak RSS with
-//! a 1,000,000-record backlog, end-to-end latency under light load, and
-//! credits re-spent after a SIGKILL, and what exactly-once output costs.
+//! jittered job times; polling or webhooks; per-key order), the cache-hit
+//! path next to a bare `kcat` pipe, the decoding cost of each registry
+//! format on it, throughput and CPU with an instant API, peak RSS with a
+//! 1,000,000-record backlog, end-to-end latency under light load, credits
+//! re-spent after a SIGKILL, and what exactly-once output costs.
 //! The connector runs as a child process
 //! (the release binary), so its CPU time and peak RSS are its own. Drains
 //! and the cache-hit run write plots to docs/bench/.
@@ -13,7 +14,7 @@
 //! Run with `scripts/bench.sh` (or `cargo bench --bench pipeline -- NAME...`
 //! with Kafka running and `target/release/identify-connector` built).
 //! Scenarios: drain drain_rpm60 jitter webhooks jitter_webhooks jitter_ordered shared
-//! realistic realistic_webhooks realistic_shared cachehit startup throughput
+//! realistic realistic_webhooks realistic_shared cachehit decode_formats startup throughput
 //! rss latency recovery exactly_once traces (default: all; traces needs
 //! JAEGER_BIN, which scripts/bench.sh sets).
 
@@ -21,6 +22,7 @@ mod cachehit;
 mod common;
 mod drain;
 mod eos;
+mod formats;
 mod instant;
 mod latency;
 mod plot;
@@ -45,6 +47,7 @@ async fn main() {
         "realistic_webhooks",
         "realistic_shared",
         "cachehit",
+        "decode_formats",
         "startup",
         "throughput",
         "rss",
@@ -94,6 +97,7 @@ async fn main() {
             "realistic_webhooks" => drain::run(drain("realistic_webhooks", 1, true, Jobs::Realistic)).await,
             "realistic_shared" => drain::run(drain("realistic_shared", 3, false, Jobs::Realistic)).await,
             "cachehit" => cachehit::run(1_000_000, 3).await,
+            "decode_formats" => formats::run(1_000_000).await,
             "startup" => startup::run().await,
             "throughput" => instant::run("throughput", 200_000).await,
             "rss" => instant::run("rss", 1_000_000).await,
