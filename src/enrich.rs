@@ -52,6 +52,15 @@ impl Pointer {
         }
         Ok(Self(tokens))
     }
+
+    /// The one member it names when that is a single top-level name fit
+    /// for an Avro field (letters, digits, `_`, not starting with a digit).
+    pub(crate) fn field_name(&self) -> Option<&str> {
+        let [name] = self.0.as_slice() else { return None };
+        let mut chars = name.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        (first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(name.as_str())
+    }
 }
 
 /// Why an input value cannot be enriched (its dead-letter message).

@@ -91,6 +91,24 @@ fn output_mistakes_are_named() {
             "ordering = \"key\"",
             "output.ordering = \"key\" needs output.key = \"input\"",
         ),
+        ("format = \"avro\"", "schema_registry.url: \"\" must be an http(s) URL"),
+        (
+            "format = \"avro\"\nmode = \"enrich\"",
+            "output.format = \"avro\" or \"json_schema\" is for output.mode = \"result\"",
+        ),
+        (
+            "format = \"input\"",
+            "output.format = \"input\" needs output.mode = \"enrich\" and input.format = \"registry\"",
+        ),
+        (
+            "mode = \"enrich\"\n[input]\nformat = \"registry\"",
+            "with input.format = \"registry\" needs output.format = \"input\"",
+        ),
+        (
+            "mode = \"enrich\"\nformat = \"input\"\nenrich_field = \"/meta/x\"\n[input]\nformat = \"registry\"",
+            "must name one top-level field",
+        ),
+        ("subject_strategy = \"subject\"", "subject"),
     ] {
         let e = errors(&format!("{MINIMAL}\n[output]\n{bad}\n")).join("\n");
         assert!(e.contains(says), "{bad}: {e}");
@@ -102,6 +120,10 @@ fn output_mistakes_are_named() {
         "{MINIMAL}\n[output]\nmode = \"enrich\"\nenrich_field = \"/meta/identify\"\nkey = \"input\"\nforward_headers = true\ndead_letter_headers = \"connect\"\nordering = \"key\"\n"
     ));
     assert!(ok.is_ok(), "{ok:?}");
+    let registry = Config::from_toml(&format!(
+        "{MINIMAL}\n[output]\nmode = \"enrich\"\nformat = \"input\"\nsubject_strategy = \"record\"\n[input]\nformat = \"registry\"\n[schema_registry]\nurl = \"http://registry:8081\"\n"
+    ));
+    assert!(registry.is_ok(), "{registry:?}");
 }
 
 #[test]

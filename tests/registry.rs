@@ -128,7 +128,7 @@ async fn a_paused_registry_halts_the_pipeline_without_dead_letters_and_it_resume
     let readyz = format!("http://{}/readyz", connector.running.http_addr);
     let mut reason = String::new();
     kafka::wait_for("readyz names the schema registry", Duration::from_secs(30), || {
-        reason = get_blocking(&readyz);
+        reason = common::get_blocking(&readyz);
         reason.contains("schema registry")
     })
     .await;
@@ -157,23 +157,4 @@ async fn a_paused_registry_halts_the_pipeline_without_dead_letters_and_it_resume
     audit.assert_nothing_lost("registry paused");
     assert!(audit.dlq.is_empty(), "0 valid records dead-lettered");
     assert_eq!(audit.outputs.len(), 300);
-}
-
-/// The body of GET `url` (blocking; the test's own thread).
-fn get_blocking(url: &str) -> String {
-    let url = url.to_string();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            match reqwest::get(&url).await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(e) => e.to_string(),
-            }
-        })
-    })
-    .join()
-    .unwrap()
 }

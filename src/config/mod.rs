@@ -22,7 +22,7 @@ mod types;
 mod validate;
 
 pub use budget::BudgetConfig;
-pub use output::{DeadLetterHeaders, Ordering, OutputConfig, OutputKey, OutputMode};
+pub use output::{DeadLetterHeaders, Ordering, OutputConfig, OutputFormat, OutputKey, OutputMode, SubjectStrategy};
 pub use registry::SchemaRegistryConfig;
 pub use telemetry::TelemetryConfig;
 pub use types::{duration, Properties, Secret};

@@ -78,7 +78,7 @@ impl SchemaRegistryConfig {
                 .as_ref()
                 .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some()),
             format!(
-                "schema_registry.url: {:?} must be an http(s) URL (input.format = \"registry\" needs it)",
+                "schema_registry.url: {:?} must be an http(s) URL (input.format = \"registry\" and output.format other than \"json\" need it)",
                 self.url
             ),
         );

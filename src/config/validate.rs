@@ -34,11 +34,13 @@ impl Config {
         self.webhook.validate(&mut p);
         self.cache.validate(&self.kafka, &mut p);
         self.server.validate(&mut p);
-        self.output.validate(self.input.format == InputFormat::Json, &mut p);
+        self.output.validate(self.input.format, &mut p);
         self.telemetry.validate(&mut p);
         self.budget.validate(&mut p);
-        self.schema_registry
-            .validate(self.input.format == InputFormat::Registry, &mut p);
+        self.schema_registry.validate(
+            self.input.format == InputFormat::Registry || self.output.uses_registry(),
+            &mut p,
+        );
         // The store topic keeps records for cache.ttl plus an hour; the
         // budget's reservations must outlive their longest window there.
         let window = match (self.budget.credits_per_day, self.budget.credits_per_hour) {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use crate::config::{IdentifierTypeSetting, InputConfig, InputFormat};
 use crate::enrich::{self, EnrichError, Pointer};
 use crate::model::{Identifier, IdentifierType};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Encoder, Registry, RegistryError};
 
 mod pointer;
 
@@ -100,6 +100,8 @@ pub(crate) struct Decoder {
     max_bytes: usize,
     enrich_at: Option<Pointer>,
     registry: Option<Arc<Registry>>,
+    /// Enrich mode with registry output: evolves each input schema.
+    encoder: Option<Arc<Encoder>>,
 }
 
 impl Decoder {
@@ -114,18 +116,48 @@ impl Decoder {
             max_bytes: cfg.max_value_bytes,
             enrich_at,
             registry: None,
+            encoder: None,
         }
-    }
-
-    /// The registry of `input.format = "registry"`.
-    pub(crate) fn registry(&self) -> Option<&Arc<Registry>> {
-        self.registry.as_ref()
     }
 
     /// With the registry that `input.format = "registry"` reads schemas from.
     pub(crate) fn with_registry(mut self, registry: Option<Arc<Registry>>) -> Self {
         self.registry = registry;
         self
+    }
+
+    /// With the encoder that registers each input schema's enriched output
+    /// schema (`output.format = "input"`), before any credit is spent.
+    pub(crate) fn with_encoder(mut self, encoder: Option<Arc<Encoder>>) -> Self {
+        self.encoder = encoder;
+        self
+    }
+
+    /// Whether records of schema `id` can be taken now: the registry gives
+    /// the schema and (enrich mode) takes its output schema. `Err` only for
+    /// a systemic error (a halt goes on).
+    pub(crate) fn ready(&self, id: u32) -> Result<(), RegistryError> {
+        match self.schema(id) {
+            Err(DecodeError::RegistryDown(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Schema `id`, with its output schema registered in enrich mode.
+    fn schema(&self, id: u32) -> Result<Arc<crate::registry::Parsed>, DecodeError> {
+        let registry = self.registry.as_ref().expect("input.format = registry has a registry");
+        let classify = |e: RegistryError| {
+            if e.systemic() {
+                DecodeError::RegistryDown(e)
+            } else {
+                DecodeError::Schema(e)
+            }
+        };
+        let schema = registry.schema_blocking(id).map_err(classify)?;
+        if let Some(encoder) = &self.encoder {
+            encoder.evolve_blocking(id, &schema).map_err(classify)?;
+        }
+        Ok(schema)
     }
 
     /// Decodes one record value.
@@ -168,16 +200,15 @@ impl Decoder {
     /// in memory, blocking this thread), then the identifier at
     /// `input.field` of the decoded record.
     fn registry_record(&self, value: &[u8]) -> Result<Identifier, DecodeError> {
-        let registry = self.registry.as_ref().expect("input.format = registry has a registry");
         let (id, payload) = crate::registry::split(value).map_err(DecodeError::NotDecodable)?;
-        let schema = registry.schema_blocking(id).map_err(|e| {
-            if e.systemic() {
-                DecodeError::RegistryDown(e)
-            } else {
-                DecodeError::Schema(e)
-            }
-        })?;
+        let schema = self.schema(id)?;
         if schema.is_json() {
+            if let Some(at) = self.enrich_at.as_ref().filter(|_| self.encoder.is_some()) {
+                enrich::check(payload, at).map_err(|e| match e {
+                    EnrichError::NotJson(m) => DecodeError::NotDecodable(format!("JSON: {m}")),
+                    e => DecodeError::NotEnrichable(e),
+                })?;
+            }
             return match self.json_field(payload) {
                 Err(DecodeError::NotParseable(_, m)) => Err(DecodeError::NotDecodable(format!("JSON: {m}"))),
                 other => other,

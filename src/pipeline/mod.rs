@@ -177,27 +177,42 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         .kafka
         .exactly_once
         .then(|| format!("{}-{}", cfg.kafka.group_id, store.team().me()));
-    let step = std::time::Instant::now();
-    let sink = Arc::new(KafkaSink::new(
-        &cfg.kafka,
-        &cfg.output,
-        transactional_id.as_deref(),
-        tracker.clone(),
-        metrics.clone(),
-        fatal.clone(),
-    )?);
-    metrics.startup_step("sink", step.elapsed());
-
-    let registry = (cfg.input.format == crate::config::InputFormat::Registry)
+    let registry = (cfg.input.format == crate::config::InputFormat::Registry || cfg.output.uses_registry())
         .then(|| crate::registry::Registry::new(&cfg.schema_registry, tokio::runtime::Handle::current()))
         .transpose()?
         .map(Arc::new);
+    let encoder = registry
+        .as_ref()
+        .and_then(|r| crate::registry::Encoder::new(r.clone(), &cfg.output, &cfg.kafka.output_topic))
+        .map(Arc::new);
+    if let Some(encoder) = &encoder {
+        // A registry that refuses result mode's schema stops the start.
+        let step = std::time::Instant::now();
+        encoder.prepare().await?;
+        metrics.startup_step("output_schema", step.elapsed());
+    }
+    let step = std::time::Instant::now();
+    let sink = Arc::new(
+        KafkaSink::new(
+            &cfg.kafka,
+            &cfg.output,
+            transactional_id.as_deref(),
+            tracker.clone(),
+            metrics.clone(),
+            fatal.clone(),
+        )?
+        .with_encoder(encoder.clone()),
+    );
+    metrics.startup_step("sink", step.elapsed());
+
     let step = std::time::Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
     let control = Arc::new(SourceControl::default());
     let source_thread = source::spawn(SourceParts {
         cfg: cfg.kafka.clone(),
-        decoder: Decoder::new(&cfg.input, cfg.output.enrich_pointer()).with_registry(registry),
+        decoder: Decoder::new(&cfg.input, cfg.output.enrich_pointer())
+            .with_registry(registry)
+            .with_encoder(encoder),
         keep_headers: cfg.output.forward_headers,
         tracker: tracker.clone(),
         sink: sink.clone(),

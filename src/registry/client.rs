@@ -72,10 +72,11 @@ impl Client {
     }
 
     async fn get(&self, path: &str) -> Result<reqwest::Response, RegistryError> {
-        let mut req = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("Accept", "application/vnd.schemaregistry.v1+json, application/json");
+        self.send(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, RegistryError> {
+        let mut req = req.header("Accept", "application/vnd.schemaregistry.v1+json, application/json");
         req = match &self.auth {
             Auth::None => req,
             Auth::Basic(user, password) => req.basic_auth(user, Some(password.expose())),
@@ -108,6 +109,55 @@ impl Client {
             .map_err(|e| RegistryError::Unreachable(format!("subjects: unreadable answer: {}", causes(e))))?;
         Ok(subjects.is_some_and(|s| !s.is_empty()))
     }
+}
+
+impl Client {
+    /// Registers `schema` (of `kind`: `AVRO` or `JSON`) under `subject`, or
+    /// finds it there: its global id. A schema the subject's compatibility
+    /// rule refuses (409) or the registry finds invalid (422) is
+    /// [`RegistryError::Refused`]-like but names the subject and the
+    /// registry's message: [`RegistryError::Incompatible`].
+    pub(super) async fn register(&self, subject: &str, kind: &str, schema: &str) -> Result<u32, RegistryError> {
+        let mut body = serde_json::json!({ "schema": schema });
+        if kind != "AVRO" {
+            body["schemaType"] = kind.into();
+        }
+        let path = format!("/subjects/{}/versions", urlencoding(subject));
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .body(body.to_string());
+        let resp = match self.send(req).await {
+            Err(RegistryError::Status(code @ (409 | 422))) => {
+                return Err(RegistryError::Incompatible {
+                    subject: subject.to_string(),
+                    why: if code == 409 {
+                        "incompatible with the subject's earlier versions under its compatibility rule".into()
+                    } else {
+                        "refused as an invalid schema".into()
+                    },
+                })
+            }
+            other => other?,
+        };
+        #[derive(Deserialize)]
+        struct Registered {
+            id: u32,
+        }
+        let r: Registered = resp
+            .json()
+            .await
+            .map_err(|e| RegistryError::Unreachable(format!("register {subject}: unreadable answer: {}", causes(e))))?;
+        Ok(r.id)
+    }
+}
+
+/// A subject as one URL path segment.
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 /// The error and its causes, without the URL (which may hold userinfo).

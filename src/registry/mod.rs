@@ -4,6 +4,9 @@
 //! a bounded map, and used to decode Avro, JSON Schema and Protobuf
 //! records into the JSON the identifier pointer reads ([`wire`]).
 //!
+//! Output in the registry's formats is written by [`Encoder`] ([`output`],
+//! with the schemas of [`schemas`]).
+//!
 //! A schema id the registry does not know, a schema that cannot be used,
 //! and bytes that do not decode are the record's fault (dead letters). A
 //! registry that cannot be reached, refuses our credentials, answers an
@@ -12,6 +15,8 @@
 //! the source halts until it answers.
 
 mod client;
+mod output;
+mod schemas;
 mod wire;
 
 use std::sync::{Arc, Mutex};
@@ -19,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+pub(crate) use output::{matches, EncodeError, Encoder, OutputValue, ResultValue, SourceValue};
 pub(crate) use wire::{split, Parsed};
 
 use crate::config::SchemaRegistryConfig;
@@ -47,6 +53,18 @@ pub enum RegistryError {
     /// The registry does not know this id.
     #[error("schema id {0} is unknown to the schema registry")]
     UnknownId(u32),
+    /// The registry refuses to register our output schema under `subject`.
+    #[error("the schema registry refuses the output schema under subject {subject:?}: {why}")]
+    Incompatible {
+        /// The subject.
+        subject: String,
+        /// Why.
+        why: String,
+    },
+    /// This output cannot be written for records of this schema, whatever
+    /// the record (a configuration the schema does not fit).
+    #[error("{0}")]
+    CannotWrite(String),
     /// The schema cannot be used.
     #[error("schema id {id} cannot be used: {why}")]
     Unusable {
@@ -61,7 +79,7 @@ impl RegistryError {
     /// True when no record is at fault: the pipeline halts, nothing is
     /// dead-lettered.
     pub(crate) fn systemic(&self) -> bool {
-        !matches!(self, Self::UnknownId(_) | Self::Unusable { .. })
+        !std::matches!(self, Self::UnknownId(_) | Self::Unusable { .. })
     }
 }
 

@@ -29,8 +29,9 @@ pub(crate) fn split(value: &[u8]) -> Result<(u32, &[u8]), String> {
 pub(crate) enum Parsed {
     Avro(apache_avro::Schema),
     /// JSON Schema: the payload is JSON (not validated against the schema;
-    /// the producer's serializer did that).
-    Json,
+    /// the producer's serializer did that). The schema is kept for enrich
+    /// mode, which evolves it.
+    Json(serde_json::Value),
     Protobuf(DescriptorPool, String),
 }
 
@@ -38,7 +39,7 @@ impl std::fmt::Debug for Parsed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Avro(_) => "Avro",
-            Self::Json => "JSON Schema",
+            Self::Json(_) => "JSON Schema",
             Self::Protobuf(..) => "Protobuf",
         })
     }
@@ -63,7 +64,9 @@ impl Parsed {
             "AVRO" => apache_avro::Schema::parse_str(&doc.schema)
                 .map(Self::Avro)
                 .map_err(|e| format!("Avro schema: {e}")),
-            "JSON" => Ok(Self::Json),
+            "JSON" => serde_json::from_str(&doc.schema)
+                .map(Self::Json)
+                .map_err(|e| format!("JSON Schema: {e}")),
             "PROTOBUF" => protobuf(&doc.schema).map(|pool| Self::Protobuf(pool, PROTO_FILE.into())),
             other => Err(format!("schema type {other:?}")),
         }
@@ -86,7 +89,7 @@ impl Parsed {
                 }
                 serde_json::Value::try_from(finite(value)).map_err(|e| format!("Avro: {e}"))
             }
-            Self::Json => serde_json::from_slice(payload).map_err(|e| format!("JSON: {e}")),
+            Self::Json(_) => serde_json::from_slice(payload).map_err(|e| format!("JSON: {e}")),
             Self::Protobuf(pool, file) => {
                 let (desc, message) = message_of(pool, file, payload)?;
                 let msg = DynamicMessage::decode(desc, message).map_err(|e| format!("Protobuf: {e}"))?;
@@ -99,7 +102,7 @@ impl Parsed {
 
     /// Whether the payload is JSON as it stands (JSON Schema).
     pub(crate) fn is_json(&self) -> bool {
-        matches!(self, Self::Json)
+        matches!(self, Self::Json(_))
     }
 }
 

@@ -261,9 +261,39 @@ impl KafkaSink {
     }
 }
 
+impl KafkaSink {
+    /// Writes registry output (`output.format` other than `json`).
+    pub(crate) fn with_encoder(mut self, encoder: Option<Arc<crate::registry::Encoder>>) -> Self {
+        self.shape.encoder = encoder;
+        self
+    }
+
+    /// The output value of `rec`. In enrich mode with registry output, an
+    /// input schema whose evolved schema is no longer in memory (more input
+    /// schemas than `schema_registry.max_schemas`) is registered again,
+    /// waiting out a registry that cannot answer meanwhile.
+    async fn value(&self, rec: &InputRecord, r: &Resolution<'_>) -> Result<Vec<u8>, crate::registry::EncodeError> {
+        loop {
+            match self.shape.value(rec, r) {
+                Err(crate::registry::EncodeError::NotReady(id)) => {
+                    let encoder = self.shape.encoder.as_ref().expect("only registry output is not ready");
+                    if let Err(e) = encoder.evolve(id).await {
+                        if !e.systemic() {
+                            return Err(crate::registry::EncodeError::Bad(e.to_string()));
+                        }
+                        tracing::warn!(schema_id = id, error = %e, "cannot register the output schema; trying again in 1 s");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 impl Publish for KafkaSink {
     async fn output(&self, rec: &InputRecord, r: &Resolution<'_>) -> Result<(), SinkError> {
-        let value = match self.shape.value(rec, r) {
+        let value = match self.value(rec, r).await {
             Ok(v) => v,
             Err(e) => {
                 // The decoder checked the input; this is a safety net only.

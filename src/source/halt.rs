@@ -1,5 +1,6 @@
 //! Halt for the schema registry: a record whose schema cannot be fetched
-//! because the registry cannot answer is nobody's fault, so it is never
+//! because the registry cannot answer (or, in enrich mode, whose output
+//! schema the registry refuses) is nobody's fault, so it is never
 //! dead-lettered. The consumer seeks its partition back to it (it was not
 //! tracked, so nothing after it is committed), pauses the assignment,
 //! reports it (`/readyz` 503, `identify_registry_halted`, one log line)
@@ -62,7 +63,7 @@ impl RegistryHalt {
         put_back(consumer, msg)?;
         pause_all(consumer);
         error!(schema_id = id, error = %e,
-            "the schema registry cannot answer; taking no records (nothing is dead-lettered) until it does");
+            "the schema registry cannot serve this record's schema; taking no records (nothing is dead-lettered) until it does");
         p.health.set_registry(Some(e.to_string()));
         p.metrics.set_registry_halted(true);
         Ok(Self {
@@ -94,8 +95,7 @@ impl RegistryHalt {
         if Instant::now() < self.next_try {
             return Ok(false);
         }
-        let registry = p.decoder.registry().expect("a registry halt needs a registry");
-        match registry.schema_blocking(self.id) {
+        match p.decoder.ready(self.id) {
             Err(e) if e.systemic() => {
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 self.next_try = Instant::now() + self.backoff;

@@ -111,3 +111,23 @@ pub fn connector_proc(cfg: &Path, log: &Path, rust_log: &str, env: &[(&str, &str
         &all,
     )
 }
+
+/// The body of GET `url`, on a thread of its own (for a `wait_for` check
+/// while the test's runtime is busy).
+pub fn get_blocking(url: &str) -> String {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            match reqwest::get(&url).await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            }
+        })
+    })
+    .join()
+    .unwrap()
+}

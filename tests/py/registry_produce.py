@@ -4,7 +4,7 @@ serializers (AvroSerializer, JSONSerializer, ProtobufSerializer), against a
 real Schema Registry: an independent encoder, not the connector's.
 
   registry_produce.py --registry URL --format avro|json|protobuf
-      --prefix P --count N [--brokers B --topic T | --raw]
+      --prefix P --count N [--closed] [--brokers B --topic T | --raw]
 
 Each record carries {"email": "<P><i>@example<i%13>.com", "user": i} and
 the key "user-<i % 50>". With --raw nothing is produced: the serialized
@@ -32,11 +32,11 @@ def avro_schema(name):
     )
 
 
-def json_schema(name):
+def json_schema(name, closed):
     return (
-        '{"$schema":"http://json-schema.org/draft-07/schema#","title":"%s","type":"object",'
+        '{"$schema":"http://json-schema.org/draft-07/schema#","title":"%s","type":"object",%s'
         '"properties":{"email":{"type":"string"},"user":{"type":"integer"}},'
-        '"required":["email","user"]}' % name
+        '"required":["email","user"]}' % (name, '"additionalProperties":false,' if closed else "")
     )
 
 
@@ -74,6 +74,7 @@ def main():
     ap.add_argument("--brokers")
     ap.add_argument("--topic")
     ap.add_argument("--raw", action="store_true")
+    ap.add_argument("--closed", action="store_true", help="JSON Schema: additionalProperties false")
     a = ap.parse_args()
     sr = SchemaRegistryClient({"url": a.registry})
     topic = a.topic or "registry-raw"
@@ -83,7 +84,7 @@ def main():
         ser = AvroSerializer(sr, avro_schema(a.name), conf=conf)
         make = lambda i: {"email": email(a.prefix, i), "user": i, "note": None}
     elif a.format == "json":
-        ser = JSONSerializer(json_schema(a.name), sr, conf=conf)
+        ser = JSONSerializer(json_schema(a.name, a.closed), sr, conf=conf)
         make = lambda i: {"email": email(a.prefix, i), "user": i}
     else:
         # The serializer would register a base64 FileDescriptorProto, which

@@ -91,6 +91,60 @@ impl SchemaRegistry {
         assert!(resp.status().is_success(), "PUT /config: {}", resp.status());
     }
 
+    /// The latest schema of `subject` (its `schema`, `id`, `schemaType`).
+    pub async fn latest(&self, subject: &str) -> Option<serde_json::Value> {
+        self.get(&format!("/subjects/{subject}/versions/latest")).await
+    }
+
+    /// Whether `schema` (of `kind`: `AVRO` or `JSON`) is compatible with
+    /// the latest version of `subject` under the registry's rule.
+    pub async fn compatible(&self, subject: &str, kind: &str, schema: &str) -> bool {
+        let mut body = serde_json::json!({ "schema": schema });
+        if kind != "AVRO" {
+            body["schemaType"] = kind.into();
+        }
+        let resp = Self::http()
+            .post(format!("{}/compatibility/subjects/{subject}/versions/latest", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /compatibility");
+        let v: serde_json::Value = resp.json().await.expect("a compatibility answer");
+        v["is_compatible"] == true
+    }
+
+    /// Sets `subject`'s compatibility rule (`BACKWARD`, `NONE`, ...).
+    pub async fn set_compatibility(&self, subject: &str, rule: &str) {
+        let resp = Self::http()
+            .put(format!("{}/config/{subject}", self.url))
+            .json(&serde_json::json!({ "compatibility": rule }))
+            .send()
+            .await
+            .expect("PUT /config/subject");
+        assert!(resp.status().is_success(), "PUT /config/{subject}: {}", resp.status());
+    }
+
+    /// Registers `schema` under `subject`: its id.
+    pub async fn register(&self, subject: &str, kind: &str, schema: &str) -> u32 {
+        let mut body = serde_json::json!({ "schema": schema });
+        if kind != "AVRO" {
+            body["schemaType"] = kind.into();
+        }
+        let resp = Self::http()
+            .post(format!("{}/subjects/{subject}/versions", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /subjects");
+        assert!(
+            resp.status().is_success(),
+            "register under {subject}: {}",
+            resp.status()
+        );
+        let v: serde_json::Value = resp.json().await.unwrap();
+        v["id"].as_u64().unwrap() as u32
+    }
+
     /// The registered subjects (the registry answers `null` when none).
     pub async fn subjects(&self) -> Vec<String> {
         self.get("/subjects")
@@ -126,10 +180,9 @@ impl Drop for SchemaRegistry {
     }
 }
 
-/// Runs `tests/py/registry_produce.py` with `args` (the venv of
-/// `scripts/py-venv.sh`); returns its standard output and the schema id it
-/// used.
-pub fn python_produce(registry: &SchemaRegistry, args: &[&str]) -> (String, u32) {
+/// Runs `tests/py/<script>` with `args` (the venv of `scripts/py-venv.sh`)
+/// against `registry` and the test broker; returns its output.
+fn python(script: &str, registry: &SchemaRegistry, args: &[&str]) -> std::process::Output {
     let venv = Command::new(root().join("scripts/py-venv.sh"))
         .output()
         .expect("scripts/py-venv.sh");
@@ -140,16 +193,40 @@ pub fn python_produce(registry: &SchemaRegistry, args: &[&str]) -> (String, u32)
     );
     let python = String::from_utf8(venv.stdout).unwrap().trim().to_string();
     let out = Command::new(python)
-        .arg(root().join("tests/py/registry_produce.py"))
+        .arg(root().join("tests/py").join(script))
         .args(["--registry", &registry.url, "--brokers", &kafka::bootstrap()])
         .args(args)
         .output()
-        .expect("run tests/py/registry_produce.py");
+        .unwrap_or_else(|e| panic!("run tests/py/{script}: {e}"));
     assert!(
         out.status.success(),
-        "registry_produce.py {args:?}: {}",
+        "{script} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Reads `count` records of `topic` with Confluent's deserializers
+/// (`format`: `avro` or `json`, `tests/py/registry_consume.py`): each as
+/// `{"schema_id", "value", "headers"}`.
+pub fn python_consume(registry: &SchemaRegistry, topic: &str, format: &str, count: usize) -> Vec<serde_json::Value> {
+    let count = count.to_string();
+    let out = python(
+        "registry_consume.py",
+        registry,
+        &["--topic", topic, "--format", format, "--count", &count],
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("registry_consume.py prints JSON lines"))
+        .collect()
+}
+
+/// Runs `tests/py/registry_produce.py` with `args`; returns its standard
+/// output and the schema id it used.
+pub fn python_produce(registry: &SchemaRegistry, args: &[&str]) -> (String, u32) {
+    let out = python("registry_produce.py", registry, args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprint!("{stderr}");
     let id = stderr
