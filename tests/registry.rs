@@ -62,7 +62,9 @@ async fn avro_json_schema_and_protobuf_inputs_resolve_end_to_end() {
     undecodable.extend(avro.to_be_bytes());
     undecodable.extend([0xff, 0xff, 0xff]);
     let plain = br#"{"email":"jane@acme.com"}"#.to_vec();
-    kafka::produce(&topics.input, 3, &[(None, unknown), (None, undecodable), (None, plain)]).await;
+    let bad = [unknown, undecodable, plain];
+    let bad_records: Vec<_> = bad.iter().map(|v| (Some("bad-key".to_string()), v.clone())).collect();
+    kafka::produce(&topics.input, 3, &bad_records).await;
 
     let connector = Connector::start(registry_config(&topics, &sim.base_url(), &registry)).await;
     common::wait_done(&topics, Duration::from_secs(120)).await;
@@ -77,6 +79,13 @@ async fn avro_json_schema_and_protobuf_inputs_resolve_end_to_end() {
         [("not_decodable".to_string(), 2), ("unknown_schema".to_string(), 1)],
         "only the bad records are dead-lettered, each with its reason"
     );
+    for letter in &audit.dlq {
+        assert!(
+            bad.iter().any(|b| letter.value.as_deref() == Some(b.as_slice())),
+            "a dead letter keeps the input's bytes exactly"
+        );
+        assert_eq!(letter.key.as_deref(), Some(&b"bad-key"[..]), "and its key");
+    }
     let got: HashSet<String> = audit
         .outputs
         .iter()
