@@ -7,12 +7,22 @@
 # started. With IDENTIFY_IMAGE=<image> the connector runs in that container
 # image (podman; host network, read-only root, uid 10001): scripts/image.sh
 # smoke does that.
+#
+# scripts/demo.sh --registry: the same pipeline writing Avro outputs under a
+# schema registered in a local Schema Registry (scripts/schema-registry.sh,
+# built once), read back with Confluent's Python deserializer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/setup.sh
 IMAGE=${IDENTIFY_IMAGE:-}
+REGISTRY=""
+case "${1:-}" in
+  --registry) REGISTRY=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--registry]" >&2; exit 2 ;;
+esac
 echo "== building (first run compiles librdkafka; a few minutes)"
 if [ -n "$IMAGE" ]; then
   cargo build --locked -p crustdata-sim -q
@@ -23,6 +33,7 @@ fi
 work=$(mktemp -d)
 pids=()
 started_kafka=""
+started_registry=""
 container=""
 cleanup() {
   # A container outlives its `podman run` client if that dies first.
@@ -32,6 +43,7 @@ cleanup() {
   fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "$started_registry" ] && scripts/schema-registry.sh stop "$REGISTRY_PORT" >/dev/null 2>&1
   [ -n "$started_kafka" ] && scripts/kafka-local.sh stop
   rm -rf "$work"
 }
@@ -40,6 +52,14 @@ trap cleanup EXIT
 if ! scripts/kafka-local.sh status >/dev/null 2>&1; then
   scripts/kafka-local.sh start
   started_kafka=1
+fi
+
+REGISTRY_PORT=${REGISTRY_PORT:-18081}
+if [ -n "$REGISTRY" ]; then
+  echo "== starting the Schema Registry on 127.0.0.1:$REGISTRY_PORT (built once into the cache)"
+  scripts/schema-registry.sh start "$REGISTRY_PORT"
+  started_registry=1
+  PYTHON=$(scripts/py-venv.sh)
 fi
 
 SIM_PORT=${SIM_PORT:-18787}
@@ -106,6 +126,14 @@ dir = "$store"
 [log]
 format = "text"
 TOML
+if [ -n "$REGISTRY" ]; then
+  cat >> "$work/connector.toml" <<TOML
+[output]
+format = "avro"
+[schema_registry]
+url = "http://127.0.0.1:$REGISTRY_PORT"
+TOML
+fi
 
 if [ -n "$IMAGE" ]; then
   echo "== starting identify-connector in $IMAGE"
@@ -125,16 +153,33 @@ connector=$!
 pids+=("$connector")
 
 echo "== resolved records on $output"
-scripts/kafka-local.sh consume "$output" "$good" 120000 2>/dev/null > "$work/out.tsv" || true
-python3 - "$work/out.tsv" <<'PY'
-import json, sys
-rows = [l.rstrip("\n").split("\t", 2) for l in open(sys.argv[1]) if l.strip()]
+if [ -n "$REGISTRY" ]; then
+  # Avro, decoded by Confluent's deserializer with the registered schema.
+  "$PYTHON" tests/py/registry_consume.py --registry "http://127.0.0.1:$REGISTRY_PORT" \
+    --brokers "127.0.0.1:${KAFKA_PORT:-9092}" --topic "$output" --format avro --count "$good" --timeout 120 \
+    > "$work/out.jsonl" || true
+  echo "(Avro; subjects in the registry: $(curl -s "http://127.0.0.1:$REGISTRY_PORT/subjects"))"
+else
+  scripts/kafka-local.sh consume "$output" "$good" 120000 2>/dev/null > "$work/out.tsv" || true
+fi
+python3 - "$work/out.tsv" "$work/out.jsonl" <<'PY'
+import json, os, sys
+if os.path.exists(sys.argv[2]):
+    values = [json.loads(l)["value"] for l in open(sys.argv[2]) if l.strip()]
+else:
+    values = [json.loads(l.rstrip("\n").split("\t", 2)[2]) for l in open(sys.argv[1]) if l.strip()]
 print(f"{'identifier':45} {'matched':8} {'name':22} {'title':26} batch_id")
-for headers, key, value in rows:
-    v = json.loads(value)
-    m = v["matches"][0]["person_data"]["basic_profile"] if v["matches"] else {}
-    print(f"{v['identifier'][:45]:45} {str(v['matched']).lower():8} {m.get('name', '-')[:22]:22} "
-          f"{m.get('current_title', '-')[:26]:26} {v['batch_id'][:8]}…")
+for v in values:
+    if not v["matches"]:
+        name = title = "-"
+    elif "match_json" in v["matches"][0]:  # registry formats: the stable fields
+        name, title = v["matches"][0]["name"] or "-", v["matches"][0]["title"] or "-"
+    else:
+        p = v["matches"][0]["person_data"]["basic_profile"]
+        name, title = p.get("name", "-"), p.get("current_title", "-")
+    print(f"{v['identifier'][:45]:45} {str(v['matched']).lower():8} {name[:22]:22} "
+          f"{title[:26]:26} {v['batch_id'][:8]}…")
+print(f"{len(values)} records")
 PY
 echo
 echo "== dead letters on $dlq"
@@ -149,6 +194,7 @@ for line in open(sys.argv[1]):
     # the message is the last header and may itself hold commas.
     rest = headers.split("identify.error.reason:", 1)[1]
     reason, message = rest.split(",identify.error.message:", 1)
+    message = message.split(",identify.", 1)[0]
     print(f"{key:8} reason={reason:20} {message[:60]:60} value={value[:30]}")
 PY
 

@@ -92,9 +92,9 @@ smoke() {
   echo "== $IMAGE --check on the chart's default config (baked in)"
   podman run --rm --read-only -e CRUSTDATA_API_KEY=check-only "$IMAGE" \
     --config /etc/identify-connector/config.toml --check
-  echo "== the demo's pipeline, the connector in the container"
+  echo "== the demo's pipeline (Avro outputs, a local Schema Registry), the connector in the container"
   cargo build --locked -p crustdata-sim -q
-  IDENTIFY_IMAGE="$IMAGE" scripts/demo.sh
+  IDENTIFY_IMAGE="$IMAGE" scripts/demo.sh --registry
 }
 
 case "${1:-}" in
