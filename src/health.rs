@@ -17,6 +17,7 @@ pub(crate) struct Health {
     misrouted: Mutex<Option<String>>,
     budget: Mutex<Option<String>>,
     registry: Mutex<Option<String>>,
+    kafka: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -69,6 +70,15 @@ impl Health {
     pub(crate) fn set_registry(&self, why: Option<String>) {
         *self.registry.lock().expect("health") = why;
     }
+    /// Kafka acknowledges none of the writes waiting (`Some`: for how
+    /// long), or takes them again (`None`).
+    pub(crate) fn set_kafka(&self, why: Option<String>) {
+        *self.kafka.lock().expect("health") = why;
+    }
+    /// Whether Kafka is reported not to take writes.
+    pub(crate) fn kafka_stalled(&self) -> bool {
+        self.kafka.lock().expect("health").is_some()
+    }
     /// Why submitting is halted, if it is.
     pub(crate) fn halted(&self) -> Option<String> {
         self.halted.lock().expect("health").clone()
@@ -100,6 +110,9 @@ impl Health {
         }
         if let Some(why) = self.registry.lock().expect("health").clone() {
             return Some(format!("schema registry: {why}"));
+        }
+        if let Some(why) = self.kafka.lock().expect("health").clone() {
+            return Some(format!("kafka: {why}"));
         }
         if self.api_refused() {
             return Some("the API refuses the key".into());

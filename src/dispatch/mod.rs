@@ -195,6 +195,10 @@ impl<P: Publish, R: Runner, S: ResultStore> Dispatcher<P, R, S> {
                         }
                     }
                     Some(SourceEvent::Revoked) => self.drop_revoked(),
+                    Some(SourceEvent::Assigned) => tokio::select! {
+                        () = self.parts.store.caught_up() => {}
+                        _ = &mut stop => break Stopped::Shutdown,
+                    },
                     None => break Stopped::SourceClosed,
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}

@@ -170,6 +170,8 @@ impl ResultStore for MemoryStore {
             .map(|(j, r)| (JobId::from(j.as_str()), r.clone()))
     }
 
+    async fn caught_up(&self) {}
+
     fn orphans(&self) -> Vec<(JobId, Record)> {
         let silent = self.silent.lock().unwrap().clone();
         self.journal

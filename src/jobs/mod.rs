@@ -30,7 +30,7 @@ use tracing::{info, warn, Instrument, Span};
 use crate::api::{with_retries, ApiClient, ApiError, Backoff, Endpoint, ErrorClass, RetryHooks, RetryPolicy};
 use crate::config::ApiConfig;
 use crate::health::Health;
-use crate::lifecycle::{JobId, Phase, Record, Stage};
+use crate::lifecycle::{JobId, Outcome, Phase, Record, Stage};
 use crate::metrics::Metrics;
 use crate::model::JobSpec;
 use crate::store::{KafkaStore, Reserved};
@@ -77,6 +77,9 @@ pub(crate) struct JobContext {
     pub(crate) events: UnboundedSender<JobEvent>,
     /// The result store and its job journal.
     pub(crate) store: Arc<KafkaStore>,
+    /// The source's offsets: whether partitions were revoked while a job
+    /// waited to submit.
+    pub(crate) tracker: Arc<Mutex<crate::offsets::OffsetTracker>>,
 }
 
 impl Runner for Arc<JobContext> {
@@ -230,6 +233,9 @@ impl JobContext {
     /// up for a transient reason.
     async fn drive(&self, seq: u64, job: &JobId, spec: JobSpec, mut rec: Record, mut step: Step) -> JobOutcome {
         let mut last: Option<JobError> = None;
+        // A submit leaves only if no partition was revoked since the job
+        // started (its records may have gone to another pod).
+        let revocations = self.revocations();
         // Submitting again (or first after a restart or a claim) is a
         // decision: made only once this pod's record is confirmed the
         // job's latest in the log (no claim came first).
@@ -267,7 +273,17 @@ impl JobContext {
                     }
                     self.phase(seq, Phase::Submitting);
                     let hook_url = hook.as_ref().map(|(url, _, _)| url.as_str());
-                    match self.submit(seq, job, &mut rec, attempt, hook_url).await {
+                    match self.submit(seq, job, &mut rec, attempt, hook_url, revocations).await {
+                        Submitted::NotSent(why) => {
+                            // Nothing left: the record written ahead is
+                            // closed, and the identifiers go back to the
+                            // dispatcher (which keeps those still ours).
+                            info!(%job, reason = %why, "submit not sent; the job's identifiers are planned again");
+                            self.metrics.submit_withheld(why.label());
+                            self.store.settle(job, attempt, 0).await;
+                            self.store.journal_closed(job, Outcome::Released).await;
+                            break JobOutcome::Released;
+                        }
                         Submitted::Accepted { batch_id, sent } => {
                             last = None;
                             Step::Wait {

@@ -40,6 +40,30 @@ pub(super) enum Submitted {
     Rejected(u16, String),
     /// Requests that created nothing failed after every retry.
     GaveUp(ApiError),
+    /// Not sent: the record written ahead was taken too late to be sure no
+    /// other pod has these identifiers now (see [`JobContext::stale`]).
+    NotSent(Withheld),
+}
+
+/// Why a submit written ahead was not sent.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub(super) enum Withheld {
+    /// The record was taken after the lease ran out.
+    #[error("the record written ahead was taken after this pod's lease ran out")]
+    LateWrite,
+    /// Partitions were revoked while the job waited.
+    #[error("partitions were revoked while the job waited to submit")]
+    Revoked,
+}
+
+impl Withheld {
+    /// A bounded label.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::LateWrite => "late_write",
+            Self::Revoked => "revoked",
+        }
+    }
 }
 
 /// What one request came to, inside the retry loop: errors that prove
@@ -47,6 +71,7 @@ pub(super) enum Submitted {
 enum Answer {
     Accepted(Arc<str>, Sent),
     Lost { sent_at_ms: i64, unanswered: bool },
+    NotSent(Withheld),
 }
 
 /// Whether the API may have created the job despite `e`, and whether an
@@ -61,6 +86,27 @@ pub(super) fn maybe_created(e: &ApiError) -> Option<bool> {
 }
 
 impl JobContext {
+    /// Partitions revoked (or lost) so far on this pod.
+    pub(super) fn revocations(&self) -> u64 {
+        self.tracker.lock().expect("tracker").revocations()
+    }
+
+    /// Why a submit whose record was written ahead from `leased` on must
+    /// not leave now, if it must not: the write took longer than the lease
+    /// (a pod cut off from Kafka whose write is taken once it reconnects:
+    /// meanwhile its partitions, and the records of this job, may have
+    /// gone to a peer that did not see the record and submitted them), or
+    /// a partition was revoked since the job started (`revocations`).
+    fn stale(&self, leased: Instant, revocations: u64) -> Option<Withheld> {
+        if leased.elapsed() >= crate::share::LEASE {
+            Some(Withheld::LateWrite)
+        } else if self.revocations() != revocations {
+            Some(Withheld::Revoked)
+        } else {
+            None
+        }
+    }
+
     /// Waits until this pod's lease holds (its last heartbeat acknowledged
     /// recently): a pod cut off from Kafka submits nothing for jobs another
     /// pod may take over.
@@ -85,6 +131,7 @@ impl JobContext {
         rec: &mut Record,
         attempt: u32,
         hook_url: Option<&str>,
+        revocations: u64,
     ) -> Submitted {
         let spec = match rec.spec() {
             Some(s) => s,
@@ -97,10 +144,11 @@ impl JobContext {
         telemetry::attr(&span, "attempt", i64::from(attempt));
         telemetry::attr(&Span::current(), "attempt", i64::from(attempt));
         let result = crate::api::with_retries(&policy, &hooks, Endpoint::Submit, || async {
-            self.lease().await;
-            // The rate limiter's wait comes before the record: the request
-            // leaves right after it.
+            // The rate limiter's wait comes before the lease and the
+            // record: the request leaves right after them.
             self.api.ready().await;
+            self.lease().await;
+            let leased = Instant::now();
             let sent_at_ms = now_ms();
             let ahead = {
                 let mut w = written.lock().expect("record");
@@ -108,6 +156,9 @@ impl JobContext {
                 w.clone()
             };
             self.store.journal(job, &ahead).await;
+            if let Some(why) = self.stale(leased, revocations) {
+                return Ok(Answer::NotSent(why));
+            }
             failpoint!("submit.before_request");
             let at = Instant::now();
             let utc = chrono::Utc::now();
@@ -141,6 +192,7 @@ impl JobContext {
         match &result {
             Ok(Answer::Accepted(batch_id, _)) => telemetry::attr(&span, "batch_id", batch_id.to_string()),
             Ok(Answer::Lost { .. }) => telemetry::failed(&span, &"the answer was lost"),
+            Ok(Answer::NotSent(why)) => telemetry::failed(&span, &why.to_string()),
             Err(e) => telemetry::failed(&span, e),
         }
         *rec = written.into_inner().expect("record");
@@ -154,6 +206,7 @@ impl JobContext {
                 Submitted::Accepted { batch_id, sent }
             }
             Ok(Answer::Lost { sent_at_ms, unanswered }) => Submitted::Lost { sent_at_ms, unanswered },
+            Ok(Answer::NotSent(why)) => Submitted::NotSent(why),
             Err(ApiError::BadRequest(m)) => Submitted::Rejected(400, m),
             Err(ApiError::NotFound(m)) => Submitted::Rejected(404, m),
             Err(ApiError::Unexpected {

@@ -176,6 +176,10 @@ impl Metrics {
     pub(crate) fn job_resubmitted(&self) {
         self.jobs.resubmitted.inc();
     }
+    /// A submit written ahead was not sent (`reason`: `late_write`, `revoked`).
+    pub(crate) fn submit_withheld(&self, reason: &str) {
+        self.jobs.withheld.with_label_values(&[reason]).inc();
+    }
     /// One API request finished; `status` 0 means no response.
     pub(crate) fn api_request(&self, endpoint: &str, status: u16, d: Duration) {
         let class = match status {
@@ -252,6 +256,10 @@ impl Metrics {
     /// Taking records halted for the schema registry (or resumed).
     pub(crate) fn set_registry_halted(&self, halted: bool) {
         self.kafka.registry_halted.set(i64::from(halted));
+    }
+    /// Outputs wait and Kafka acknowledges none (see `pipeline::stall`).
+    pub(crate) fn set_writes_stalled(&self, stalled: bool) {
+        self.kafka.writes_stalled.set(i64::from(stalled));
     }
     /// An offset commit finished.
     pub(crate) fn commit(&self, ok: bool) {

@@ -75,6 +75,7 @@ pub(crate) fn safe_commit_offset(first_unfinished: Option<i64>, next: Option<i64
 pub(crate) struct OffsetTracker {
     parts: FxHashMap<TopicPartition, PartitionState>,
     next_epoch: u64,
+    revocations: u64,
     in_flight: usize,
     in_flight_bytes: usize,
 }
@@ -107,11 +108,19 @@ impl OffsetTracker {
     /// Forgets `tp` and everything still in flight for it.
     pub(crate) fn revoke(&mut self, tp: &TopicPartition) {
         if let Some(state) = self.parts.remove(tp) {
+            self.revocations += 1;
             for e in state.pending.iter().filter(|e| !e.done) {
                 self.in_flight -= 1;
                 self.in_flight_bytes -= e.bytes;
             }
         }
+    }
+
+    /// How many times a partition was revoked (or lost) so far: a job
+    /// that saw this change while it waited may hold records that are no
+    /// longer this pod's.
+    pub(crate) fn revocations(&self) -> u64 {
+        self.revocations
     }
 
     /// How many partitions are assigned.

@@ -165,3 +165,16 @@ fn the_oldest_uncommitted_record_is_the_one_at_the_commit_point_until_committed(
     t.mark_committed(&c[0]);
     assert_eq!(oldest(&t), None, "everything consumed is committed");
 }
+
+#[test]
+fn revocations_count_partitions_actually_given_up() {
+    let mut t = OffsetTracker::new();
+    assert_eq!(t.revocations(), 0);
+    t.revoke(&tp());
+    assert_eq!(t.revocations(), 0, "not assigned: nothing given up");
+    t.assign(tp());
+    t.revoke(&tp());
+    assert_eq!(t.revocations(), 1, "a job that waited across this must not submit");
+    t.assign(tp());
+    assert_eq!(t.revocations(), 1, "a new assignment revokes nothing");
+}

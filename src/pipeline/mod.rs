@@ -4,6 +4,7 @@
 
 mod probe;
 mod shutdown;
+mod stall;
 
 pub use probe::check_api;
 
@@ -163,6 +164,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         wakers,
         events: events_tx,
         store: store.clone(),
+        tracker: tracker.clone(),
     });
     if cfg.kafka.exactly_once && cfg.kafka.instance_id.is_empty() {
         warn!(
@@ -231,6 +233,7 @@ pub async fn start(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'sta
         tracker.clone(),
         metrics.clone(),
         cfg.api.max_active_jobs,
+        (sink.clone(), health.clone()),
     ));
     let dispatcher = Dispatcher::new(
         &cfg,
@@ -286,13 +289,40 @@ async fn gauges(
     tracker: Arc<Mutex<OffsetTracker>>,
     metrics: Arc<Metrics>,
     slots: usize,
+    (sink, health): (Arc<KafkaSink>, Arc<Health>),
 ) {
     let team = store.team();
+    let mut stall = stall::StallWatch::default();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut forecast = Forecast::default();
     let mut told = std::time::Instant::now();
     loop {
         tick.tick().await;
+        let (store_pending, store_acked) = store.writes();
+        let pending = u64::try_from(sink.pending()).unwrap_or(0) + store_pending;
+        let stalled = stall.look(std::time::Instant::now(), pending, sink.acked() + store_acked);
+        let was = health.kafka_stalled();
+        match stalled {
+            Some(still) => {
+                if !was {
+                    warn!(
+                        pending,
+                        seconds = still.as_secs(),
+                        "Kafka acknowledges none of the writes waiting; nothing is lost, the producers keep trying"
+                    );
+                }
+                health.set_kafka(Some(format!(
+                    "Kafka has acknowledged none of {pending} writes for {} s",
+                    still.as_secs()
+                )));
+            }
+            None if was => {
+                info!("Kafka acknowledges writes again");
+                health.set_kafka(None);
+            }
+            None => {}
+        }
+        metrics.set_writes_stalled(stalled.is_some());
         metrics.set_store_hot_bytes(store.hot_bytes());
         metrics.set_journal_jobs(store.journal_len());
         let budget = store.budget();

@@ -3,6 +3,7 @@
 //! refused for itself goes to the dead-letter topic instead; and the
 //! producer's creation (transactional with `kafka.exactly_once`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub(crate) struct SinkContext {
     fatal: Arc<Fatal>,
     /// Staged records the broker refused for themselves in a transaction.
     txn_refused: Mutex<Vec<(TopicPartition, i64, KafkaError)>>,
+    /// Records the broker acknowledged (for the stall watch).
+    acked: Arc<AtomicU64>,
 }
 
 impl SinkContext {
@@ -87,6 +90,9 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<Delivery>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, d: Box<Delivery>) {
+        if result.is_ok() {
+            self.acked.fetch_add(1, Ordering::Relaxed);
+        }
         let (pos, timestamp_ms, kind) = match *d {
             Delivery::Direct {
                 pos,
@@ -151,6 +157,7 @@ pub(super) fn create(
     tracker: &Arc<Mutex<OffsetTracker>>,
     metrics: &Arc<Metrics>,
     fatal: &Arc<Fatal>,
+    acked: &Arc<AtomicU64>,
 ) -> Result<PolledProducer<SinkContext>, SinkError> {
     let context = SinkContext {
         tracker: tracker.clone(),
@@ -160,6 +167,7 @@ pub(super) fn create(
         }),
         fatal: fatal.clone(),
         txn_refused: Mutex::default(),
+        acked: acked.clone(),
     };
     let producer = PolledProducer::new(cc, context, "sink-producer").map_err(SinkError::Config)?;
     if cc.get("transactional.id").is_some() {

@@ -4,7 +4,7 @@
 //! `kafka.exactly_once` the producer is transactional: records are staged
 //! ([`super::txn`]) and sent in the transaction that commits their offsets.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ pub(crate) struct KafkaSink {
     tracker: Arc<Mutex<OffsetTracker>>,
     metrics: Arc<Metrics>,
     fatal: Arc<Fatal>,
+    /// Records the broker acknowledged so far (every producer's).
+    acked: Arc<AtomicU64>,
 }
 
 type Record<'a> = BaseRecord<'a, [u8], [u8], Box<Delivery>>;
@@ -88,7 +90,8 @@ impl KafkaSink {
             .get("message.max.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
-        let producer = create(&cc, &tracker, &metrics, &fatal)?;
+        let acked = Arc::new(AtomicU64::new(0));
+        let producer = create(&cc, &tracker, &metrics, &fatal, &acked)?;
         Ok(Self {
             producer: RwLock::new(Arc::new(producer)),
             client_config: cc,
@@ -98,6 +101,7 @@ impl KafkaSink {
             dlq_value_limit: record::dead_letter_value_limit(message_max),
             shape: Shape::new(output, &cfg.group_id),
             stage: transactional_id.map(|_| Stage::default()),
+            acked,
             message_max,
             tracker,
             metrics,
@@ -145,11 +149,17 @@ impl KafkaSink {
         if self.replace_producer.load(Ordering::Relaxed) {
             // A new producer with the same transactional id fences the old
             // one and has the coordinator abort its open transaction.
-            let fresh =
-                create(&self.client_config, &self.tracker, &self.metrics, &self.fatal).map_err(|e| match e {
-                    SinkError::Config(e) | SinkError::Transaction(e) => e,
-                    _ => KafkaError::ConsumerCommit(RDKafkaErrorCode::Fatal),
-                })?;
+            let fresh = create(
+                &self.client_config,
+                &self.tracker,
+                &self.metrics,
+                &self.fatal,
+                &self.acked,
+            )
+            .map_err(|e| match e {
+                SinkError::Config(e) | SinkError::Transaction(e) => e,
+                _ => KafkaError::ConsumerCommit(RDKafkaErrorCode::Fatal),
+            })?;
             *self.producer.write().expect("producer") = Arc::new(fresh);
             stage.fresh_producer();
             self.replace_producer.store(false, Ordering::Relaxed);
@@ -258,6 +268,11 @@ impl KafkaSink {
     /// Records not yet acknowledged.
     pub(crate) fn pending(&self) -> i32 {
         self.producer().in_flight_count()
+    }
+
+    /// Records the broker acknowledged so far.
+    pub(crate) fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
     }
 }
 

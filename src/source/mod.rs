@@ -75,6 +75,10 @@ pub(crate) enum SourceEvent {
     /// Partitions were revoked: records of theirs still pending are dropped
     /// (their new owner reads them again), so memory stays bounded.
     Revoked,
+    /// Partitions were assigned: their records come next, and are planned
+    /// only once the store knows what the store topic holds now (a peer
+    /// may have resolved or journaled them meanwhile).
+    Assigned,
 }
 
 /// Flags the pipeline uses to steer the consumer thread.

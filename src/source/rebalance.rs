@@ -168,6 +168,7 @@ impl SourceContext {
             );
         }
         self.health.set_joined(true);
+        let _ = self.tx.send(SourceEvent::Assigned);
         info!(partitions = ?names(&assigned), "partitions assigned");
     }
 }

@@ -21,6 +21,7 @@ mod lookup;
 mod members;
 mod record;
 mod sweep;
+mod sync;
 mod tail;
 mod topic;
 mod writer;
@@ -117,6 +118,9 @@ pub(crate) trait ResultStore: Send + Sync + 'static {
     /// the same member id), and those whose owner has been silent for
     /// [`CLAIM_AFTER`] (to be claimed).
     fn orphans(&self) -> Vec<(JobId, Record)>;
+    /// Resolves once what the store topic holds now is known here (see
+    /// [`KafkaStore::catch_up`]).
+    fn caught_up(&self) -> impl std::future::Future<Output = ()> + Send;
 }
 
 /// How long a closed job's record stays before it is removed: while it
@@ -193,6 +197,8 @@ pub(crate) struct KafkaStore {
     background: Vec<tokio::task::JoinHandle<()>>,
     /// The credit budget's ledger.
     budget: Arc<Budget>,
+    /// Partitions of the store topic.
+    partitions: i32,
 }
 
 /// This pod's member id: its `kafka.instance_id` (unique in the group),
@@ -284,11 +290,23 @@ impl KafkaStore {
             tail,
             background,
             budget,
+            partitions,
         });
         let tidy = tokio::spawn(tidy(Arc::downgrade(&store)));
         // The tidy task ends with the store (it holds a weak reference).
         drop(tidy);
         Ok(store)
+    }
+
+    /// Store writes waiting for Kafka, and those it acknowledged so far
+    /// (for the stall watch; a heartbeat is written every second).
+    pub(crate) fn writes(&self) -> (u64, u64) {
+        let p = &self.j.writer.producer;
+        let pending = u64::try_from(p.in_flight_count()).unwrap_or(0);
+        let acked = rdkafka::producer::Producer::context(p.inner())
+            .acked
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (pending, acked)
     }
 
     /// Hot-set bytes, for the metric.
@@ -333,6 +351,12 @@ impl KafkaStore {
     /// journal's rule takes it.
     pub(crate) async fn journal(&self, job: &JobId, rec: &Record) -> Written {
         self.j.write(job, rec).await
+    }
+
+    /// Closes this pod's job `job` with `outcome`, waiting until the record
+    /// is taken.
+    pub(crate) async fn journal_closed(&self, job: &JobId, outcome: Outcome) {
+        self.j.write_closed(job, outcome).await;
     }
 
     /// Writes a claim of job `job` (see [`crate::jobs`]): it counts only
@@ -414,7 +438,7 @@ fn producer(cfg: &Config) -> Result<PolledProducer<StoreContext>, StoreError> {
         cc.set(k, v);
     }
     cc.set("enable.idempotence", "true");
-    PolledProducer::new(&cc, StoreContext, "store-producer").map_err(StoreError::Kafka)
+    PolledProducer::new(&cc, StoreContext::default(), "store-producer").map_err(StoreError::Kafka)
 }
 
 impl ResultStore for KafkaStore {
@@ -453,6 +477,10 @@ impl ResultStore for KafkaStore {
 
     fn covering(&self, value: &str) -> Option<(JobId, Record)> {
         self.j.journal.lock().expect("journal").covering(value, Instant::now())
+    }
+
+    async fn caught_up(&self) {
+        self.catch_up().await;
     }
 
     fn orphans(&self) -> Vec<(JobId, Record)> {

@@ -23,8 +23,12 @@ pub(crate) type Written = (i32, i64);
 /// Kafka's acknowledgement of one store write.
 pub(crate) type Ack = oneshot::Receiver<KafkaResult<Written>>;
 
-/// Delivery reports of store writes go to whoever waits for them.
-pub(crate) struct StoreContext;
+/// Delivery reports of store writes go to whoever waits for them; the
+/// acknowledged ones are counted (for the stall watch).
+#[derive(Default)]
+pub(crate) struct StoreContext {
+    pub(super) acked: std::sync::atomic::AtomicU64,
+}
 
 impl ClientContext for StoreContext {}
 
@@ -34,6 +38,9 @@ impl ProducerContext for StoreContext {
     type DeliveryOpaque = Box<oneshot::Sender<KafkaResult<Written>>>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
+        if result.is_ok() {
+            self.acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let _ = ack.send(
             result
                 .as_ref()

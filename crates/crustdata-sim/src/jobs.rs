@@ -228,10 +228,15 @@ impl Store {
             if job.foreign {
                 self.stats.foreign_credits_charged += job.matched;
             } else {
+                let mut again = 0;
                 for h in job.matched_hashes.iter() {
                     if self.history.charge(*h) {
-                        self.stats.credits_recharged += 1;
+                        again += 1;
                     }
+                }
+                self.stats.credits_recharged += again;
+                if again > 0 {
+                    tracing::warn!(batch_id = %id, credits = again, "identifiers charged again");
                 }
             }
         }

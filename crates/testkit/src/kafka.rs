@@ -25,7 +25,9 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::random::<u32>())
 }
 
-/// Creates topics (fails the test on error).
+/// Creates topics with the broker's default replication factor (1 on the
+/// single broker, 3 on the cluster of `scripts/kafka-local.sh cluster`);
+/// fails the test on error.
 pub async fn create_topics(topics: &[(&str, i32)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap())
@@ -33,7 +35,7 @@ pub async fn create_topics(topics: &[(&str, i32)]) {
         .expect("admin client");
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|(name, parts)| NewTopic::new(name, *parts, TopicReplication::Fixed(1)))
+        .map(|(name, parts)| NewTopic::new(name, *parts, TopicReplication::Fixed(-1)))
         .collect();
     let res = admin
         .create_topics(

@@ -9,6 +9,10 @@
 //! - [`sim`]: a simulator with fast jobs, and the records the tests feed;
 //! - [`registry`]: a real Schema Registry and the Confluent Python
 //!   serializers that make the registry-format inputs;
+//! - [`cluster`]: the three-broker cluster (`scripts/kafka-local.sh
+//!   cluster`): nodes killed and started, leaders, in-sync replicas;
+//! - [`toxiproxy`]: network faults (Toxiproxy) between the connector and
+//!   the brokers or the simulator;
 //! - [`audit`]: every input accounted for (outputs, dead letters,
 //!   duplicates, lost records) from the `identify.source.*` headers.
 //!
@@ -16,11 +20,13 @@
 //! the binary), never its code.
 
 pub mod audit;
+pub mod cluster;
 pub mod kafka;
 pub mod metrics;
 pub mod proc;
 pub mod registry;
 pub mod sim;
+pub mod toxiproxy;
 
 pub use audit::{audit, wait_done, Audit, Topics};
 pub use metrics::metric;
