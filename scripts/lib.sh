@@ -9,9 +9,21 @@ export PATH="$HOME/.cargo/bin:$PATH"
 ensure_kafka() {
   if ! scripts/kafka-local.sh status >/dev/null 2>&1; then
     scripts/kafka-local.sh start
-    trap 'scripts/kafka-local.sh stop || true' EXIT
+    STOP_ON_EXIT+=("scripts/kafka-local.sh stop")
   fi
+  trap 'for c in "${STOP_ON_EXIT[@]}"; do $c || true; done' EXIT
 }
+
+# ensure_cluster: the three-broker cluster (and its Toxiproxy) running;
+# stopped on exit when started here.
+ensure_cluster() {
+  if ! scripts/kafka-local.sh cluster status >/dev/null 2>&1; then
+    scripts/kafka-local.sh cluster start
+    STOP_ON_EXIT+=("scripts/kafka-local.sh cluster stop")
+  fi
+  trap 'for c in "${STOP_ON_EXIT[@]}"; do $c || true; done' EXIT
+}
+STOP_ON_EXIT=()
 
 # go_build_cached NAME BIN PACKAGE VERSION [BUILD FLAG...]: builds the Go
 # command PACKAGE (of its module at VERSION) into BIN, unless BIN already

@@ -2,8 +2,11 @@
 # The whole test suite: formatting, layout, lints, unit and integration tests
 # (against a real local Apache Kafka broker, the Crustdata simulator and, for
 # traces, a real Jaeger; for registry formats, a real Schema Registry and
-# Confluent's Python serializers), and the Helm chart checks. Starts the broker if it
-# is not running and stops it again afterwards if it started it.
+# Confluent's Python serializers; for cluster faults, three brokers and
+# Toxiproxy: one leader kill and the API link faults, the rest being
+# scripts/chaos.sh's), and the Helm chart checks. Starts the broker and the
+# cluster if they are not running and stops them again afterwards if it
+# started them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -35,6 +38,8 @@ export JAEGER_BIN
 echo "== Schema Registry and the Confluent Python serializers for tests/registry.rs (built once into the cache)"
 scripts/schema-registry.sh path >/dev/null
 scripts/py-venv.sh >/dev/null
+echo "== the three-broker cluster and its Toxiproxy for tests/cluster.rs (scripts/kafka-local.sh cluster)"
+ensure_cluster
 echo "== cargo test (with failpoints: tests/crash_points.rs aborts the binary at named steps)"
 cargo test --workspace --locked --features failpoints --lib --bins --tests 2>&1 | tee target/test-output.txt
 # One closing line over every test binary.

@@ -8,12 +8,15 @@
 //!   during processing, at least once and exactly once;
 //! - the connector cut off from every broker for longer than its session
 //!   timeout while a peer replica takes its partitions, then reconnected;
-//! - the API link slowed to 2 s, then resetting 20% of connections, then
-//!   stalled.
+//! - the API link slowed to 2 s, then resetting 20% of the time, then
+//!   stalled;
+//! - two of three brokers down for 30 s (no write reaches
+//!   `min.insync.replicas`): `/readyz` says so, nothing is dead-lettered.
 //!
-//! `scripts/chaos.sh` runs these and the longer ones (tests/cluster_long.rs);
-//! `.ci/run` runs this file. Tests here share the cluster: run them one at a
-//! time (`--test-threads 1`, which the scripts pass).
+//! The README's test command (`.ci/run`) runs one leader kill and the API
+//! link faults; `scripts/chaos.sh quick` the same, `scripts/chaos.sh all`
+//! the ignored ones too and the soak (tests/cluster_soak.rs). The tests
+//! take the cluster one at a time (`Cluster::ensure`).
 
 mod common;
 
@@ -48,6 +51,7 @@ async fn partition_leaders_killed_mid_run_lose_nothing_and_charge_nothing_twice(
     leader_kills(&Cluster::ensure().await, false).await;
 }
 
+#[ignore = "scripts/chaos.sh all: the long cluster scenarios"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_leaders_killed_mid_transaction_lose_and_duplicate_nothing() {
     logs();
@@ -200,12 +204,14 @@ async fn the_api_link_slow_resetting_and_stalled_pays_nothing_twice_and_loses_no
     assert_eq!(stats.credits_recharged, 0, "no credit charged twice");
 }
 
+#[ignore = "scripts/chaos.sh all: the long cluster scenarios"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connector_cut_off_past_its_session_is_replaced_and_its_late_writes_change_nothing() {
     logs();
     cut_off(&Cluster::ensure().await, false).await;
 }
 
+#[ignore = "scripts/chaos.sh all: the long cluster scenarios"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transactional_connector_cut_off_past_its_session_is_fenced() {
     logs();
@@ -282,6 +288,7 @@ async fn cut_off(cluster: &Cluster, exactly_once: bool) {
     }
 }
 
+#[ignore = "scripts/chaos.sh all: the long cluster scenarios"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_three_brokers_down_halt_visibly_and_resume_without_loss() {
     const N: usize = 20_000;

@@ -38,24 +38,35 @@ fn script(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// One test at a time on the cluster (tests of one binary run in
+/// parallel; their faults must not overlap).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The cluster: started when it is not running, every node up, every
-/// proxy enabled and without toxics.
+/// proxy enabled and without toxics; this test's alone while it holds it.
 pub struct Cluster {
     /// The `DIRECT` listeners (the tests' clients and peers).
     pub bootstrap: String,
     /// The `PROXIED` listeners (the connector under fault).
     pub proxied: String,
+    _alone: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
     /// Starts what is not running and clears every fault; points the test
     /// kit's own clients (`KAFKA_BOOTSTRAP`) at the cluster.
     pub async fn ensure() -> Self {
+        let alone = ONE_AT_A_TIME.lock().await;
         tokio::task::block_in_place(|| script(&["start"]));
         let c = Self {
             bootstrap: script(&["bootstrap"]),
             proxied: script(&["proxied"]),
+            _alone: alone,
         };
+        // Every broker back (a test that failed may have left one down).
+        for n in BROKERS {
+            tokio::task::block_in_place(|| script(&["start-node", &n.to_string()]));
+        }
         // Every test in a cluster test binary sets the same value.
         std::env::set_var("KAFKA_BOOTSTRAP", &c.bootstrap);
         for n in BROKERS {
