@@ -300,29 +300,7 @@ async fn gauges(
         tick.tick().await;
         let (store_pending, store_acked) = store.writes();
         let pending = u64::try_from(sink.pending()).unwrap_or(0) + store_pending;
-        let stalled = stall.look(std::time::Instant::now(), pending, sink.acked() + store_acked);
-        let was = health.kafka_stalled();
-        match stalled {
-            Some(still) => {
-                if !was {
-                    warn!(
-                        pending,
-                        seconds = still.as_secs(),
-                        "Kafka acknowledges none of the writes waiting; nothing is lost, the producers keep trying"
-                    );
-                }
-                health.set_kafka(Some(format!(
-                    "Kafka has acknowledged none of {pending} writes for {} s",
-                    still.as_secs()
-                )));
-            }
-            None if was => {
-                info!("Kafka acknowledges writes again");
-                health.set_kafka(None);
-            }
-            None => {}
-        }
-        metrics.set_writes_stalled(stalled.is_some());
+        stall.report(pending, sink.acked() + store_acked, &health, &metrics);
         metrics.set_store_hot_bytes(store.hot_bytes());
         metrics.set_journal_jobs(store.journal_len());
         let budget = store.budget();

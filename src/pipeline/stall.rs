@@ -8,6 +8,11 @@
 
 use std::time::{Duration, Instant};
 
+use tracing::{info, warn};
+
+use crate::health::Health;
+use crate::metrics::Metrics;
+
 /// Writes waiting with none acknowledged for this long is a stall.
 pub(crate) const STALLED_AFTER: Duration = Duration::from_secs(10);
 
@@ -34,6 +39,34 @@ impl StallWatch {
         let since = *self.waiting_since.get_or_insert(now);
         let still = now.saturating_duration_since(since);
         (still >= STALLED_AFTER).then_some(still)
+    }
+
+    /// One look now, reported: `/readyz`, the metric, and a log line when
+    /// the stall begins and when it ends.
+    pub(crate) fn report(&mut self, pending: u64, acked: u64, health: &Health, metrics: &Metrics) {
+        let stalled = self.look(Instant::now(), pending, acked);
+        let was = health.kafka_stalled();
+        match stalled {
+            Some(still) => {
+                if !was {
+                    warn!(
+                        pending,
+                        seconds = still.as_secs(),
+                        "Kafka acknowledges none of the writes waiting; nothing is lost, the producers keep trying"
+                    );
+                }
+                health.set_kafka(Some(format!(
+                    "Kafka has acknowledged none of {pending} writes for {} s",
+                    still.as_secs()
+                )));
+            }
+            None if was => {
+                info!("Kafka acknowledges writes again");
+                health.set_kafka(None);
+            }
+            None => {}
+        }
+        metrics.set_writes_stalled(stalled.is_some());
     }
 }
 
