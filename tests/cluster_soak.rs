@@ -274,12 +274,17 @@ async fn soak_under_random_faults_keeps_memory_fds_threads_and_journal_flat() {
     );
     audit.assert_nothing_lost("soak");
     assert_eq!(stats.credits_recharged, 0, "no credit charged twice");
-    for (name, w, e) in [
+    let mut compared = vec![
         ("RSS", warm.rss_mib, last.rss_mib),
         ("open fds", warm.fds, last.fds),
         ("threads", warm.threads, last.threads),
-        ("journal", warm.journal, last.journal),
-    ] {
+    ];
+    if warmup >= 16.0 {
+        compared.push(("journal", warm.journal, last.journal));
+    } else {
+        println!("soak: the journal is not compared: the run is shorter than its 15-minute bound");
+    }
+    for (name, w, e) in compared {
         let bound = (w * 0.1).max(1.0);
         assert!(
             (e - w).abs() <= bound,
