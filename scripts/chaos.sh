@@ -6,8 +6,10 @@
 # of every broker and of the simulator.
 #
 #   scripts/chaos.sh quick   one leader kill and the API link faults (~5 min)
-#   scripts/chaos.sh all     every scenario, then the soak (SOAK_MINUTES,
-#                            default 30; SOAK_SEED replays one)
+#   scripts/chaos.sh all     every scenario, the single broker stopped and
+#                            started mid-run (tests/chaos_broker.rs), then
+#                            the soak (SOAK_MINUTES, default 30; SOAK_SEED
+#                            replays one)
 #
 # Each scenario prints a `RESULT <scenario>: inputs=... lost=... ...` line;
 # the summary lists them with the test verdicts. Exits non-zero when any
@@ -35,6 +37,8 @@ mkdir -p target
 status=0
 cargo test --locked --test cluster -- --nocapture "${args[@]}" 2>&1 | tee "$out" || status=1
 if [ "$mode" = all ]; then
+  # The single broker stopped and started mid-run (its own, on 19092).
+  cargo test --locked --test chaos_broker -- --nocapture --include-ignored 2>&1 | tee -a "$out" || status=1
   cargo test --locked --test cluster_soak -- --nocapture --include-ignored 2>&1 | tee -a "$out" || status=1
 fi
 echo "== summary"

@@ -148,7 +148,7 @@ async fn fault(n: u32, cluster: &Cluster, api: &Proxy, topics: &Topics) -> Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "scripts/chaos.sh all: 30 minutes"]
-async fn soak_under_random_faults_keeps_memory_fds_threads_and_journal_flat() {
+async fn cluster_soak_under_random_faults_keeps_memory_fds_threads_and_journal_flat() {
     let minutes: f64 = std::env::var("SOAK_MINUTES")
         .ok()
         .and_then(|m| m.parse().ok())
