@@ -148,20 +148,7 @@ async fn cluster_the_api_link_slow_resetting_and_stalled_pays_nothing_twice_and_
     // Resets a fifth of the time: every connection open in that moment is
     // reset, most of them mid-answer.
     phase("resets 20% of the time");
-    let until = Instant::now() + PHASE;
-    while Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        api.toxic(
-            "reset",
-            "reset_peer",
-            "downstream",
-            1.0,
-            serde_json::json!({ "timeout": 0 }),
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        api.remove_toxic("reset").await;
-    }
+    api.resets(PHASE.as_secs() as u32).await;
     // A stalled link: connections stay open, and no byte of any answer
     // (status, listing or result download) comes through.
     phase("stalled");

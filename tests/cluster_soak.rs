@@ -118,19 +118,7 @@ async fn fault(n: u32, cluster: &Cluster, api: &Proxy, topics: &Topics) -> Strin
             "API link +2 s for 20 s".into()
         }
         3 => {
-            for _ in 0..15 {
-                tokio::time::sleep(Duration::from_millis(800)).await;
-                api.toxic(
-                    "reset",
-                    "reset_peer",
-                    "downstream",
-                    1.0,
-                    serde_json::json!({ "timeout": 0 }),
-                )
-                .await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                api.remove_toxic("reset").await;
-            }
+            api.resets(15).await;
             "API link resetting 20% of the time for 15 s".into()
         }
         _ => {

@@ -204,6 +204,20 @@ impl Proxy {
         }
     }
 
+    /// Resets every connection open during a fifth of each second (200 ms
+    /// of `reset_peer` after 800 ms clear), for `seconds` seconds: most
+    /// resets land mid-answer. (A per-connection `reset_peer` of toxicity
+    /// 0.2 would hardly ever hit a client's few pooled connections.)
+    pub async fn resets(&self, seconds: u32) {
+        for _ in 0..seconds {
+            tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+            self.toxic("reset", "reset_peer", "downstream", 1.0, json!({ "timeout": 0 }))
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            self.remove_toxic("reset").await;
+        }
+    }
+
     /// Enables it, or disables it ("down": its connections are closed and
     /// new ones refused).
     pub async fn set_enabled(&self, enabled: bool) {
